@@ -1,0 +1,329 @@
+"""The one validated, frozen configuration object, built at start-up.
+
+Nothing else in mpgpt reads environment variables: secrets come in here and nowhere else.
+A bad file raises ConfigError whose message names the key (``wechat.mode``) and the problem,
+so the command line can print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the dotted key it concerns."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    # The address followers reach the companion page at (used in links in chat replies).
+    public_url: str = ""
+    # WeChat's messages are a few hundred bytes; anything far larger is not WeChat.
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "data/mpgpt.db"
+    busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class WechatConfig:
+    token: str = ""
+    app_id: str = ""
+    app_secret: str = ""
+    encoding_aes_key: str = ""
+    mode: str = "passive"
+    api_base: str = "https://api.weixin.qq.com"
+    # WeChat sends no freshness guarantee; we refuse signatures older (or newer) than this.
+    timestamp_tolerance: float = 300.0
+    # WeChat waits `window` seconds for each delivery and delivers a message `deliveries` times.
+    window: float = 5.0
+    deliveries: int = 3
+    # On the last delivery we answer this long before the window closes, with what we have.
+    reply_margin: float = 0.6
+    max_reply_bytes: int = 2000
+    # Customer-service messages allowed per user message (WeChat's rule since 2023).
+    push_budget: int = 5
+    api_timeout: float = 5.0
+    token_refresh_margin: float = 300.0
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    default_model: str = "gpt-4o-mini"
+    system_prompt: str = "你是一个乐于助人的助手。回答简洁，使用纯文本，不要使用 Markdown。"
+    generation_deadline: float = 120.0
+    conversation_idle: float = 1800.0
+    max_turns: int = 10
+    max_context_tokens: int = 3000
+    # Cross-process waits poll storage this often; same-process waits are woken at once.
+    poll_interval: float = 0.1
+    # The growing answer is written to storage this often, so another process (or a restart)
+    # can give the user what is complete so far.
+    progress_flush_interval: float = 0.5
+    # A generating process renews its lease; a lease left to expire means the process died.
+    lease_seconds: float = 30.0
+    recovery_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    more: tuple[str, ...] = ("继续",)
+    reset: tuple[str, ...] = ("新对话",)
+    help: tuple[str, ...] = ("帮助",)
+
+
+@dataclass(frozen=True)
+class TextsConfig:
+    welcome: str = "感谢关注！直接发送文字即可和 AI 对话。发送「帮助」查看用法。"
+    help: str = (
+        "直接发送文字即可提问。\n"
+        "「继续」获取较长回答的后续内容\n"
+        "「新对话」开始新的话题\n"
+        "「帮助」显示本说明"
+    )
+    thinking: str = "正在思考中，请稍候回复「继续」获取回答。"
+    more_marker: str = "（未完，回复「继续」查看后续）"
+    text_only: str = "目前只支持文字消息，请直接发送文字。"
+    voice_unrecognized: str = "没有识别出语音内容，请再说一次或直接发送文字。"
+    model_error: str = "抱歉，AI 服务暂时出了点问题，请稍后再试。"
+    deadline: str = "抱歉，这次回答超时了，请稍后重试。"
+    cut: str = "（回答中断，以上为已生成的部分）"
+    nothing_waiting: str = "目前没有待取的回答，直接发送问题即可。"
+    new_question_started: str = "——\n你的新问题已开始回答，稍后回复「继续」获取。"
+    reset_done: str = "好的，已开始新的对话。"
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    name: str
+    provider: str
+    api_key: str = ""
+    base_url: str = ""
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    # "auto": console when stderr is a terminal, JSON otherwise.
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    wechat: WechatConfig = field(default_factory=WechatConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    texts: TextsConfig = field(default_factory=TextsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    channels: tuple[ChannelConfig, ...] = ()
+    # The folder the config file lives in: relative paths in it are relative to this.
+    base_dir: str = "."
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# Scalar keys that may come from the environment instead of the file (secrets first of all).
+_ENV_KEYS = {
+    "MPGPT_WECHAT_TOKEN": ("wechat", "token"),
+    "MPGPT_WECHAT_APP_ID": ("wechat", "app_id"),
+    "MPGPT_WECHAT_APP_SECRET": ("wechat", "app_secret"),
+    "MPGPT_WECHAT_ENCODING_AES_KEY": ("wechat", "encoding_aes_key"),
+    "MPGPT_SERVER_HOST": ("server", "host"),
+    "MPGPT_SERVER_PORT": ("server", "port"),
+    "MPGPT_STORAGE_PATH": ("storage", "path"),
+}
+_PROVIDER_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
+PROVIDERS = ("openai", "zhipuai")
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    return "a list of strings" if typing.get_origin(tp) is tuple else str(tp)
+
+
+def _convert(key: str, tp: Any, value: Any) -> Any:
+    """Check one value against its declared type; the error names the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, "must be a table")
+        return _build(tp, value, key)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list (got {type(value).__name__})")
+        return tuple(_convert(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
+    if origin in (dict, Mapping):
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(key, "must be a table")
+        return types.MappingProxyType({k: _convert(f"{key}.{k}", val_tp, v) for k, v in value.items()})
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number (got {value!r})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer (got {value!r})")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false (got {value!r})")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string (got {value!r})")
+        return value
+    raise ConfigError(key, f"unsupported type {tp!r}")  # pragma: no cover - a programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if k not in names or k == "base_dir":
+            raise ConfigError(key, "unknown key")
+        kwargs[k] = _convert(key, hints[k], v)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}.{f.name}" if prefix else f.name, "is required")
+    return cls(**kwargs)
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, (section, key) in _ENV_KEYS.items():
+        if var in env:
+            value: Any = env[var]
+            if key == "port":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError(f"{section}.{key}", f"{var} must be an integer (got {value!r})") from None
+            data.setdefault(section, {})[key] = value
+    for i, ch in enumerate(data.get("channels", []) or []):
+        if not isinstance(ch, dict) or ch.get("api_key"):
+            continue
+        name = str(ch.get("name", i)).upper().replace("-", "_")
+        own = env.get(f"MPGPT_CHANNEL_{name}_API_KEY")
+        shared = env.get(_PROVIDER_KEY_ENV.get(str(ch.get("provider")), ""), "")
+        if own or shared:
+            ch["api_key"] = own or shared
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0 (got {value})")
+
+
+def _validate(cfg: Config) -> None:
+    w = cfg.wechat
+    if w.mode not in ("passive", "active"):
+        raise ConfigError("wechat.mode", f"must be 'passive' or 'active' (got {w.mode!r})")
+    if not w.token:
+        raise ConfigError("wechat.token", "is required (or set MPGPT_WECHAT_TOKEN)")
+    if w.encoding_aes_key:
+        if len(w.encoding_aes_key) != 43:
+            raise ConfigError("wechat.encoding_aes_key", "must be the 43 characters WeChat shows, or \"\" for plaintext mode")
+        if not w.app_id:
+            raise ConfigError("wechat.app_id", "is required when wechat.encoding_aes_key is set")
+    if w.mode == "active" and not (w.app_id and w.app_secret):
+        raise ConfigError("wechat.app_secret" if w.app_id else "wechat.app_id", "is required in active mode")
+    if not w.api_base.startswith(("http://", "https://")):
+        raise ConfigError("wechat.api_base", "must be an http(s) URL")
+    for name in ("timestamp_tolerance", "window", "reply_margin", "api_timeout"):
+        _positive(f"wechat.{name}", getattr(w, name))
+    if w.reply_margin >= w.window:
+        raise ConfigError("wechat.reply_margin", "must be smaller than wechat.window")
+    if w.deliveries < 1:
+        raise ConfigError("wechat.deliveries", "must be at least 1")
+    if not 200 <= w.max_reply_bytes <= 2048:
+        raise ConfigError("wechat.max_reply_bytes", "must be between 200 and 2048")
+    if not 1 <= w.push_budget <= 5:
+        raise ConfigError("wechat.push_budget", "must be between 1 and 5")
+    c = cfg.chat
+    for name in ("generation_deadline", "conversation_idle", "poll_interval", "progress_flush_interval",
+                 "lease_seconds", "recovery_interval"):
+        _positive(f"chat.{name}", getattr(c, name))
+    for name in ("max_turns", "max_context_tokens"):
+        _positive(f"chat.{name}", getattr(c, name))
+    if not 1 <= cfg.server.port <= 65535:
+        raise ConfigError("server.port", "must be between 1 and 65535")
+    if cfg.log.format not in ("auto", "json", "console"):
+        raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level", "must be debug, info, warning or error")
+    if not cfg.channels:
+        raise ConfigError("channels", "at least one [[channels]] entry is required")
+    seen: set[str] = set()
+    for i, ch in enumerate(cfg.channels):
+        key = f"channels[{i}]"
+        if ch.name in seen:
+            raise ConfigError(f"{key}.name", f"duplicate channel name {ch.name!r}")
+        seen.add(ch.name)
+        if ch.provider not in PROVIDERS:
+            raise ConfigError(f"{key}.provider", f"must be one of {', '.join(PROVIDERS)} (got {ch.provider!r})")
+        if not ch.api_key:
+            env = _PROVIDER_KEY_ENV[ch.provider]
+            raise ConfigError(f"{key}.api_key", f"is required (or set {env})")
+        if not ch.models:
+            raise ConfigError(f"{key}.models", "must list at least one model")
+    served = {m for ch in cfg.channels for m in ch.models}
+    if c.default_model not in served:
+        raise ConfigError("chat.default_model", f"{c.default_model!r} is served by no channel")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, check and freeze the configuration; raise ConfigError on the first problem."""
+    env = os.environ if env is None else env
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read config file {str(p)!r}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("", f"{p}: not valid TOML: {e}") from None
+    return config_from_dict(data, env=env, base_dir=str(p.resolve().parent))
+
+
+def config_from_dict(data: dict[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    if isinstance(data.get("channels"), list):
+        data["channels"] = [dict(c) if isinstance(c, dict) else c for c in data["channels"]]
+    _apply_env(data, {} if env is None else env)
+    cfg = _build(Config, data, "")
+    cfg = dataclasses.replace(cfg, base_dir=base_dir)
+    _validate(cfg)
+    return cfg

@@ -1,0 +1,1 @@
+"""Everything mpgpt must remember: SQLite through aiosqlite, repositories with plain SQL."""
