@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -127,6 +129,41 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class PayConfig:
+    """WeChat Pay API v3 (direct merchant). A [pay] table switches top-ups on."""
+
+    enabled: bool = True
+    mchid: str = ""
+    app_id: str = ""
+    api_base: str = "https://api.mch.weixin.qq.com"
+    private_key_path: str = ""
+    cert_serial_no: str = ""
+    apiv3_key: str = ""
+    # Public-key mode (new merchants): WeChat Pay's public key and its id PUB_KEY_ID_...
+    public_key_path: str = ""
+    public_key_id: str = ""
+    # Certificate mode: platform certificates are kept here (fetched from /v3/certificates if empty).
+    cert_dir: str = ""
+    notify_url: str = ""
+    order_expiry: float = 1800.0
+    # Pending orders older than this are queried, in case their notify was lost.
+    query_after: float = 60.0
+    job_interval: float = 60.0
+    # The official SDKs refuse notifies whose timestamp is further off than this.
+    notify_tolerance: float = 300.0
+    api_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ProductConfig:
+    id: str
+    name: str
+    credits: int
+    price_fen: int
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -136,6 +173,9 @@ class Config:
     texts: TextsConfig = field(default_factory=TextsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     channels: tuple[ChannelConfig, ...] = ()
+    # Without a [pay] table top-ups are off and everything else works.
+    pay: PayConfig = field(default_factory=lambda: PayConfig(enabled=False))
+    products: tuple[ProductConfig, ...] = ()
     # The folder the config file lives in: relative paths in it are relative to this.
     base_dir: str = "."
 
@@ -153,6 +193,12 @@ _ENV_KEYS = {
     "MPGPT_SERVER_HOST": ("server", "host"),
     "MPGPT_SERVER_PORT": ("server", "port"),
     "MPGPT_STORAGE_PATH": ("storage", "path"),
+    "MPGPT_PAY_MCHID": ("pay", "mchid"),
+    "MPGPT_PAY_APIV3_KEY": ("pay", "apiv3_key"),
+    "MPGPT_PAY_PRIVATE_KEY_PATH": ("pay", "private_key_path"),
+    "MPGPT_PAY_CERT_SERIAL_NO": ("pay", "cert_serial_no"),
+    "MPGPT_PAY_PUBLIC_KEY_PATH": ("pay", "public_key_path"),
+    "MPGPT_PAY_PUBLIC_KEY_ID": ("pay", "public_key_id"),
 }
 _PROVIDER_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 PROVIDERS = ("openai", "zhipuai")
@@ -224,6 +270,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for var, (section, key) in _ENV_KEYS.items():
         if var in env:
+            if section == "pay" and not isinstance(data.get("pay"), dict):
+                continue  # pay secrets in the environment do not switch pay on; a [pay] table does
             value: Any = env[var]
             if key == "port":
                 try:
@@ -301,6 +349,71 @@ def _validate(cfg: Config) -> None:
     served = {m for ch in cfg.channels for m in ch.models}
     if c.default_model not in served:
         raise ConfigError("chat.default_model", f"{c.default_model!r} is served by no channel")
+    _validate_products(cfg.products)
+    if cfg.pay.enabled:
+        _validate_pay(cfg)
+
+
+_PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def _validate_products(products: tuple[ProductConfig, ...]) -> None:
+    seen: set[str] = set()
+    for i, pr in enumerate(products):
+        key = f"products[{i}]"
+        if not _PRODUCT_ID.fullmatch(pr.id):
+            raise ConfigError(f"{key}.id", "must be 1-32 letters, digits, _ or -")
+        if pr.id in seen:
+            raise ConfigError(f"{key}.id", f"duplicate product id {pr.id!r}")
+        seen.add(pr.id)
+        # The name is WeChat Pay's order description: at most 127 characters.
+        if not pr.name.strip() or len(pr.name) > 127:
+            raise ConfigError(f"{key}.name", "must be 1-127 characters")
+        _positive(f"{key}.credits", pr.credits)
+        _positive(f"{key}.price_fen", pr.price_fen)
+
+
+def _pem_file(cfg: Config, key: str, path: str, kind: str) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+    p = cfg.resolve_path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, f"file not found: {str(p)!r}") from None
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {str(p)!r}: {e.strerror}") from None
+    try:
+        load_pem_private_key(data, password=None) if kind == "private" else load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise ConfigError(key, f"{str(p)!r} is not a PEM {kind} key") from None
+
+
+def _validate_pay(cfg: Config) -> None:
+    p = cfg.pay
+    for name in ("mchid", "app_id", "cert_serial_no", "private_key_path", "notify_url"):
+        if not getattr(p, name):
+            raise ConfigError(f"pay.{name}", "is required")
+    if len(p.apiv3_key.encode()) != 32:
+        raise ConfigError("pay.apiv3_key", "must be the 32-character APIv3 key (or set MPGPT_PAY_APIV3_KEY)")
+    if not p.api_base.startswith(("http://", "https://")):
+        raise ConfigError("pay.api_base", "must be an http(s) URL")
+    _pem_file(cfg, "pay.private_key_path", p.private_key_path, "private")
+    if bool(p.public_key_path) != bool(p.public_key_id):
+        missing = "public_key_id" if p.public_key_path else "public_key_path"
+        raise ConfigError(f"pay.{missing}", "is required with the other (public-key mode needs both)")
+    if p.public_key_path:
+        if not p.public_key_id.startswith("PUB_KEY_ID_"):
+            raise ConfigError("pay.public_key_id", "must start with PUB_KEY_ID_")
+        _pem_file(cfg, "pay.public_key_path", p.public_key_path, "public")
+    url = urllib.parse.urlsplit(p.notify_url)
+    loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+    if url.scheme != "https" and not (url.scheme == "http" and loopback):
+        raise ConfigError("pay.notify_url", "must be an https:// URL (WeChat Pay calls only HTTPS)")
+    if url.query or not url.hostname:
+        raise ConfigError("pay.notify_url", "must be a full URL without a query string")
+    for name in ("order_expiry", "query_after", "job_interval", "notify_tolerance", "api_timeout"):
+        _positive(f"pay.{name}", getattr(p, name))
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
