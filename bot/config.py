@@ -7,6 +7,7 @@ so the command line can print one line and exit non-zero.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import re
@@ -119,6 +120,45 @@ class ChannelConfig:
     api_key: str = ""
     base_url: str = ""
     models: tuple[str, ...] = ()
+    # Routing: the highest priority tier with a usable channel serves; weights share a tier.
+    priority: int = 0
+    weight: int = 1
+    enabled: bool = True
+    connect_timeout: float = 5.0
+    # No first token within this long: the channel failed (before the first token we fail over).
+    first_token_timeout: float = 30.0
+    total_timeout: float = 120.0
+    # Concurrent streams this channel opens at most; a full channel is skipped by the router.
+    max_streams: int = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One [models.NAME] table: what followers see and what a question costs."""
+
+    display_name: str = ""
+    aliases: tuple[str, ...] = ()
+    # Credits per question (the credits issue charges it).
+    cost: int = 1
+    context_tokens: int = 8192
+    max_output_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    # A channel that fails `breaker_failures` times within `breaker_window` seconds is left alone for
+    # `breaker_cooldown` seconds; then one probe request decides whether it is healthy again.
+    breaker_failures: int = 3
+    breaker_window: float = 60.0
+    breaker_cooldown: float = 30.0
+    # A 429 rests the channel this long; it is not a breaker failure and never disables it.
+    rate_limit_cooldown: float = 10.0
+    # Channels tried for one question at most (never the same channel twice).
+    max_attempts: int = 3
+    # Threads shared by all zhipuai channels (its SDK streams synchronously).
+    zhipuai_threads: int = 16
+    # The OpenAI-compatible endpoint a follower's own key is used with.
+    own_key_base_url: str = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True)
@@ -173,6 +213,8 @@ class Config:
     texts: TextsConfig = field(default_factory=TextsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     channels: tuple[ChannelConfig, ...] = ()
+    models: Mapping[str, ModelConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+    router: RouterConfig = field(default_factory=RouterConfig)
     # Without a [pay] table top-ups are off and everything else works.
     pay: PayConfig = field(default_factory=lambda: PayConfig(enabled=False))
     products: tuple[ProductConfig, ...] = ()
@@ -228,7 +270,7 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list (got {type(value).__name__})")
         return tuple(_convert(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
-    if origin in (dict, Mapping):
+    if origin in (dict, Mapping, collections.abc.Mapping):
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(key, "must be a table")
@@ -346,12 +388,55 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.api_key", f"is required (or set {env})")
         if not ch.models:
             raise ConfigError(f"{key}.models", "must list at least one model")
-    served = {m for ch in cfg.channels for m in ch.models}
-    if c.default_model not in served:
-        raise ConfigError("chat.default_model", f"{c.default_model!r} is served by no channel")
+        _validate_channel_routing(key, ch)
+    aliases = _validate_models(cfg)
+    served = {m for ch in cfg.channels if ch.enabled for m in ch.models}
+    if aliases.get(c.default_model, c.default_model) not in served:
+        raise ConfigError("chat.default_model", f"{c.default_model!r} is served by no enabled channel")
+    _validate_router(cfg.router)
     _validate_products(cfg.products)
     if cfg.pay.enabled:
         _validate_pay(cfg)
+
+
+def _validate_channel_routing(key: str, ch: ChannelConfig) -> None:
+    if ch.weight < 1:
+        raise ConfigError(f"{key}.weight", f"must be >= 1 (got {ch.weight})")
+    for name in ("connect_timeout", "first_token_timeout", "total_timeout", "max_streams"):
+        _positive(f"{key}.{name}", getattr(ch, name))
+    if ch.first_token_timeout > ch.total_timeout:
+        raise ConfigError(f"{key}.first_token_timeout", "must not exceed total_timeout")
+    if ch.base_url and not ch.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}.base_url", "must be an http(s) URL")
+
+
+def _validate_models(cfg: Config) -> dict[str, str]:
+    """Check [models.*]; return alias -> model name."""
+    aliases: dict[str, str] = {}
+    names = set(cfg.models) | {m for ch in cfg.channels for m in ch.models}
+    for name, m in cfg.models.items():
+        key = f"models.{name}"
+        if m.cost < 0:
+            raise ConfigError(f"{key}.cost", "must be >= 0")
+        _positive(f"{key}.context_tokens", m.context_tokens)
+        _positive(f"{key}.max_output_tokens", m.max_output_tokens)
+        if m.max_output_tokens >= m.context_tokens:
+            raise ConfigError(f"{key}.max_output_tokens", "must be smaller than context_tokens")
+        for i, alias in enumerate(m.aliases):
+            if not alias.strip():
+                raise ConfigError(f"{key}.aliases[{i}]", "must not be empty")
+            if alias in names or alias in aliases:
+                raise ConfigError(f"{key}.aliases[{i}]", f"{alias!r} already names a model or an alias")
+            aliases[alias] = name
+    return aliases
+
+
+def _validate_router(r: RouterConfig) -> None:
+    for name in ("breaker_failures", "breaker_window", "breaker_cooldown", "rate_limit_cooldown",
+                 "max_attempts", "zhipuai_threads"):
+        _positive(f"router.{name}", getattr(r, name))
+    if not r.own_key_base_url.startswith(("http://", "https://")):
+        raise ConfigError("router.own_key_base_url", "must be an http(s) URL")
 
 
 _PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
