@@ -1,0 +1,1 @@
+"""The chat service: commands, conversations, generations and delivery of answers."""
