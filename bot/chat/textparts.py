@@ -193,8 +193,9 @@ _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$")
 
 _CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)")
 _ESCAPE = re.compile(r"\\([*_`#|\[\]~])")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
+# Bounded lengths keep a line full of unclosed "[a](" from costing quadratic time.
+_IMAGE = re.compile(r"!\[([^\]]{0,500})\]\(\s*<?([^)\s>]{0,2000})>?(?:\s+\"[^\"]{0,200}\")?\s*\)")
+_LINK = re.compile(r"\[([^\]]{1,500})\]\(\s*<?([^)\s>]{0,2000})>?(?:\s+\"[^\"]{0,200}\")?\s*\)")
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s<>]+)>")
 # Emphasis markers must not touch ASCII letters/digits on the outside, so 2*3*4, a**b and
 # snake_case survive, while CJK text (这是**重点**内容) still loses its markers.
