@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
 import openai
 import structlog
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from bot.providers.base import ChatMessage, Delta, ProviderError, Usage
-from bot.providers.errors import classify_status, estimate_usage, finish_error, is_connect_failure
+from bot.providers.base import ChatMessage, Delta, ProviderError
+from bot.providers.chunks import read_chunks
+from bot.providers.errors import classify_status, is_connect_failure
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +67,7 @@ class OpenAIChannel:
                     )
                 opened = True
                 async with sdk_stream:
-                    async for item in _read(sdk_stream, first_at, total_at, messages):
+                    async for item in read_chunks(sdk_stream, first_at, total_at, messages):
                         yield item
             except ProviderError:
                 raise
@@ -89,41 +88,6 @@ class OpenAIChannel:
                 await self._slots.acquire()
         except TimeoutError:
             raise ProviderError("rate_limited", f"{self.name}: all {self.max_streams} streams busy") from None
-
-
-async def _read(sdk_stream: Any, first_at: float, total_at: float, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]:
-    """Text deltas as they come, then one Usage: the provider's last reported usage, or an estimate."""
-    it = sdk_stream.__aiter__()
-    text: list[str] = []
-    usage = None
-    finish = None
-    while True:
-        try:
-            async with asyncio.timeout_at(total_at if text else first_at):
-                chunk = await it.__anext__()
-        except StopAsyncIteration:
-            break
-        if chunk.usage is not None:
-            # Some servers repeat a growing usage in every chunk: the last one is the total.
-            usage = chunk.usage
-        if not chunk.choices:
-            continue
-        choice = chunk.choices[0]
-        content = choice.delta.content if choice.delta is not None else None
-        if content:
-            text.append(content)
-            yield content
-        if choice.finish_reason:
-            finish = choice.finish_reason
-    if finish is None:
-        raise ProviderError("protocol", "stream ended without a finish_reason (cut short)")
-    err = finish_error(finish)
-    if err is not None:
-        raise err
-    if usage is not None:
-        yield Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-    else:
-        yield estimate_usage(messages, "".join(text))
 
 
 def _to_provider_error(channel: str, exc: Exception, opened: bool) -> ProviderError:
