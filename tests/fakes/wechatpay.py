@@ -203,6 +203,8 @@ class FakeWeChatPay:
         # Injected failures: path fragment → (status, code, message), used once each.
         self._failures: list[tuple[str, int, str, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Sign answers with somebody else's key (a man in the middle): the client must not trust them.
+        self.forge_answers = False
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -278,7 +280,7 @@ class FakeWeChatPay:
 
     def _reply(self, status: int, payload: dict[str, Any] | None = None) -> web.Response:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
-        headers = self.signed_headers(body)
+        headers = self.signed_headers(body, key=self.keys.attacker_key if self.forge_answers else None)
         if payload is None:
             return web.Response(status=status, headers=headers)
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
