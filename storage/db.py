@@ -62,7 +62,9 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         # WAL lets readers (ours and the other process's) go on while one writer commits.
-        await self._writer.execute("PRAGMA journal_mode = WAL")
+        # Fetched to the end: an unfinished PRAGMA statement keeps a lock that makes every other
+        # connection (our reader included) fail with "database is locked".
+        await self._writer.execute_fetchall("PRAGMA journal_mode = WAL")
         self._reader = await self._connect()
         if migrate:
             await self.migrate()
