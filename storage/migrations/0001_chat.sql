@@ -17,6 +17,10 @@ CREATE TABLE inbound (
     kind        TEXT NOT NULL,
     received_at REAL NOT NULL,
     deliveries  INTEGER NOT NULL DEFAULT 1,
+    -- the answer this message's reply is about: its own question's, or an owed one it fetches
+    answer_id   INTEGER,
+    -- a line added under the reply (e.g. "your new question has started")
+    note        TEXT,
     reply       TEXT,
     replied_at  REAL
 );

@@ -1,0 +1,123 @@
+"""The aiohttp application factory: one server for /wechat and the companion page.
+
+Resources are opened and closed in cleanup_ctx generators, in order: database, HTTP client, the
+chat machinery (gateway, generator, background recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from bot.chat.delivery import Pusher
+from bot.chat.generation import Generator
+from bot.chat.service import ChatService
+from bot.config import Config
+from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, WECHAT
+from bot.providers.gateway import SingleChannelGateway, build_channels
+from bot.wechat import edge
+from bot.wechat.api import WeChatAPI
+from bot.wechat.protocol import WeChatProtocol
+from storage.answers import AnswerRepo
+from storage.conversations import ConversationRepo
+from storage.db import Database
+from storage.inbound import InboundRepo
+from storage.tokens import TokenRepo
+from storage.users import UserRepo
+from web_companion import routes as companion
+
+log = structlog.get_logger(__name__)
+
+
+def process_owner() -> str:
+    """A name for this process in leases: unique even for two processes on one host."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
+    await db.open()
+    app[DB] = db
+    yield
+    await db.close()
+
+
+async def _http(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+async def _recovery_loop(generator: Generator, pusher: Pusher | None, interval: float) -> None:
+    while True:
+        try:
+            await generator.recover()
+            if pusher is not None:
+                await pusher.push_pending()
+        except Exception:  # storage hiccups must not end the loop
+            log.exception("recovery_failed")
+        await asyncio.sleep(interval)
+
+
+async def _chat(app: web.Application) -> AsyncIterator[None]:
+    cfg, db = app[CONFIG], app[DB]
+    owner = process_owner()
+    answers = AnswerRepo(db)
+    gateway = SingleChannelGateway(build_channels(cfg))
+    pusher = None
+    if cfg.wechat.mode == "active":
+        api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db))
+        pusher = Pusher(cfg, api, answers, owner)
+
+    async def after_finish(answer) -> None:
+        if pusher is not None and answer.route == "push":
+            await pusher.push_pending(answer.id)
+
+    generator = Generator(cfg, answers, ConversationRepo(db), gateway, owner, after_finish=after_finish)
+    app[GENERATOR] = generator
+    app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
+                            conversations=ConversationRepo(db), generator=generator, owner=owner)
+    loop_task = asyncio.create_task(_recovery_loop(generator, pusher, cfg.chat.recovery_interval))
+    log.info("chat_ready", mode=cfg.wechat.mode, owner=owner)
+    yield
+    loop_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop_task
+    await generator.aclose()
+    await gateway.aclose()
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    """Last line of defence: an unexpected failure is logged once and answered without a traceback."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request_failed", route=request.match_info.route.name)
+        response = web.json_response({"error": "internal error"}, status=500)
+    log.debug("request", route=request.match_info.route.name, status=response.status,
+              ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+def create_app(cfg: Config) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=cfg.server.max_body_bytes)
+    app[CONFIG] = cfg
+    app[WECHAT] = WeChatProtocol(cfg.wechat)
+    app.cleanup_ctx.extend([_database, _http, _chat])
+    app.add_routes(edge.routes)
+    app.add_routes(companion.routes)
+    return app

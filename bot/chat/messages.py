@@ -1,0 +1,24 @@
+"""The plain message object the WeChat edge hands to the chat service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["text", "voice", "subscribe", "unsubscribe", "event", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    kind: Kind
+    openid: str
+    # MsgId for messages; sender + CreateTime + event for events (WeChat's own de-duplication keys)
+    msg_key: str
+    # text content, or a voice message's recognised text ("" when recognition gave nothing)
+    content: str = ""
+    event_key: str = ""
+
+    @property
+    def short_user(self) -> str:
+        """Enough of the openid to follow one user through logs without logging the whole id."""
+        return self.openid[-6:]

@@ -1,0 +1,19 @@
+"""Typed application state keys: every shared resource the handlers reach through the app."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from bot.chat.generation import Generator
+from bot.chat.service import ChatService
+from bot.config import Config
+from bot.wechat.protocol import WeChatProtocol
+from storage.db import Database
+
+CONFIG = web.AppKey("config", Config)
+DB = web.AppKey("db", Database)
+CHAT = web.AppKey("chat", ChatService)
+GENERATOR = web.AppKey("generator", Generator)
+WECHAT = web.AppKey("wechat", WeChatProtocol)
+HTTP = web.AppKey("http", aiohttp.ClientSession)

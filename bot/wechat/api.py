@@ -1,0 +1,83 @@
+"""The few WeChat API calls mpgpt needs: the shared access_token and customer-service messages.
+
+The token comes from /cgi-bin/stable_token, which hands every caller the same token while it is
+valid (plain /cgi-bin/token would invalidate the other process's token on each call), and is kept
+in storage so all processes share it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import structlog
+
+from bot.config import WechatConfig
+from storage.tokens import TokenRepo
+
+log = structlog.get_logger(__name__)
+
+TOKEN_INVALID = (40001, 42001, 40014)
+
+
+class WeChatAPIError(Exception):
+    def __init__(self, errcode: int, errmsg: str) -> None:
+        super().__init__(f"{errcode} {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class WeChatAPI:
+    def __init__(self, cfg: WechatConfig, session: aiohttp.ClientSession, tokens: TokenRepo,
+                 clock=time.time) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.tokens = tokens
+        self.clock = clock
+
+    async def _post(self, path: str, payload: dict, params: dict | None = None) -> dict:
+        url = self.cfg.api_base.rstrip("/") + path
+        timeout = aiohttp.ClientTimeout(total=self.cfg.api_timeout)
+        try:
+            async with self.session.post(url, json=payload, params=params, timeout=timeout) as resp:
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise WeChatAPIError(-1, f"request failed: {type(e).__name__}") from None
+        if not isinstance(data, dict):
+            raise WeChatAPIError(-1, "answer is not a JSON object")
+        code = int(data.get("errcode", 0) or 0)
+        if code:
+            if code == 40164:
+                log.error("wechat_ip_not_whitelisted",
+                          advice="add this server's public IP to the account's IP whitelist (基本配置 → IP白名单)")
+            raise WeChatAPIError(code, str(data.get("errmsg", "")))
+        return data
+
+    async def access_token(self, force_refresh: bool = False) -> str:
+        now = self.clock()
+        if not force_refresh:
+            cached = await self.tokens.get(self.cfg.app_id)
+            if cached and cached[1] - self.cfg.token_refresh_margin > now:
+                return cached[0]
+        data = await self._post("/cgi-bin/stable_token", {
+            "grant_type": "client_credential", "appid": self.cfg.app_id, "secret": self.cfg.app_secret,
+            "force_refresh": force_refresh,
+        })
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise WeChatAPIError(-1, "stable_token answer has no access_token")
+        expires_at = now + float(data.get("expires_in", 7200))
+        await self.tokens.put(self.cfg.app_id, token, expires_at, now)
+        return token
+
+    async def send_text(self, openid: str, content: str) -> None:
+        """One customer-service text message; refreshes the token once if WeChat says it is invalid."""
+        payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}
+        token = await self.access_token()
+        try:
+            await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})
+        except WeChatAPIError as e:
+            if e.errcode not in TOKEN_INVALID:
+                raise
+            token = await self.access_token(force_refresh=True)
+            await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})

@@ -1,0 +1,59 @@
+"""`GET/POST /wechat`: verify, decrypt, parse, hand to the chat service, render the reply.
+
+Every rejected request gets a 4xx with its reason and one structured log line; nothing malformed,
+forged or stale reaches the chat service (and so never a model call).
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from bot.keys import CHAT, CONFIG, WECHAT
+from bot.wechat.protocol import EdgeError
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+
+def _reject(request: web.Request, e: EdgeError) -> web.Response:
+    log.warning("wechat_rejected", status=e.status, reason=e.reason, peer=request.remote)
+    return web.Response(status=e.status, text=e.reason)
+
+
+@routes.get("/wechat", name="wechat_verify")
+async def verify(request: web.Request) -> web.Response:
+    """WeChat's server-URL handshake: echo `echostr` when the signature is ours."""
+    try:
+        request.app[WECHAT].check_url(request.query)
+    except EdgeError as e:
+        return _reject(request, e)
+    return web.Response(text=request.query.get("echostr", ""))
+
+
+@routes.post("/wechat", name="wechat")
+async def receive(request: web.Request) -> web.Response:
+    protocol = request.app[WECHAT]
+    cap = request.app[CONFIG].server.max_body_bytes
+    try:
+        timestamp, nonce = protocol.check_url(request.query)
+        if request.content_length is not None and request.content_length > cap:
+            raise EdgeError(413, "body too large")
+        body = await request.content.read(cap + 1)
+        if len(body) > cap:
+            raise EdgeError(413, "body too large")
+        fields, encrypted = protocol.open_body(request.query, body)
+        msg = protocol.to_inbound(fields)
+    except EdgeError as e:
+        return _reject(request, e)
+
+    def still_open() -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
+
+    with structlog.contextvars.bound_contextvars(msg_id=msg.msg_key, user=msg.short_user):
+        reply = await request.app[CHAT].handle(msg, still_open)
+        if not reply:
+            return web.Response(text="success")
+        return web.Response(text=protocol.render(fields, reply, encrypted, timestamp, nonce),
+                            content_type="application/xml")

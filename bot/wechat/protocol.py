@@ -1,0 +1,140 @@
+"""WeChat's message protocol: URL signatures, AES (werobot's crypto), XML parsing and replies.
+
+Everything that can be wrong with an inbound request raises `EdgeError(status, reason)`, so the
+handler answers a 4xx with the reason and never lets a malformed body reach the chat service.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import struct
+import time
+from collections.abc import Mapping
+from xml.parsers.expat import ExpatError
+
+import xmltodict
+from werobot.crypto import MessageCrypt
+from werobot.crypto.exceptions import AppIdValidationError, UnvalidEncodingAESKey
+from werobot.parser import process_message
+from werobot.replies import TextReply
+
+from bot.chat.messages import Inbound
+from bot.config import WechatConfig
+
+
+class EdgeError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def sign(*parts: str) -> str:
+    """WeChat's signature: sha1 over the sorted parts joined (token, timestamp, nonce[, Encrypt])."""
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    # werobot compares with ==; a constant-time compare leaks nothing about the expected value.
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class WeChatProtocol:
+    def __init__(self, cfg: WechatConfig, clock=time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._crypt: MessageCrypt | None = None
+        if cfg.encoding_aes_key:
+            try:
+                self._crypt = MessageCrypt(cfg.token, cfg.encoding_aes_key, cfg.app_id)
+            except (UnvalidEncodingAESKey, binascii.Error, ValueError):
+                from bot.config import ConfigError
+
+                raise ConfigError("wechat.encoding_aes_key", "is not a valid EncodingAESKey") from None
+
+    def check_url(self, query: Mapping[str, str]) -> tuple[str, str]:
+        """Verify signature and freshness of a request; return (timestamp, nonce)."""
+        signature, timestamp, nonce = (query.get(k, "") for k in ("signature", "timestamp", "nonce"))
+        if not (signature and timestamp and nonce):
+            raise EdgeError(400, "missing signature, timestamp or nonce")
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            raise EdgeError(400, "timestamp is not a number") from None
+        if abs(self.clock() - ts) > self.cfg.timestamp_tolerance:
+            raise EdgeError(403, "stale timestamp")
+        if not _same(sign(self.cfg.token, timestamp, nonce), signature):
+            raise EdgeError(403, "bad signature")
+        return timestamp, nonce
+
+    def open_body(self, query: Mapping[str, str], body: bytes) -> tuple[dict, bool]:
+        """Parse (and decrypt, in compatible/safe mode) the XML body; return (fields, encrypted)."""
+        fields = _parse_xml(body)
+        if query.get("encrypt_type", "raw") != "aes":
+            if "Encrypt" in fields and "MsgType" not in fields:
+                raise EdgeError(400, "encrypted body without encrypt_type=aes")
+            return fields, False
+        if self._crypt is None:
+            raise EdgeError(400, "encrypted message but no encoding_aes_key is configured")
+        encrypt = fields.get("Encrypt")
+        msg_signature = query.get("msg_signature", "")
+        if not isinstance(encrypt, str) or not encrypt or not msg_signature:
+            raise EdgeError(400, "missing Encrypt or msg_signature")
+        if not _same(sign(self.cfg.token, query["timestamp"], query["nonce"], encrypt), msg_signature):
+            raise EdgeError(403, "bad msg_signature")
+        try:
+            plain = self._crypt.prp_crypto.decrypt(encrypt, self.cfg.app_id)
+        except AppIdValidationError:
+            raise EdgeError(403, "message is for another app_id") from None
+        except (ValueError, TypeError, IndexError, KeyError, struct.error, binascii.Error, UnicodeError):
+            raise EdgeError(400, "cannot decrypt message") from None
+        return _parse_xml(plain), True
+
+    def to_inbound(self, fields: dict) -> Inbound:
+        try:
+            msg = process_message(dict(fields))
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise EdgeError(400, "not a WeChat message") from None
+        openid = fields.get("FromUserName")
+        if not isinstance(openid, str) or not openid:
+            raise EdgeError(400, "message without FromUserName")
+        kind = msg.type
+        if kind.endswith("_event"):
+            event = kind[: -len("_event")]
+            key = f"{openid}:{fields.get('CreateTime', '')}:{event}"
+            mapped = event if event in ("subscribe", "unsubscribe") else "event"
+            event_key = fields.get("EventKey") if isinstance(fields.get("EventKey"), str) else ""
+            return Inbound(mapped, openid, key, content=event, event_key=event_key or "")
+        msg_id = fields.get("MsgId")
+        if not isinstance(msg_id, str) or not msg_id.isdigit():
+            raise EdgeError(400, "message without a numeric MsgId")
+        if kind == "text":
+            content = fields.get("Content")
+            return Inbound("text", openid, msg_id, content=content if isinstance(content, str) else "")
+        if kind == "voice":
+            rec = fields.get("Recognition")
+            return Inbound("voice", openid, msg_id, content=rec if isinstance(rec, str) else "")
+        return Inbound("other", openid, msg_id, content=kind)
+
+    def render(self, fields: dict, content: str, encrypted: bool, timestamp: str, nonce: str) -> str:
+        """A text reply to `fields`' sender, encrypted when the request was."""
+        # CDATA cannot contain "]]>": split it across two sections so model output cannot break the XML.
+        safe = content.replace("]]>", "]]]]><![CDATA[>")
+        xml = TextReply(target=fields["FromUserName"], source=fields.get("ToUserName", ""), content=safe,
+                        time=int(self.clock())).render()
+        if encrypted and self._crypt is not None:
+            return self._crypt.encrypt_message(xml, timestamp, nonce)
+        return xml
+
+
+def _parse_xml(body: bytes | str) -> dict:
+    try:
+        parsed = xmltodict.parse(body, disable_entities=True)
+    except (ExpatError, ValueError, TypeError, UnicodeError):
+        raise EdgeError(400, "malformed XML") from None
+    fields = parsed.get("xml") if isinstance(parsed, dict) else None
+    if not isinstance(fields, dict):
+        raise EdgeError(400, "XML root is not <xml>")
+    return fields

@@ -1,0 +1,1 @@
+"""The `mpgpt` command: serve, migrate, simulate and the owner's maintenance commands."""

@@ -1,0 +1,92 @@
+"""`mpgpt` — the command line. Every failure the user can cause ends in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from bot.config import Config, ConfigError, load_config
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config or os.environ.get("MPGPT_CONFIG") or "config.toml")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import create_app
+    from bot.logs import setup_logging
+
+    cfg = _config(args)
+    setup_logging(cfg.log.level, cfg.log.format)
+    try:
+        web.run_app(create_app(cfg), host=cfg.server.host, port=cfg.server.port, print=None,
+                    access_log=None)
+    except OSError as e:
+        print(f"mpgpt: cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from storage.db import Database
+
+    cfg = _config(args)
+
+    async def run() -> list[int]:
+        db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
+        await db.open(migrate=False)
+        try:
+            return await db.migrate()
+        finally:
+            await db.close()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from scripts.simulate import run_simulator
+
+    cfg = _config(args)
+    return asyncio.run(run_simulator(cfg, url=args.url, openid=args.openid))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpgpt", description="WeChat-first LLM chat service")
+    parser.add_argument("--config", help="config file (default: $MPGPT_CONFIG or ./config.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the server (/wechat and the companion page)")
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.set_defaults(func=_migrate)
+    p = sub.add_parser("simulate", help="chat with a running mpgpt as WeChat would (signed, encrypted, retried)")
+    p.add_argument("--url", help="the server's /wechat URL (default: from [server])")
+    p.add_argument("--openid", default="o_simulator", help="the follower's openid to play")
+    p.set_defaults(func=_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # `--config` may come after the subcommand too (`mpgpt serve --config x.toml`).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for name, sp in parser._subparsers._group_actions[0].choices.items():  # type: ignore[union-attr]
+        sp.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"mpgpt: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Conversations and their turns: the context a question is asked in."""
+
+from __future__ import annotations
+
+from storage.db import Database
+
+
+class ConversationRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def current(self, openid: str, now: float, idle: float) -> int:
+        """The user's open conversation, or a new one when the last went idle."""
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "SELECT id, last_at FROM conversations WHERE openid = ? AND closed = 0 ORDER BY id DESC LIMIT 1",
+                (openid,),
+            ) as c:
+                row = await c.fetchone()
+            if row and now - row["last_at"] <= idle:
+                return int(row["id"])
+            if row:
+                await conn.execute("UPDATE conversations SET closed = 1 WHERE id = ?", (row["id"],))
+            cur = await conn.execute(
+                "INSERT INTO conversations (openid, started_at, last_at) VALUES (?, ?, ?)", (openid, now, now)
+            )
+            return int(cur.lastrowid)
+
+    async def close_all(self, openid: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE conversations SET closed = 1 WHERE openid = ? AND closed = 0", (openid,))
+
+    async def recent_turns(self, conversation_id: int, limit: int) -> list[tuple[str, str]]:
+        rows = await self.db.fetchall(
+            "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+            (conversation_id, limit),
+        )
+        return [(r["role"], r["content"]) for r in reversed(rows)]

@@ -1,0 +1,25 @@
+"""The WeChat access_token, shared by every process through the database."""
+
+from __future__ import annotations
+
+from storage.db import Database
+
+
+class TokenRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, app_id: str) -> tuple[str, float] | None:
+        row = await self.db.fetchone(
+            "SELECT access_token, expires_at FROM wechat_tokens WHERE app_id = ?", (app_id,)
+        )
+        return (row["access_token"], row["expires_at"]) if row else None
+
+    async def put(self, app_id: str, token: str, expires_at: float, now: float) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO wechat_tokens (app_id, access_token, expires_at, fetched_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (app_id) DO UPDATE SET access_token = excluded.access_token,"
+                " expires_at = excluded.expires_at, fetched_at = excluded.fetched_at",
+                (app_id, token, expires_at, now),
+            )

@@ -1,0 +1,152 @@
+"""Starting the real mpgpt app on loopback, with WeChat's timing scaled down for tests."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.app import create_app
+from bot.config import Config, config_from_dict
+
+TOKEN = "test-token"
+APP_ID = "wx0123456789abcdef"
+APP_SECRET = "test-app-secret"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+# WeChat's 5 s window scaled down ~8x: fast tests that still exercise every timing path.
+FAST = {
+    "wechat": {"window": 0.6, "reply_margin": 0.2, "deliveries": 3},
+    "chat": {"poll_interval": 0.02, "progress_flush_interval": 0.05, "lease_seconds": 0.6,
+             "recovery_interval": 0.1, "generation_deadline": 10.0},
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
+    data = {
+        "server": {"host": "127.0.0.1", "port": 8080},
+        "storage": {"path": str(tmp_path / "mpgpt.db")},
+        "wechat": {"token": TOKEN, "app_id": APP_ID, "app_secret": APP_SECRET, "encoding_aes_key": ""},
+        "chat": {"default_model": "gpt-4o-mini"},
+        "channels": [{"name": "fake", "provider": "openai", "base_url": llm_base_url, "api_key": "sk-test",
+                      "models": ["gpt-4o-mini"]}],
+        "log": {"level": "warning", "format": "json"},
+    }
+    return merge(merge(data, FAST), overrides)
+
+
+def make_config(tmp_path: Path, llm_base_url: str, **overrides: Any) -> Config:
+    return config_from_dict(config_data(tmp_path, llm_base_url, **overrides), base_dir=str(tmp_path))
+
+
+@asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[tuple[str, web.Application]]:
+    """The real app on a real loopback socket; yields (base_url, app)."""
+    app = create_app(cfg)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_toml(path: Path, data: dict) -> Path:
+    """A TOML file from a dict (just the shapes our configs use)."""
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(v)
+
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    for k, v in data.items():
+        if k not in tables and k not in arrays:
+            lines.append(f"{k} = {value(v)}")
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    for name, items in arrays.items():
+        for item in items:
+            lines.append(f"[[{name}]]")
+            lines += [f"{k} = {value(v)}" for k, v in item.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class ServerProcess:
+    """`mpgpt serve` as a real child process (for two-process and restart tests)."""
+
+    def __init__(self, config_path: Path, port: int) -> None:
+        self.config_path = config_path
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "ServerProcess":
+        env = {**os.environ, "MPGPT_SERVER_PORT": str(self.port)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "serve", "--config", str(self.config_path)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("server did not start listening")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup at all."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,1 @@
+"""The companion web page (credits, top-ups, web chat) and its JSON API."""
