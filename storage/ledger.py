@@ -1,0 +1,333 @@
+"""The credits ledger: accounts' two buckets, the append-only ledger and generation reservations.
+
+The scheme (see migration 0003): `balance` holds credits that keep (trial, top-ups, owner
+adjustments), `daily` holds today's free credits; a charge takes from `daily` first. Every ledger row
+carries the two deltas it applied, so for every account
+
+    balance == SUM(ledger.amount)  and  daily == SUM(ledger.daily_amount)
+
+and every method below that writes a row moves the account by the same deltas in the same
+transaction. `check_invariant()` proves it for a whole database (`mpgpt doctor`).
+
+Exactly-once: each state change is one BEGIN IMMEDIATE transaction guarded in SQL (a conditional
+UPDATE, a state transition `WHERE state = 'reserved'`, UNIQUE (openid, kind, ref) on the ledger), so a
+WeChat retry, a second process or a restart repeats nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from storage.db import Database
+
+log = structlog.get_logger(__name__)
+
+# The kinds `apply_entry` may write; the others belong to grant_daily and the reservation methods.
+ENTRY_KINDS = ("trial", "topup", "admin")
+
+
+class InsufficientCredits(Exception):
+    """An owner debit larger than the balance: the ledger never goes below zero."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    openid: str
+    status: str
+    tier: str
+    balance: int
+    daily: int
+    # The Asia/Shanghai day `daily` was granted for (YYYY-MM-DD), None before the first grant.
+    daily_day: str | None
+    created_at: float
+
+    @property
+    def frozen(self) -> bool:
+        return self.status == "frozen"
+
+    @property
+    def spendable(self) -> int:
+        return self.balance + self.daily
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    kind: str
+    amount: int
+    daily_amount: int
+    ref: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    gen_key: str
+    openid: str
+    amount: int
+    from_daily: int
+    state: str
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One broken invariant: `subject` is 'balance', 'daily' or 'reservation <gen_key>'."""
+
+    openid: str
+    subject: str
+    stored: Any
+    ledger: Any
+
+
+_ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at"
+
+
+def _account(row: Any) -> Account:
+    return Account(row["openid"], row["status"], row["tier"], row["balance"], row["daily"], row["daily_day"],
+                   row["created_at"])
+
+
+def _check_entry(kind: str, amount: int) -> None:
+    if kind not in ENTRY_KINDS:
+        msg = f"apply_entry writes {', '.join(ENTRY_KINDS)} entries, not {kind!r}"
+        raise ValueError(msg)
+    if (kind == "topup" and amount <= 0) or (kind == "admin" and amount == 0) or (kind == "trial" and amount < 0):
+        msg = f"a {kind} entry cannot have amount {amount}"
+        raise ValueError(msg)
+
+
+async def apply_entry(conn: aiosqlite.Connection, openid: str, kind: str, amount: int, ref: str,
+                      *, now: float | None = None) -> bool:
+    """Add one trial/topup/admin row and move the balance, INSIDE the caller's transaction.
+
+    False when (openid, kind, ref) is in the ledger already: nothing changes. The account is created if
+    it does not exist (a payment is never dropped). A debit below zero raises InsufficientCredits, which
+    rolls the caller's transaction back.
+    """
+    _check_entry(kind, amount)
+    now = time.time() if now is None else now
+    await conn.execute("INSERT INTO accounts (openid, created_at) VALUES (?, ?) ON CONFLICT (openid) DO NOTHING",
+                       (openid, now))
+    inserted = await conn.execute_fetchall(
+        "INSERT INTO ledger (openid, kind, amount, ref, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (openid, kind, ref) DO NOTHING RETURNING id",
+        (openid, kind, amount, ref, now),
+    )
+    if not list(inserted):
+        return False
+    if amount:
+        moved = await conn.execute_fetchall(
+            "UPDATE accounts SET balance = balance + ? WHERE openid = ? AND balance + ? >= 0 RETURNING balance",
+            (amount, openid, amount),
+        )
+        if not list(moved):
+            msg = f"{kind} of {amount} would take the balance below zero"
+            raise InsufficientCredits(msg)
+    return True
+
+
+class Ledger:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    async def account(self, openid: str) -> Account | None:
+        row = await self.db.fetchone(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
+        return _account(row) if row else None
+
+    async def ensure_account(self, openid: str, trial_credits: int) -> Account:
+        """The account, created on first contact with its trial grant (written once, even as 0)."""
+        row = await self.db.fetchone(
+            f"SELECT {_ACCOUNT_COLS}, EXISTS (SELECT 1 FROM ledger l WHERE l.openid = a.openid"
+            " AND l.kind = 'trial') AS has_trial FROM accounts a WHERE openid = ?", (openid,))
+        if row is not None and row["has_trial"]:
+            return _account(row)
+        async with self.db.transaction() as conn:
+            if await apply_entry(conn, openid, "trial", max(0, trial_credits), "trial", now=self.clock()):
+                log.info("credits.trial_granted", user=openid[-6:], credits=max(0, trial_credits))
+            rows = await conn.execute_fetchall(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
+            return _account(list(rows)[0])
+
+    async def balance(self, openid: str) -> int:
+        """Credits the user can spend now (balance + today's free credits); 0 without an account."""
+        account = await self.account(openid)
+        return account.spendable if account else 0
+
+    async def grant_daily(self, openid: str, amount: int, day: str) -> bool:
+        """Open `day` for the account: expire what is left of the last daily grant, grant `amount`.
+
+        Idempotent per day (True only for the call that opened it); a day earlier than the last one
+        granted is ignored. Requires the account (ensure_account first)."""
+        row = await self.db.fetchone("SELECT daily_day FROM accounts WHERE openid = ?", (openid,))
+        if row is None or (row["daily_day"] is not None and row["daily_day"] >= day):
+            return False
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT daily, daily_day FROM accounts WHERE openid = ?",
+                                                    (openid,)))
+            if not rows or (rows[0]["daily_day"] is not None and rows[0]["daily_day"] >= day):
+                return False
+            left = rows[0]["daily"]
+            if left > 0:
+                await conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
+                                   " VALUES (?, 'expire', ?, ?, ?)", (openid, -left, day, now))
+            if amount > 0:
+                await conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
+                                   " VALUES (?, 'daily', ?, ?, ?)", (openid, amount, day, now))
+            await conn.execute("UPDATE accounts SET daily = ?, daily_day = ? WHERE openid = ?",
+                               (max(0, amount), day, openid))
+            return True
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    async def reserve(self, openid: str, gen_key: str, amount: int) -> bool:
+        """Take `amount` credits for generation `gen_key` (daily first), or refuse: False.
+
+        One conditional UPDATE decides, so concurrent reserves can never overdraw. Idempotent per
+        gen_key: once a reservation exists for it, later calls return True and charge nothing (also
+        after it was settled or refunded: the generation was charged once)."""
+        if amount < 0:
+            msg = f"cannot reserve a negative amount ({amount})"
+            raise ValueError(msg)
+        async with self.db.transaction() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT (SELECT openid FROM reservations WHERE gen_key = :k) AS holder,"
+                " (SELECT daily FROM accounts WHERE openid = :o) AS daily", {"k": gen_key, "o": openid}))
+            holder, daily = rows[0]["holder"], rows[0]["daily"]
+            if holder is not None:
+                if holder != openid:
+                    log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
+                return holder == openid
+            if daily is None:
+                return False
+            taken = list(await conn.execute_fetchall(
+                "UPDATE accounts SET daily = daily - MIN(daily, :a), balance = balance - (:a - MIN(daily, :a))"
+                " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
+                {"a": amount, "o": openid}))
+            if not taken:
+                return False
+            from_daily = daily - taken[0]["daily"]
+            now = self.clock()
+            await conn.execute(
+                "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)",
+                (gen_key, openid, amount, from_daily, now))
+            await conn.execute(
+                "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
+                " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
+            return True
+
+    async def settle(self, gen_key: str) -> bool:
+        """The generation delivered: its reserved credits are spent. True exactly once."""
+        async with self.db.transaction() as conn:
+            now = self.clock()
+            rows = list(await conn.execute_fetchall(
+                "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
+                " RETURNING openid", (now, gen_key)))
+            if not rows:
+                return False
+            await conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
+                               (rows[0]["openid"], gen_key, now))
+            return True
+
+    async def refund(self, gen_key: str) -> bool:
+        """The generation failed before the user saw any of it: give the credits back to the buckets
+        they came from. True exactly once (never after settle)."""
+        async with self.db.transaction() as conn:
+            now = self.clock()
+            rows = list(await conn.execute_fetchall(
+                "UPDATE reservations SET state = 'refunded', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
+                " RETURNING openid, amount, from_daily", (now, gen_key)))
+            if not rows:
+                return False
+            openid, from_daily = rows[0]["openid"], rows[0]["from_daily"]
+            from_balance = rows[0]["amount"] - from_daily
+            await conn.execute("UPDATE accounts SET balance = balance + ?, daily = daily + ? WHERE openid = ?",
+                               (from_balance, from_daily, openid))
+            await conn.execute(
+                "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
+                " VALUES (?, 'refund', ?, ?, ?, ?)", (openid, from_balance, from_daily, gen_key, now))
+            return True
+
+    async def reservation(self, gen_key: str) -> Reservation | None:
+        row = await self.db.fetchone("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))
+        if row is None:
+            return None
+        return Reservation(row["gen_key"], row["openid"], row["amount"], row["from_daily"], row["state"],
+                           row["created_at"], row["finished_at"])
+
+    async def sweep_stale(self, older_than: float) -> int:
+        """Refund reservations still open `older_than` seconds after they were made (the process that
+        made them died). Each refund is the guarded one above: safe beside a live settle or another
+        process's sweeper. Returns how many this call refunded."""
+        cutoff = self.clock() - older_than
+        rows = await self.db.fetchall(
+            "SELECT gen_key, openid FROM reservations WHERE state = 'reserved' AND created_at < ?"
+            " ORDER BY created_at LIMIT 1000", (cutoff,))
+        refunded = 0
+        for row in rows:
+            if await self.refund(row["gen_key"]):
+                refunded += 1
+                log.warning("credits.stale_reservation_refunded", gen_key=row["gen_key"], user=row["openid"][-6:])
+        return refunded
+
+    # -- reading and checking -------------------------------------------------------------------
+
+    async def history(self, openid: str, limit: int = 20, offset: int = 0) -> list[Entry]:
+        """The account's ledger rows, newest first."""
+        rows = await self.db.fetchall(
+            "SELECT id, kind, amount, daily_amount, ref, created_at FROM ledger WHERE openid = ?"
+            " ORDER BY id DESC LIMIT ? OFFSET ?", (openid, limit, offset))
+        return [Entry(r["id"], r["kind"], r["amount"], r["daily_amount"], r["ref"], r["created_at"]) for r in rows]
+
+    async def apply(self, openid: str, kind: str, amount: int, ref: str) -> bool:
+        """apply_entry in a transaction of its own (owner adjustments from the command line)."""
+        async with self.db.transaction() as conn:
+            return await apply_entry(conn, openid, kind, amount, ref, now=self.clock())
+
+    async def check_invariant(self) -> list[Mismatch]:
+        """Every account whose buckets differ from its ledger sums, and every reservation whose ledger
+        rows do not match its state. Empty means the books balance."""
+        found = [
+            Mismatch(r["openid"], subject, r[stored], r[summed])
+            for r in await self.db.fetchall(
+                "SELECT a.openid, a.balance, a.daily, COALESCE(SUM(l.amount), 0) AS s_amount,"
+                " COALESCE(SUM(l.daily_amount), 0) AS s_daily"
+                " FROM accounts a LEFT JOIN ledger l ON l.openid = a.openid GROUP BY a.openid"
+                " HAVING a.balance != s_amount OR a.daily != s_daily")
+            for subject, stored, summed in (("balance", "balance", "s_amount"), ("daily", "daily", "s_daily"))
+            if r[stored] != r[summed]
+        ]
+        for r in await self.db.fetchall(_RESERVATION_ROWS):
+            expected = {"reserve": -r["amount"], "settle": 0 if r["state"] == "settled" else None,
+                        "refund": r["amount"] if r["state"] == "refunded" else None}
+            actual = {"reserve": r["reserved"], "settle": r["settled"], "refund": r["refunded"]}
+            if expected != actual:
+                found.append(Mismatch(r["openid"], f"reservation {r['gen_key']}", expected, actual))
+        for r in await self.db.fetchall(
+                "SELECT openid, ref FROM ledger l WHERE kind IN ('reserve', 'settle', 'refund')"
+                " AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.gen_key = l.ref AND r.openid = l.openid)"):
+            found.append(Mismatch(r["openid"], f"reservation {r['ref']}", None, "ledger rows without a reservation"))
+        return found
+
+
+# Per reservation, the total each of its ledger rows moved (NULL when the row is absent).
+_RESERVATION_ROWS = """
+SELECT r.gen_key, r.openid, r.amount, r.state,
+    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'reserve' AND ref = r.gen_key)
+        AS reserved,
+    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'settle' AND ref = r.gen_key)
+        AS settled,
+    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'refund' AND ref = r.gen_key)
+        AS refunded
+FROM reservations r
+"""
