@@ -1,0 +1,31 @@
+"""Questions counted by the per-user rate limit, in storage so every process sees the same count."""
+
+from __future__ import annotations
+
+from storage.db import Database
+
+
+class RateEvents:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def admit(self, openid: str, limit: int, window: float, now: float) -> bool:
+        """Count one question unless the user already has `limit` within the last `window` seconds.
+
+        One INSERT ... SELECT decides, so two processes cannot both admit the last slot. Refused
+        questions are not counted: a user who waits out the window gets in again. The user's own
+        expired events are pruned in the same transaction."""
+        since = now - window
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, since))
+            rows = await conn.execute_fetchall(
+                "INSERT INTO rate_events (openid, at) SELECT ?, ?"
+                " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING rowid",
+                (openid, now, openid, since, limit))
+            return bool(list(rows))
+
+    async def prune(self, before: float) -> int:
+        """Drop every event older than `before` (users who stopped writing); returns how many."""
+        async with self.db.transaction() as conn:
+            rows = await conn.execute_fetchall("DELETE FROM rate_events WHERE at < ? RETURNING rowid", (before,))
+            return len(list(rows))

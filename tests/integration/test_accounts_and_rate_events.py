@@ -1,0 +1,78 @@
+"""Owner-managed account standing and the shared rate-limit counter, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from storage.accounts import Accounts
+from storage.db import Database
+from storage.ledger import Ledger
+from storage.rate_events import RateEvents
+
+ALICE = "oAlice0000000000000000000001"
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    async with Database(tmp_path / "accounts.db") as database:
+        yield database
+
+
+async def test_freeze_and_unfreeze_report_whether_anything_changed(db):
+    accounts, ledger = Accounts(db), Ledger(db)
+    await ledger.ensure_account(ALICE, trial_credits=10)
+    assert await accounts.freeze(ALICE) is True
+    assert await accounts.freeze(ALICE) is False
+    assert (await ledger.account(ALICE)).frozen
+    assert await accounts.unfreeze(ALICE) is True
+    assert not (await ledger.account(ALICE)).frozen
+
+
+async def test_freezing_someone_who_never_wrote_keeps_their_trial_for_the_first_message(db):
+    accounts, ledger = Accounts(db), Ledger(db)
+    assert await accounts.freeze(ALICE) is True
+    account = await ledger.ensure_account(ALICE, trial_credits=10)
+    assert account.frozen and account.balance == 10
+
+
+async def test_set_tier_changes_the_tier_and_refuses_an_empty_one(db):
+    accounts, ledger = Accounts(db), Ledger(db)
+    assert await accounts.set_tier(ALICE, "pro") is True
+    assert await accounts.set_tier(ALICE, "pro") is False
+    assert (await ledger.ensure_account(ALICE, 0)).tier == "pro"
+    with pytest.raises(ValueError):
+        await accounts.set_tier(ALICE, " ")
+
+
+async def test_the_whitelist_adds_lists_and_removes(db):
+    accounts = Accounts(db, clock=lambda: 5.0)
+    assert await accounts.whitelist_add(ALICE, "the owner") is True
+    assert await accounts.whitelist_add(ALICE, "again") is False
+    assert await accounts.whitelisted(ALICE)
+    assert [(e.openid, e.note, e.added_at) for e in await accounts.whitelist()] == [(ALICE, "the owner", 5.0)]
+    assert await accounts.whitelist_remove(ALICE) is True
+    assert await accounts.whitelist_remove(ALICE) is False
+    assert not await accounts.whitelisted(ALICE)
+
+
+async def test_two_processes_share_one_rate_limit(tmp_path: Path):
+    path = tmp_path / "rate.db"
+    async with Database(path) as one, Database(path) as two:
+        a, b = RateEvents(one), RateEvents(two)
+        admitted = await asyncio.gather(*(r.admit(ALICE, 6, 60.0, 1000.0 + i * 0.01)
+                                          for i in range(10) for r in (a, b)))
+        assert admitted.count(True) == 6
+        # Refused questions are not counted: once the window has passed, the user is back.
+        assert await a.admit(ALICE, 6, 60.0, 1059.0) is False
+        assert await b.admit(ALICE, 6, 60.0, 1061.0) is True
+
+
+async def test_pruning_drops_only_old_events(db):
+    events = RateEvents(db)
+    for t in (10.0, 20.0, 30.0):
+        assert await events.admit(ALICE, 10, 60.0, t)
+    assert await events.prune(before=25.0) == 2
+    assert await events.prune(before=25.0) == 0
