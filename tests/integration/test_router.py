@@ -363,3 +363,24 @@ async def test_a_caller_deadline_before_the_first_token_is_recorded_as_timed_out
     assert row.outcome == "timed_out"
     assert router.states()[0].state == "closed"
     await router.aclose()
+
+
+async def test_a_followers_own_key_goes_to_the_own_key_endpoint_without_failover(llm: FakeLLM, scripts: Scripts,
+                                                                                 db: Database) -> None:
+    router = await make_router(llm, [("a", 0, 1)], db)
+    router._own_key_channel = lambda key, model: OpenAIChannel("own-key", llm.base_url, key, [model])
+    scripts.set("follower", Script(chunks=["mine"]))
+    text = "".join([x async for x in router.own_key_stream("sk-follower", "gpt-4o", MESSAGES, user="o-user",
+                                                           msg_key="own") if isinstance(x, str)])
+    assert text == "mine"
+    scripts.set("revoked", Script.unauthorized())
+    with pytest.raises(ProviderError) as info:
+        async for _ in router.own_key_stream("sk-revoked", "gpt-4o", MESSAGES, user="o-user"):
+            pass
+    assert info.value.kind == "auth"
+    assert tried(llm) == ["follower", "revoked"]  # the owner's channel was never used, nothing retried
+    assert router.states()[0].state == "closed"  # a follower's bad key says nothing about the owner's channel
+    await router.flush()
+    (row,) = await GenerationRepo(db).for_message("own")
+    assert (row.channel, row.outcome) == ("own-key", "ok")
+    await router.aclose()
