@@ -204,6 +204,70 @@ class ProductConfig:
 
 
 @dataclass(frozen=True)
+class QuotaConfig:
+    # Credits granted once, on a follower's first message (0: none).
+    trial_credits: int = 10
+    # Free credits per calendar day in `timezone`; they do not accumulate (0: none).
+    daily_free: int = 3
+    timezone: str = "Asia/Shanghai"
+
+
+# The rules a question passes before any credit is reserved (bot/rules/), in the order they run.
+RULE_NAMES = ("whitelist", "ratelimit", "status", "models", "words", "credits")
+
+
+@dataclass(frozen=True)
+class RefusalTextsConfig:
+    """What the user reads when a rule refuses (placeholders in braces), and the 余额 reply."""
+
+    rate_limited: str = "提问太频繁啦，请稍等一分钟再问。"
+    frozen: str = "你的账号已被暂停使用，如有疑问请联系公众号客服。"
+    model_not_allowed: str = "你当前的账号等级不能使用模型 {model}，请换用其他模型。"
+    model_unknown: str = "暂不支持模型 {model}，请换用其他模型。"
+    sensitive_question: str = "抱歉，这个问题涉及不适宜讨论的内容，换个问题试试吧。"
+    no_credits: str = "积分不足：本次提问需要 {cost} 积分，你还有 {balance} 积分。{topup}"
+    answer_withheld: str = "抱歉，这个回答包含不适宜的内容，已被隐藏。换个问题试试吧。"
+    balance: str = "积分余额：{balance}\n其中今日免费：{daily}（每天 {daily_free}，当天有效）\n{topup}"
+    # Shown in the two texts above when server.public_url is set.
+    topup: str = "充值请打开：{url}"
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    order: tuple[str, ...] = RULE_NAMES
+    # Questions per user per `rate_window` seconds, counted across every process.
+    rate_limit: int = 6
+    rate_window: float = 60.0
+    # Tier -> the models it may use. Empty: every model a channel serves, for every tier.
+    tier_models: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: types.MappingProxyType({}))
+    texts: RefusalTextsConfig = field(default_factory=RefusalTextsConfig)
+
+
+@dataclass(frozen=True)
+class WordListConfig:
+    """One sensitive-word dictionary: a UTF-8 file, one word a line, # comments."""
+
+    path: str
+    # block: refuse the question (and treat the answer per words.answer_action); mask: star it out.
+    action: str = "block"
+    # The name logs use (never the words themselves); the file's stem when empty.
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class WordsConfig:
+    dictionaries: tuple[WordListConfig, ...] = ()
+    # Harmless words that contain a listed one (大麻烦 contains 大麻): a match inside them is no match.
+    exceptions: tuple[str, ...] = ()
+    exceptions_file: str = ""
+    # A block-list word in an answer: "mask" it or "withhold" the whole answer.
+    answer_action: str = "mask"
+    mask_char: str = "*"
+    # Dictionary files are checked for changes at most this often (seconds); 0: only on reload().
+    reload_interval: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -218,6 +282,9 @@ class Config:
     # Without a [pay] table top-ups are off and everything else works.
     pay: PayConfig = field(default_factory=lambda: PayConfig(enabled=False))
     products: tuple[ProductConfig, ...] = ()
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    words: WordsConfig = field(default_factory=WordsConfig)
     # The folder the config file lives in: relative paths in it are relative to this.
     base_dir: str = "."
 
@@ -397,6 +464,9 @@ def _validate(cfg: Config) -> None:
     _validate_products(cfg.products)
     if cfg.pay.enabled:
         _validate_pay(cfg)
+    _validate_quota(cfg.quota)
+    _validate_rules(cfg)
+    _validate_words(cfg)
 
 
 def _validate_channel_routing(key: str, ch: ChannelConfig) -> None:
@@ -499,6 +569,90 @@ def _validate_pay(cfg: Config) -> None:
         raise ConfigError("pay.notify_url", "must be a full URL without a query string")
     for name in ("order_expiry", "query_after", "job_interval", "notify_tolerance", "api_timeout"):
         _positive(f"pay.{name}", getattr(p, name))
+
+
+def _validate_quota(q: QuotaConfig) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    for name in ("trial_credits", "daily_free"):
+        if getattr(q, name) < 0:
+            raise ConfigError(f"quota.{name}", "must be >= 0 (0 switches it off)")
+    try:
+        ZoneInfo(q.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("quota.timezone", f"unknown time zone {q.timezone!r}") from None
+
+
+_TEXT_PLACEHOLDERS = {
+    "model_not_allowed": ("model",), "model_unknown": ("model",),
+    "no_credits": ("cost", "balance", "paid", "daily", "daily_free", "topup"),
+    "balance": ("balance", "paid", "daily", "daily_free", "topup"), "topup": ("url",),
+}
+
+
+def _validate_rules(cfg: Config) -> None:
+    r = cfg.rules
+    seen: set[str] = set()
+    for i, name in enumerate(r.order):
+        if name not in RULE_NAMES:
+            raise ConfigError(f"rules.order[{i}]", f"unknown rule {name!r} (rules: {', '.join(RULE_NAMES)})")
+        if name in seen:
+            raise ConfigError(f"rules.order[{i}]", f"{name!r} is listed twice")
+        seen.add(name)
+    if "credits" in r.order and r.order[-1] != "credits":
+        raise ConfigError("rules.order", "'credits' must come last: a later refusal would leave credits reserved")
+    _positive("rules.rate_limit", r.rate_limit)
+    _positive("rules.rate_window", r.rate_window)
+    known = set(cfg.models) | {m for ch in cfg.channels for m in ch.models}
+    known |= {a for m in cfg.models.values() for a in m.aliases}
+    for tier, models in r.tier_models.items():
+        for i, model in enumerate(models):
+            if model not in known:
+                raise ConfigError(f"rules.tier_models.{tier}[{i}]", f"unknown model {model!r}")
+    if r.tier_models and "free" not in r.tier_models:
+        raise ConfigError("rules.tier_models", "must list the 'free' tier (every new account starts there)")
+    for f in dataclasses.fields(RefusalTextsConfig):
+        allowed = _TEXT_PLACEHOLDERS.get(f.name, ())
+        try:
+            getattr(r.texts, f.name).format(**{k: 0 for k in allowed})
+        except (KeyError, IndexError) as e:
+            raise ConfigError(f"rules.texts.{f.name}", f"unknown placeholder {e} (allowed: {', '.join(allowed) or 'none'})") from None
+        except ValueError as e:
+            raise ConfigError(f"rules.texts.{f.name}", f"bad braces: {e}") from None
+
+
+def _readable_file(cfg: Config, key: str, path: str) -> None:
+    p = cfg.resolve_path(path)
+    if not p.is_file():
+        raise ConfigError(key, f"file not found: {str(p)!r}")
+    try:
+        p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {str(p)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{str(p)!r} is not UTF-8 text") from None
+
+
+def _validate_words(cfg: Config) -> None:
+    w = cfg.words
+    names: set[str] = set()
+    for i, d in enumerate(w.dictionaries):
+        key = f"words.dictionaries[{i}]"
+        if d.action not in ("block", "mask"):
+            raise ConfigError(f"{key}.action", f"must be 'block' or 'mask' (got {d.action!r})")
+        _readable_file(cfg, f"{key}.path", d.path)
+        name = d.name or Path(d.path).stem
+        if name in names:
+            raise ConfigError(f"{key}.name", f"two dictionaries are called {name!r}; give one a name")
+        names.add(name)
+    if w.exceptions_file:
+        _readable_file(cfg, "words.exceptions_file", w.exceptions_file)
+    if w.answer_action not in ("mask", "withhold"):
+        raise ConfigError("words.answer_action", f"must be 'mask' or 'withhold' (got {w.answer_action!r})")
+    if len(w.mask_char) != 1:
+        raise ConfigError("words.mask_char", "must be one character")
+    if w.reload_interval < 0:
+        raise ConfigError("words.reload_interval", "must be >= 0 (0: reload only when asked)")
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
