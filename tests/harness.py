@@ -124,12 +124,15 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> "ServerProcess":
         env = {**os.environ, "MPGPT_SERVER_PORT": str(self.port)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "serve", "--config", str(self.config_path)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log_path = self.config_path.with_suffix(f".{self.port}.log")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "scripts.cli", "serve", "--config", str(self.config_path)],
+                env=env, stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self

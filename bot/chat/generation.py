@@ -180,21 +180,25 @@ class LeaseLost(Exception):
 async def _racing(stream: AsyncIterator[Delta], keeper: asyncio.Task) -> AsyncIterator[Delta]:
     """Iterate the stream, but stop at once if the lease keeper fails (lease lost, storage down)."""
     it = stream.__aiter__()
+    nxt: asyncio.Future | None = None
     try:
         while True:
             nxt = asyncio.ensure_future(it.__anext__())
             done, _ = await asyncio.wait({nxt, keeper}, return_when=asyncio.FIRST_COMPLETED)
             if nxt in done:
                 try:
-                    yield nxt.result()
+                    delta = nxt.result()
                 except StopAsyncIteration:
                     return
+                yield delta
                 continue
-            nxt.cancel()
-            await asyncio.gather(nxt, return_exceptions=True)
             keeper.result()  # raises LeaseLost (or the storage error)
             return
     finally:
+        # A cancelled wait (the deadline) leaves the stream mid-step: stop that step before closing.
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+            await asyncio.gather(nxt, return_exceptions=True)
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -1,0 +1,110 @@
+"""Two `mpgpt serve` processes on one database, and restarts: state lives in storage, not memory."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.fakes.llm import Script
+from tests.fakes.wechat import FakeWeChat
+from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, write_toml
+
+
+@pytest.fixture
+def config_file(tmp_path, llm):
+    return write_toml(tmp_path / "config.toml", config_data(tmp_path, llm.base_url, log={"level": "info"}))
+
+
+@pytest.fixture
+def two_servers(config_file):
+    a = ServerProcess(config_file, free_port()).start()
+    b = ServerProcess(config_file, free_port()).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, query: dict, window: float):
+    try:
+        async with session.post(url, data=body, params=query, timeout=aiohttp.ClientTimeout(total=window)) as r:
+            return r.status, await r.read()
+    except TimeoutError:
+        return None
+
+
+async def test_retries_of_one_msgid_landing_on_two_processes_make_one_generation(two_servers, llm):
+    a, b = two_servers
+    llm.default = Script(text="两个进程，一个回答。", first_delay=0.9)
+    wx = FakeWeChat(f"{a.url}/wechat", TOKEN, APP_ID, window=0.6)
+    body, query = wx.build_request(wx.text_message("o_two", "问题"))
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        # WeChat's three deliveries, alternating between the processes
+        for url in (a.url, b.url, a.url):
+            got = await _post(session, f"{url}/wechat", body, query, 0.6)
+            if got is not None:
+                answers.append((url, got))
+                break
+    await wx.close()
+    assert answers, "no delivery was answered"
+    assert b"\xe4\xb8\xa4\xe4\xb8\xaa\xe8\xbf\x9b\xe7\xa8\x8b" in answers[0][1][1]  # 两个进程
+    await asyncio.sleep(0.3)
+    assert len(llm.requests) == 1
+
+
+async def test_many_messages_delivered_to_both_processes_at_once_generate_once_each(two_servers, llm):
+    a, b = two_servers
+    llm.default = Script(text="同时到达。", first_delay=0.1)
+    wx = FakeWeChat(f"{a.url}/wechat", TOKEN, APP_ID, window=0.6)
+    requests = [wx.build_request(wx.text_message(f"o_user{i}", f"问题{i}")) for i in range(12)]
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*(
+            _post(session, f"{url}/wechat", body, query, 2.0)
+            for body, query in requests for url in (a.url, b.url)))
+    await wx.close()
+    assert all(r is not None and r[0] == 200 and "同时到达".encode() in r[1] for r in results)
+    assert len(llm.requests) == 12
+
+
+async def test_an_answer_pending_when_the_process_dies_is_still_delivered_after_a_restart(config_file, llm):
+    llm.default = Script(text="重启之后的回答。", first_delay=30.0)
+    first = ServerProcess(config_file, free_port()).start()
+    wx = FakeWeChat(f"{first.url}/wechat", TOKEN, APP_ID, window=0.6)
+    d = await wx.send_text("o_restart", "问题")
+    assert "正在思考" in (d.content or "")
+    first.kill()  # a crash: no cleanup, the generation's lease is left to expire
+    llm.default = Script(text="重启之后的回答。")
+    second = ServerProcess(config_file, free_port()).start()
+    try:
+        wx.url = f"{second.url}/wechat"
+        for _ in range(50):  # the new process takes the generation over once the lease expires
+            await asyncio.sleep(0.1)
+            if len(llm.requests) >= 2:
+                break
+        await asyncio.sleep(0.3)
+        d = await wx.send_text("o_restart", "继续")
+        assert d.content == "重启之后的回答。"
+    finally:
+        await wx.close()
+        second.stop()
+
+
+async def test_a_finished_answer_waiting_for_fetch_survives_a_restart(config_file, llm):
+    llm.default = Script(chunks=["已经完成的部分。后", "面。"], chunk_delay=2.0)
+    first = ServerProcess(config_file, free_port()).start()
+    wx = FakeWeChat(f"{first.url}/wechat", TOKEN, APP_ID, window=0.6)
+    d = await wx.send_text("o_keep", "问题")
+    assert d.content.startswith("已经完成的部分。") and "面。" not in d.content
+    await asyncio.sleep(1.0)  # the generation finishes
+    first.stop()
+    second = ServerProcess(config_file, free_port()).start()
+    try:
+        wx.url = f"{second.url}/wechat"
+        d = await wx.send_text("o_keep", "继续")
+        assert d.content == "后面。"
+        assert len(llm.requests) == 1
+    finally:
+        await wx.close()
+        second.stop()
