@@ -10,6 +10,7 @@ from bot.config import Config, config_from_dict
 from bot.pay.client import PayClient
 from bot.pay.service import PayService
 from storage.db import Database
+from storage.ledger import Entry, Ledger, apply_entry
 from storage.orders import ApplyEntry, OrderRepo
 from tests.fakes.wechatpay import FakeWeChatPay, PayKeys
 
@@ -57,22 +58,20 @@ async def open_db(path: Path) -> Database:
 
 
 def ledger_apply_entry() -> ApplyEntry:
-    from storage.ledger import apply_entry
-
-    return apply_entry  # type: ignore[no-any-return]
+    return apply_entry
 
 
 async def balance(db: Database, openid: str = OPENID) -> int:
-    from storage import ledger
-
-    return await ledger.standin_balance(db, openid)  # type: ignore[attr-defined, no-any-return]
+    return await Ledger(db).balance(openid)
 
 
-async def topups(db: Database, openid: str = OPENID) -> list[dict[str, Any]]:
-    from storage import ledger
+async def topups(db: Database, openid: str = OPENID) -> list[Entry]:
+    return [e for e in await Ledger(db).history(openid, limit=100) if e.kind == "topup"]
 
-    rows = await ledger.standin_entries(db, openid)  # type: ignore[attr-defined]
-    return [r for r in rows if r["kind"] == "topup"]
+
+async def books_balance(db: Database) -> bool:
+    """The ledger's own invariant: every account equals the sum of its ledger rows."""
+    return await Ledger(db).check_invariant() == []
 
 
 def make_service(cfg: Config, db: Database, client: PayClient, **kw: Any) -> PayService:

@@ -12,7 +12,7 @@ import pytest
 
 from bot.pay.client import PayClient
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
-from tests.paykit import OPENID, balance, make_service, open_db, pay_config, topups
+from tests.paykit import OPENID, balance, books_balance, make_service, open_db, pay_config, topups
 
 
 @pytest.fixture(params=["public_key", "certificate"])
@@ -65,6 +65,7 @@ async def test_five_concurrent_identical_notifies_credit_once(env):
     answers = await asyncio.gather(*(service.handle_notify(headers, body) for _ in range(5)))
     assert all(a.ok for a in answers)
     assert await balance(db) == 600 and len(await topups(db)) == 1
+    assert await books_balance(db)
 
 
 @pytest.mark.parametrize("bad", ["forged_notify", "tampered_notify", "stale_notify", "probe_notify",

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from storage.orders import OrderRepo, Payment
-from tests.paykit import OPENID, balance, ledger_apply_entry, open_db, topups
+from tests.paykit import OPENID, balance, books_balance, ledger_apply_entry, open_db, topups
 
 
 @pytest.fixture
@@ -91,6 +91,7 @@ async def test_concurrent_settles_credit_once(repo, db):
     results = await asyncio.gather(*(repo.settle(pay, "notify", time.time()) for _ in range(5)))
     assert sorted(r.outcome for r in results) == ["credited"] + ["duplicate"] * 4
     assert await balance(db) == 600
+    assert await books_balance(db)
 
 
 async def test_two_processes_settling_at_once_credit_once(repo, db, tmp_path):
@@ -104,6 +105,7 @@ async def test_two_processes_settling_at_once_credit_once(repo, db, tmp_path):
         await other.close()
     assert sorted(r.outcome for r in results) == ["credited", "duplicate"]
     assert await balance(db) == 600
+    assert await books_balance(db)
 
 
 async def test_a_payment_of_another_amount_is_held_and_flagged_never_credited(repo, db):
@@ -151,6 +153,7 @@ async def test_a_failure_inside_the_settle_transaction_leaves_nothing_behind(db)
     assert (await repo.get("MP000000000001")).state == "pending"
     assert await balance(db) == 0
     assert [e["outcome"] for e in await repo.events("MP000000000001")] == ["created"]
+    assert await books_balance(db)
 
 
 async def test_the_query_claim_takes_only_old_unexpired_open_orders_and_only_once(repo):
