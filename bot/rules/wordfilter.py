@@ -1,0 +1,265 @@
+"""Sensitive words: one Aho-Corasick automaton over normalised text, rebuilt only when a dictionary changes.
+
+Normalising defeats the usual evasions: NFKC (full-width ＡＢＣ and ① become ABC and 1), case-folding,
+and dropping every space, punctuation mark, symbol and invisible character, so 大 麻, 大.麻 and 大\u200b麻
+all read 大麻. Each character is normalised on its own (a cached table used by str.translate), which
+keeps a map from every normalised character back to the original one: masking stars out the
+original characters, separators included.
+
+An exception is a harmless word containing a listed one (大麻烦 contains 大麻): a match lying inside
+an exception's match is no match.
+
+The automaton runs over the UTF-8 bytes of the normalised text (as a latin-1 string): pyahocorasick
+finds a node's child by a linear search, and a 20,000-word Chinese dictionary would give the root
+~20,000 children; in UTF-8 no node has more than 64. UTF-8 is self-synchronising, so a word's bytes
+can only match at character boundaries.
+
+The automaton is built once per change of the files, in a thread, and swapped in with one attribute
+assignment, so a scan always sees one whole dictionary, old or new. Logs name dictionaries, never words
+or text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ahocorasick
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_DROPPED = ("P", "S", "Z", "C")  # punctuation, symbols, separators (spaces), controls and invisibles
+
+
+def fold_char(ch: str) -> str:
+    """One character as the matcher sees it: possibly several characters, possibly none."""
+    out = unicodedata.normalize("NFKC", ch).casefold()
+    return "".join(c for c in out if unicodedata.category(c)[0] not in _DROPPED
+                   and unicodedata.category(c) not in ("Mn", "Me"))
+
+
+class _FoldTable(dict[int, str | None]):
+    """str.translate table computed lazily per code point (None deletes the character)."""
+
+    def __missing__(self, cp: int) -> str | None:
+        folded = fold_char(chr(cp)) or None
+        self[cp] = folded
+        return folded
+
+
+_FOLD = _FoldTable()
+
+
+def normalise(text: str) -> str:
+    return text.translate(_FOLD)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1")
+
+
+def normalise_with_map(text: str) -> tuple[str, list[int]]:
+    """The normalised text and, for each of its characters, the index of the original it came from."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        folded = _FOLD[ord(ch)]
+        if folded:
+            out.append(folded)
+            origin.extend([i] * len(folded))
+    return "".join(out), origin
+
+
+@dataclass(frozen=True, slots=True)
+class WordList:
+    name: str
+    path: Path
+    action: str  # "block" | "mask"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A listed word found in the original text at [start, end)."""
+
+    start: int
+    end: int
+    action: str
+    dictionaries: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    hits: tuple[Hit, ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        return any(h.action == "block" for h in self.hits)
+
+    @property
+    def dictionaries(self) -> tuple[str, ...]:
+        return tuple(sorted({d for h in self.hits for d in h.dictionaries}))
+
+    def mask(self, text: str, char: str = "*", actions: Sequence[str] = ("mask", "block")) -> str:
+        """`text` with the hits of the given actions starred out, character for character."""
+        chars = list(text)
+        for h in self.hits:
+            if h.action in actions:
+                chars[h.start:h.end] = char * (h.end - h.start)
+        return "".join(chars)
+
+
+_CLEAN = Scan()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    nbytes: int
+    nchars: int
+    action: str | None  # None: only an exception
+    dictionaries: tuple[str, ...]
+    exception: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Automaton:
+    matcher: ahocorasick.Automaton | None
+    longest: int
+    signature: tuple[tuple[str, int, int, int], ...]
+    words: int
+
+
+def _read_words(path: Path) -> list[str]:
+    words = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            words.append(line)
+    return words
+
+
+class WordFilter:
+    def __init__(self, lists: Sequence[WordList], exceptions: Sequence[str] = (),
+                 exceptions_path: Path | None = None, reload_interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.lists = tuple(lists)
+        self.exceptions = tuple(exceptions)
+        self.exceptions_path = exceptions_path
+        self.reload_interval = reload_interval
+        self.clock = clock
+        self._checked_at = clock()
+        self._lock = asyncio.Lock()
+        self._current = self._build(self._signature())
+
+    @property
+    def words(self) -> int:
+        return self._current.words
+
+    def _paths(self) -> list[Path]:
+        return [wl.path for wl in self.lists] + ([self.exceptions_path] if self.exceptions_path else [])
+
+    def _signature(self) -> tuple[tuple[str, int, int, int], ...]:
+        sig = []
+        for p in self._paths():
+            try:
+                st = os.stat(p)
+                sig.append((str(p), st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                sig.append((str(p), -1, -1, -1))
+        return tuple(sig)
+
+    def _build(self, signature: tuple[tuple[str, int, int, int], ...]) -> _Automaton:
+        """Read every file and build a new automaton; raises OSError/UnicodeDecodeError naming nothing."""
+        entries: dict[str, _Entry] = {}
+        for wl in self.lists:
+            for word in _read_words(wl.path):
+                key = normalise(word)
+                if not key:
+                    continue
+                old = entries.get(key)
+                names = old.dictionaries if old else ()
+                if wl.name not in names:
+                    names += (wl.name,)
+                # A word in a block list and a mask list is blocked.
+                action = "block" if wl.action == "block" or (old is not None and old.action == "block") else "mask"
+                entries[key] = _Entry(len(key.encode()), len(key), action, names, False)
+        exceptions = list(self.exceptions) + (_read_words(self.exceptions_path) if self.exceptions_path else [])
+        for word in exceptions:
+            key = normalise(word)
+            if key:
+                old = entries.get(key)
+                entries[key] = _Entry(len(key.encode()), len(key), old.action if old else None,
+                                      old.dictionaries if old else (), True)
+        if not entries:
+            return _Automaton(None, 0, signature, 0)
+        matcher = ahocorasick.Automaton()
+        for key, entry in entries.items():
+            matcher.add_word(_utf8(key), entry)
+        matcher.make_automaton()
+        return _Automaton(matcher, max(e.nchars for e in entries.values()), signature,
+                          sum(1 for e in entries.values() if e.action))
+
+    async def refresh(self) -> bool:
+        """Rebuild if a file changed, checking at most every reload_interval seconds (0: never).
+        Scans go on with the old automaton meanwhile. True if a new one was swapped in."""
+        if self.reload_interval <= 0 or self.clock() - self._checked_at < self.reload_interval:
+            return False
+        if self._lock.locked():
+            return False
+        self._checked_at = self.clock()
+        signature = self._signature()
+        if signature == self._current.signature:
+            return False
+        return await self.reload(signature)
+
+    async def reload(self, signature: tuple[tuple[str, int, int, int], ...] | None = None) -> bool:
+        """Rebuild now (the owner's reload command, SIGHUP). A file that cannot be read keeps the
+        dictionaries in use; returns False then."""
+        async with self._lock:
+            signature = signature or self._signature()
+            try:
+                built = await asyncio.to_thread(self._build, signature)
+            except (OSError, UnicodeDecodeError) as e:
+                failed = [wl.name for wl in self.lists if not wl.path.is_file()] or ["?"]
+                log.warning("words.reload_failed", dictionaries=failed, error=type(e).__name__)
+                return False
+            self._current = built
+            log.info("words.reloaded", dictionaries=[wl.name for wl in self.lists], words=built.words)
+            return True
+
+    def scan(self, text: str) -> Scan:
+        current = self._current
+        if current.matcher is None:
+            return _CLEAN
+        found = [(end + 1 - entry.nbytes, end + 1, entry)
+                 for end, entry in current.matcher.iter(_utf8(normalise(text)))]
+        if not found:
+            return _CLEAN
+        spans = [(s, e) for s, e, entry in found if entry.exception]
+        listed = [(s, e, entry) for s, e, entry in found
+                  if entry.action and not any(xs <= s and e <= xe for xs, xe in spans)]
+        if not listed:
+            return _CLEAN
+        norm, origin = normalise_with_map(text)
+        char_at = [i for i, ch in enumerate(norm) for _ in range(len(ch.encode()))]
+        hits = []
+        for s, e, entry in listed:
+            first, last = char_at[s], char_at[e - 1]
+            hits.append(Hit(origin[first], origin[last] + 1, entry.action, entry.dictionaries))
+        return Scan(tuple(hits))
+
+    def safe_end(self, text: str) -> int:
+        """How much of a still-growing `text` may be delivered: a listed word (or an exception) that the
+        next characters complete can only start in the held-back tail."""
+        hold = max(0, self._current.longest - 1)
+        if hold == 0:
+            return len(text)
+        _, origin = normalise_with_map(text)
+        if len(origin) <= hold:
+            return 0
+        return origin[len(origin) - hold]
