@@ -1,0 +1,77 @@
+"""The rule chain: the configured rules, in order, between a question and its answer.
+
+    chain = build_chain(cfg, db, words)
+    verdict = await chain.check(openid, model, text, gen_key=msg_key, cost=cost)
+    if isinstance(verdict, Refusal): reply verdict.text (nothing was charged)
+    else: generate from verdict.text; if verdict.reserved: ledger.settle(msg_key) or ledger.refund(msg_key)
+
+Every question first opens the user's account (trial on first contact) and today's free credits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from bot.config import Config
+from bot.rules.answers import AnswerCheck
+from bot.rules.base import Pass, Question, Refusal, Rule
+from bot.rules.credits import CreditsRule
+from bot.rules.models import ModelsRule
+from bot.rules.ratelimit import RateLimitRule
+from bot.rules.status import StatusRule
+from bot.rules.wallet import Wallet
+from bot.rules.whitelist import WhitelistRule
+from bot.rules.wordfilter import WordFilter, WordList
+from bot.rules.words import WordsRule
+from storage.accounts import Accounts
+from storage.db import Database
+from storage.ledger import Ledger
+from storage.rate_events import RateEvents
+
+log = structlog.get_logger(__name__)
+
+
+class Chain:
+    def __init__(self, rules: Sequence[Rule], wallet: Wallet) -> None:
+        self.rules = tuple(rules)
+        self.wallet = wallet
+
+    async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None) -> Pass | Refusal:
+        q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid))
+        for rule in self.rules:
+            refusal = await rule.check(q)
+            if refusal is not None:
+                log.info("rules.refused", rule=rule.name, code=refusal.code, user=openid[-6:], model=model)
+                return refusal
+        return Pass(q.text, q.reserved, q.whitelisted, q.account)
+
+
+def word_filter(cfg: Config, clock: Callable[[], float] = time.monotonic) -> WordFilter:
+    """The sensitive-word filter from [words] (built once at start-up; it reloads itself)."""
+    w = cfg.words
+    lists = [WordList(d.name or cfg.resolve_path(d.path).stem, cfg.resolve_path(d.path), d.action)
+             for d in w.dictionaries]
+    exceptions_path = cfg.resolve_path(w.exceptions_file) if w.exceptions_file else None
+    return WordFilter(lists, w.exceptions, exceptions_path, w.reload_interval, clock)
+
+
+def build_chain(cfg: Config, db: Database, words: WordFilter, clock: Callable[[], float] = time.time) -> Chain:
+    r, texts = cfg.rules, cfg.rules.texts
+    wallet = Wallet(Ledger(db, clock), cfg.quota, texts, cfg.server.public_url, clock)
+    aliases = {alias: name for name, m in cfg.models.items() for alias in m.aliases}
+    make: dict[str, Callable[[], Rule]] = {
+        "whitelist": lambda: WhitelistRule(Accounts(db, clock)),
+        "ratelimit": lambda: RateLimitRule(RateEvents(db), r.rate_limit, r.rate_window, texts.rate_limited, clock),
+        "status": lambda: StatusRule(texts.frozen),
+        "models": lambda: ModelsRule(r.tier_models, aliases, texts.model_not_allowed, texts.model_unknown),
+        "words": lambda: WordsRule(words, texts.sensitive_question, cfg.words.mask_char),
+        "credits": lambda: CreditsRule(wallet),
+    }
+    return Chain([make[name]() for name in r.order], wallet)
+
+
+def answer_check(cfg: Config, words: WordFilter) -> AnswerCheck:
+    """The check every answer passes before delivery ([words] answer_action)."""
+    return AnswerCheck(words, cfg.words.answer_action, cfg.words.mask_char, cfg.rules.texts.answer_withheld)

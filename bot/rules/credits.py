@@ -1,0 +1,27 @@
+"""Rule (always last): reserve the answer's credits under its generation key with one conditional
+update, or refuse with the balance and where to top up. Whitelisted users are not charged; an
+unknown model is refused, never free."""
+
+from __future__ import annotations
+
+from bot.rules.base import MODEL_UNKNOWN, NO_CREDITS, Question, Refusal
+from bot.rules.wallet import Wallet
+
+
+class CreditsRule:
+    name = "credits"
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+
+    async def check(self, q: Question) -> Refusal | None:
+        if q.whitelisted:
+            return None
+        texts = self.wallet.texts
+        if q.cost is None:
+            return Refusal(MODEL_UNKNOWN, texts.model_unknown.format(model=q.model))
+        if await self.wallet.ledger.reserve(q.openid, q.gen_key, q.cost):
+            q.reserved = True
+            return None
+        account = await self.wallet.ledger.account(q.openid) or q.account
+        return Refusal(NO_CREDITS, self.wallet.describe(texts.no_credits, account, cost=q.cost))

@@ -1,0 +1,31 @@
+"""Rule: a question with a block-list word is refused; mask-list words are starred out before the
+model sees the question. Logs name the dictionaries, never the question."""
+
+from __future__ import annotations
+
+import structlog
+
+from bot.rules.base import SENSITIVE_QUESTION, Question, Refusal
+from bot.rules.wordfilter import WordFilter
+
+log = structlog.get_logger(__name__)
+
+
+class WordsRule:
+    name = "words"
+
+    def __init__(self, words: WordFilter, text: str, mask_char: str = "*") -> None:
+        self.words = words
+        self.text = text
+        self.mask_char = mask_char
+
+    async def check(self, q: Question) -> Refusal | None:
+        await self.words.refresh()
+        scan = self.words.scan(q.text)
+        if not scan.hits:
+            return None
+        log.info("words.question_hit", dictionaries=scan.dictionaries, blocked=scan.blocked, user=q.openid[-6:])
+        if scan.blocked:
+            return Refusal(SENSITIVE_QUESTION, self.text)
+        q.text = scan.mask(q.text, self.mask_char)
+        return None

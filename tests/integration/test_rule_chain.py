@@ -1,0 +1,214 @@
+"""The rule chain on a real SQLite file: each refusal with its own code and reply, never charged."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from bot.config import Config, config_from_dict
+from bot.rules import base
+from bot.rules.base import Pass, Refusal
+from bot.rules.chain import answer_check, build_chain, word_filter
+from storage.accounts import Accounts
+from storage.db import Database
+from storage.ledger import Ledger
+
+ALICE = "oAlice0000000000000000000001"
+# 2024-05-01 23:59:00 in Asia/Shanghai (15:59 UTC).
+BEFORE_MIDNIGHT = 1714579140.0
+
+
+class Clock:
+    def __init__(self, t: float = BEFORE_MIDNIGHT) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    (tmp_path / "block.txt").write_text("大麻\n赌博\n", encoding="utf-8")
+    (tmp_path / "mask.txt").write_text("笨蛋\n", encoding="utf-8")
+    data: dict[str, Any] = {
+        "server": {"public_url": "https://mp.example.com/"},
+        "wechat": {"token": "t"},
+        "channels": [{"name": "c", "provider": "openai", "api_key": "k", "models": ["gpt-4o-mini", "gpt-4o"]}],
+        "models": {"gpt-4o": {"cost": 5, "aliases": ["4o"]}},
+        "quota": {"trial_credits": 10, "daily_free": 0},
+        "rules": {"tier_models": {"free": ["gpt-4o-mini"], "pro": ["gpt-4o-mini", "4o"]}},
+        "words": {"dictionaries": [{"path": "block.txt", "name": "banned"},
+                                   {"path": "mask.txt", "action": "mask", "name": "rude"}],
+                  "exceptions": ["大麻烦"]},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return config_from_dict(data, base_dir=str(tmp_path))
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    async with Database(tmp_path / "chain.db") as database:
+        yield database
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+async def ask(chain, text: str = "你好", model: str = "gpt-4o-mini", key: str = "m1", cost: int | None = 1,
+              openid: str = ALICE) -> Pass | Refusal:
+    return await chain.check(openid, model, text, gen_key=key, cost=cost)
+
+
+async def test_a_plain_question_passes_and_reserves_its_cost(tmp_path, db, clock):
+    chain = build_chain(make_config(tmp_path), db, word_filter(make_config(tmp_path)), clock)
+    verdict = await ask(chain, cost=3)
+    assert isinstance(verdict, Pass) and verdict.reserved and verdict.text == "你好"
+    assert await Ledger(db).balance(ALICE) == 7
+    assert await Ledger(db).settle("m1")
+
+
+async def test_a_frozen_user_is_refused_with_its_own_code_and_reply_and_not_charged(tmp_path, db, clock):
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    await Accounts(db).freeze(ALICE)
+    verdict = await ask(chain)
+    assert verdict == Refusal(base.FROZEN, cfg.rules.texts.frozen)
+    assert await Ledger(db).balance(ALICE) == 10
+
+
+async def test_a_model_outside_the_tiers_allow_list_is_refused_with_its_own_code_and_reply(tmp_path, db, clock):
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdict = await ask(chain, model="gpt-4o", cost=5)
+    assert isinstance(verdict, Refusal) and verdict.code == base.MODEL_NOT_ALLOWED
+    assert verdict.text == "你当前的账号等级不能使用模型 gpt-4o，请换用其他模型。"
+    await Accounts(db).set_tier(ALICE, "pro")
+    assert isinstance(await ask(chain, model="gpt-4o", cost=5, key="m2"), Pass)  # allowed by its alias
+    assert await Ledger(db).balance(ALICE) == 5
+
+
+async def test_an_unknown_model_is_refused_never_free_even_for_whitelisted_users(tmp_path, db, clock):
+    cfg = make_config(tmp_path, rules={"tier_models": {}})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    await Accounts(db).whitelist_add(ALICE)
+    verdict = await ask(chain, model="mystery", cost=None)
+    assert isinstance(verdict, Refusal) and verdict.code == base.MODEL_UNKNOWN and "mystery" in verdict.text
+    # Without the models rule the credits rule still refuses an unknown model for others.
+    cfg = make_config(tmp_path, rules={"order": ["status", "credits"]})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdict = await ask(chain, model="mystery", cost=None, openid="oBob")
+    assert isinstance(verdict, Refusal) and verdict.code == base.MODEL_UNKNOWN
+
+
+async def test_the_seventh_question_in_a_minute_is_refused_with_its_own_code_and_reply(tmp_path, db, clock):
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdicts = [await ask(chain, key=f"m{i}") for i in range(7)]
+    assert all(isinstance(v, Pass) for v in verdicts[:6])
+    assert verdicts[6] == Refusal(base.RATE_LIMITED, cfg.rules.texts.rate_limited)
+    assert await Ledger(db).balance(ALICE) == 4  # six charged, the refused one not
+    clock.t += 61
+    assert isinstance(await ask(chain, key="m7"), Pass)
+
+
+async def test_the_rate_limit_is_shared_by_two_processes(tmp_path, clock):
+    cfg = make_config(tmp_path, rules={"rate_limit": 3})
+    async with Database(tmp_path / "shared.db") as one, Database(tmp_path / "shared.db") as two:
+        words = word_filter(cfg)
+        a, b = build_chain(cfg, one, words, clock), build_chain(cfg, two, words, clock)
+        verdicts = await asyncio.gather(*(ask(c, key=f"m{i}-{n}") for i in range(3) for n, c in enumerate((a, b))))
+        codes = [v.code if isinstance(v, Refusal) else "pass" for v in verdicts]
+        assert codes.count("pass") == 3 and codes.count(base.RATE_LIMITED) == 3
+
+
+async def test_whitelisted_users_skip_the_rate_limit_and_credits(tmp_path, db, clock):
+    cfg = make_config(tmp_path, quota={"trial_credits": 0})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    await Accounts(db).whitelist_add(ALICE, "owner")
+    verdicts = [await ask(chain, key=f"m{i}") for i in range(10)]
+    assert all(isinstance(v, Pass) and v.whitelisted and not v.reserved for v in verdicts)
+    assert await Ledger(db).balance(ALICE) == 0
+
+
+async def test_a_question_with_a_blocked_word_is_refused_and_the_log_names_the_dictionary_not_the_text(
+        tmp_path, db, clock):
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    with capture_logs() as logs:
+        verdict = await ask(chain, text="哪里能买到大 麻？")
+    assert verdict == Refusal(base.SENSITIVE_QUESTION, cfg.rules.texts.sensitive_question)
+    assert await Ledger(db).balance(ALICE) == 10
+    hit = next(e for e in logs if e["event"] == "words.question_hit")
+    assert hit["dictionaries"] == ("banned",)
+    assert all("麻" not in str(v) for e in logs for v in e.values())
+    assert isinstance(await ask(chain, text="这真是个大麻烦", key="m2"), Pass)
+
+
+async def test_mask_list_words_are_starred_out_before_the_model_sees_the_question(tmp_path, db, clock):
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdict = await ask(chain, text="我是不是个笨 蛋？")
+    assert isinstance(verdict, Pass) and verdict.text == "我是不是个***？"
+
+
+async def test_the_credits_refusal_tells_the_balance_and_where_to_top_up(tmp_path, db, clock):
+    cfg = make_config(tmp_path, quota={"trial_credits": 3})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdict = await ask(chain, cost=5)
+    assert isinstance(verdict, Refusal) and verdict.code == base.NO_CREDITS
+    assert verdict.text == "积分不足：本次提问需要 5 积分，你还有 3 积分。充值请打开：https://mp.example.com/"
+    assert await Ledger(db).balance(ALICE) == 3
+
+
+async def test_fifty_concurrent_questions_with_ten_credits_pass_exactly_ten(tmp_path, db, clock):
+    cfg = make_config(tmp_path, rules={"rate_limit": 1000})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    verdicts = await asyncio.gather(*(ask(chain, key=f"m{i}") for i in range(50)))
+    assert sum(isinstance(v, Pass) for v in verdicts) == 10
+    assert {v.code for v in verdicts if isinstance(v, Refusal)} == {base.NO_CREDITS}
+    ledger = Ledger(db)
+    assert await ledger.balance(ALICE) == 0 and await ledger.check_invariant() == []
+
+
+async def test_daily_free_credits_come_with_the_first_question_of_each_shanghai_day(tmp_path, db, clock):
+    cfg = make_config(tmp_path, quota={"trial_credits": 0, "daily_free": 2})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    assert isinstance(await ask(chain, key="a"), Pass)
+    assert isinstance(await ask(chain, key="b"), Pass)
+    assert (await ask(chain, key="c")).code == base.NO_CREDITS
+    clock.t += 120  # 00:01 the next day in Shanghai, still 16:01 the same day in UTC
+    assert isinstance(await ask(chain, key="d", cost=2), Pass)
+    account = await Ledger(db).account(ALICE)
+    assert account.daily_day == "2024-05-02" and account.spendable == 0
+
+
+async def test_the_balance_reply_shows_balance_todays_free_credits_and_the_top_up_link(tmp_path, db, clock):
+    cfg = make_config(tmp_path, quota={"daily_free": 3})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    assert await chain.wallet.balance_text(ALICE) == (
+        "积分余额：13\n其中今日免费：3（每天 3，当天有效）\n充值请打开：https://mp.example.com/")
+    cfg = make_config(tmp_path, server={"public_url": ""})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    assert await chain.wallet.balance_text("oBob") == "积分余额：10"
+
+
+async def test_the_answer_check_masks_or_withholds_before_delivery(tmp_path):
+    cfg = make_config(tmp_path)
+    check = answer_check(cfg, word_filter(cfg))
+    reviewed = await check.review("笨蛋才去赌 博。")
+    assert (reviewed.text, reviewed.withheld) == ("**才去***。", False)
+    clean = await check.review("没什么问题。")
+    assert (clean.text, clean.upto, clean.withheld) == ("没什么问题。", 6, False)
+    growing = await check.review("你好，大麻", final=False)
+    assert growing.text[:growing.upto] == "你好，"
+    cfg = make_config(tmp_path, words={"answer_action": "withhold"})
+    check = answer_check(cfg, word_filter(cfg))
+    withheld = await check.review("可以去赌博。")
+    assert withheld.withheld and withheld.text == cfg.rules.texts.answer_withheld
+    assert (await check.review("你这个笨蛋")).text == "你这个**"  # mask lists are masked, never withheld
