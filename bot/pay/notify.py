@@ -28,6 +28,7 @@ from bot.pay.client import Transaction
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 PROBE_PREFIX = "WECHATPAY/SIGNTEST/"
+REFUND_STATUSES = ("SUCCESS", "CLOSED", "ABNORMAL", "PROCESSING")
 
 
 class NotifyRejected(Exception):
@@ -97,11 +98,11 @@ class NotifyVerifier:
 def _notice(data: dict[str, Any]) -> Notice:
     event_id, event_type, resource = str(data.get("id", "")), str(data.get("event_type", "")), data["resource"]
     if event_type.startswith("REFUND."):
-        try:
-            return RefundNotice(event_id, str(resource["out_trade_no"]), str(resource["out_refund_no"]),
-                                resource.get("refund_id"), str(resource["refund_status"]))
-        except KeyError:
-            raise NotifyRejected("resource", "refund notify without out_refund_no or refund_status") from None
+        status = resource.get("refund_status")
+        if not resource.get("out_refund_no") or status not in REFUND_STATUSES:
+            raise NotifyRejected("resource", "refund notify without out_refund_no or a known refund_status")
+        return RefundNotice(event_id, str(resource.get("out_trade_no", "")), str(resource["out_refund_no"]),
+                            resource.get("refund_id"), status)
     if event_type != "TRANSACTION.SUCCESS":
         raise NotifyRejected("event", f"unexpected event_type {event_type[:40]!r}")
     tx = Transaction.from_json(resource)

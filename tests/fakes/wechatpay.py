@@ -529,6 +529,23 @@ class FakeWeChatPay:
         }, ensure_ascii=False).encode()
         return self.signed_headers(body, serial=serial, timestamp=timestamp, key=key, signature=signature), body
 
+    def build_refund_notify(self, out_refund_no: str, status: str = "SUCCESS") -> tuple[dict[str, str], bytes]:
+        """The REFUND.* notify WeChat Pay sends to the refund's notify_url when a refund ends."""
+        r = self.refunds[out_refund_no]
+        r.status = status
+        order = self.orders[r.out_trade_no]
+        resource = {"mchid": self.mchid, "out_trade_no": r.out_trade_no, "transaction_id": order.transaction_id,
+                    "out_refund_no": out_refund_no, "refund_id": r.refund_id, "refund_status": status,
+                    "success_time": rfc3339(time.time()), "user_received_account": "支付用户零钱",
+                    "amount": {"total": r.total, "refund": r.refund, "payer_total": r.total, "payer_refund": r.refund}}
+        body = json.dumps({
+            "id": "EV-" + secrets.token_hex(10), "create_time": rfc3339(time.time()),
+            "resource_type": "encrypt-resource", "event_type": f"REFUND.{status}", "summary": "退款成功",
+            "resource": {"original_type": "refund",
+                         **aead_encrypt(self.keys.apiv3_key, json.dumps(resource, ensure_ascii=False), "refund")},
+        }, ensure_ascii=False).encode()
+        return self.signed_headers(body), body
+
     # The bad notifies a merchant must refuse (all for a paid order, so crediting would be possible).
 
     def forged_notify(self, out_trade_no: str) -> tuple[dict[str, str], bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 
 import pytest
 
@@ -43,7 +44,7 @@ async def test_a_native_order_fixes_amount_and_expiry_and_shows_a_code_url(env, 
     order = checkout.order
     assert not checkout.reused and checkout.jsapi_params is None
     assert (order.state, order.amount_fen, order.credits, order.kind) == ("pending", 3000, 3500, "native")
-    assert 6 <= len(order.out_trade_no) <= 32 and order.code_url == fake.orders[order.out_trade_no].code_url
+    assert re.fullmatch(r"[0-9A-Za-z_\-|*]{6,32}", order.out_trade_no) and order.code_url == fake.orders[order.out_trade_no].code_url
     sent = fake.orders[order.out_trade_no].request
     assert sent["amount"] == {"total": 3000, "currency": "CNY"} and sent["description"] == "3500 积分"
     expire = dt.datetime.fromisoformat(sent["time_expire"])
@@ -216,3 +217,8 @@ async def test_a_paid_order_is_refunded_in_full_once(env, fake):
     again = await service.refund(no, "用户申请")
     assert first.status == "PROCESSING" and again.out_refund_no == first.out_refund_no
     assert fake.orders[no].refunded == 600 and (await service.orders.get(no)).state == "refunding"
+    # WeChat Pay tells us when the money is back with the payer.
+    assert (await service.handle_notify(*fake.build_refund_notify(first.out_refund_no))).ok
+    assert (await service.orders.get(no)).state == "refunded"
+    assert [e["outcome"] for e in await service.orders.events(no) if e["source"] == "refund"] == [
+        "requested", "processing", "processing", "success"]  # the second call re-asked with the same number
