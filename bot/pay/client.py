@@ -96,7 +96,8 @@ class PayClient:
         self.cfg = cfg
         self._private_key = private_key
         self._public_key_pem = public_key
-        self._public_key: RSAPublicKey | None = load_pem_public_key(public_key.encode()) if public_key else None  # type: ignore[assignment]
+        loaded = load_pem_public_key(public_key.encode()) if public_key else None
+        self._public_key = loaded if isinstance(loaded, RSAPublicKey) else None
         self._cert_dir = cert_dir
         self._pay: AsyncWeChatPay | None = None
         self._entered = False
