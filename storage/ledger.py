@@ -154,7 +154,7 @@ class Ledger:
             return _account(row)
         async with self.db.transaction() as conn:
             if await apply_entry(conn, openid, "trial", max(0, trial_credits), "trial", now=self.clock()):
-                log.info("credits.trial_granted", user=openid[-6:], credits=max(0, trial_credits))
+                log.info("credits.account_opened", user=openid[-6:], trial=max(0, trial_credits))
             rows = await conn.execute_fetchall(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
             return _account(list(rows)[0])
 

@@ -25,8 +25,10 @@ import asyncio
 import os
 import time
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import ahocorasick
@@ -64,16 +66,29 @@ def _utf8(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
-def normalise_with_map(text: str) -> tuple[str, list[int]]:
-    """The normalised text and, for each of its characters, the index of the original it came from."""
-    out: list[str] = []
-    origin: list[int] = []
-    for i, ch in enumerate(text):
-        folded = _FOLD[ord(ch)]
-        if folded:
-            out.append(folded)
-            origin.extend([i] * len(folded))
-    return "".join(out), origin
+class _LengthTable(dict[int, str]):
+    """str.translate table: each character becomes chr(how many normalised characters it yields)."""
+
+    def __missing__(self, cp: int) -> str:
+        n = chr(len(_FOLD[cp] or ""))
+        self[cp] = n
+        return n
+
+
+_LENGTHS = _LengthTable()
+
+
+class _Origins:
+    """Maps positions in the normalised text back to the original: built at C speed, only for texts
+    that need it (a hit, a streaming cut)."""
+
+    def __init__(self, text: str) -> None:
+        # produced[i]: normalised characters produced by text[:i + 1]
+        self.produced = list(accumulate(text.translate(_LENGTHS).encode("latin-1")))
+
+    def of(self, k: int) -> int:
+        """The index of the original character that normalised character `k` came from."""
+        return bisect_right(self.produced, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +251,8 @@ class WordFilter:
         current = self._current
         if current.matcher is None:
             return _CLEAN
-        found = [(end + 1 - entry.nbytes, end + 1, entry)
-                 for end, entry in current.matcher.iter(_utf8(normalise(text)))]
+        encoded = _utf8(normalise(text))
+        found = [(end + 1 - entry.nbytes, end + 1, entry) for end, entry in current.matcher.iter(encoded)]
         if not found:
             return _CLEAN
         spans = [(s, e) for s, e, entry in found if entry.exception]
@@ -245,13 +260,13 @@ class WordFilter:
                   if entry.action and not any(xs <= s and e <= xe for xs, xe in spans)]
         if not listed:
             return _CLEAN
-        norm, origin = normalise_with_map(text)
-        char_at = [i for i, ch in enumerate(norm) for _ in range(len(ch.encode()))]
-        hits = []
-        for s, e, entry in listed:
-            first, last = char_at[s], char_at[e - 1]
-            hits.append(Hit(origin[first], origin[last] + 1, entry.action, entry.dictionaries))
-        return Scan(tuple(hits))
+        origins = _Origins(text)
+
+        def char_index(byte: int) -> int:  # byte offset in `encoded` -> normalised character index
+            return len(encoded[:byte].encode("latin-1").decode("utf-8"))
+
+        return Scan(tuple(Hit(origins.of(char_index(s)), origins.of(char_index(e) - 1) + 1, entry.action,
+                              entry.dictionaries) for s, e, entry in listed))
 
     def safe_end(self, text: str) -> int:
         """How much of a still-growing `text` may be delivered: a listed word (or an exception) that the
@@ -259,7 +274,7 @@ class WordFilter:
         hold = max(0, self._current.longest - 1)
         if hold == 0:
             return len(text)
-        _, origin = normalise_with_map(text)
-        if len(origin) <= hold:
+        produced = len(normalise(text))
+        if produced <= hold:
             return 0
-        return origin[len(origin) - hold]
+        return _Origins(text).of(produced - hold)

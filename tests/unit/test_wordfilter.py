@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.rules.wordfilter import WordFilter, WordList, normalise
 
@@ -141,3 +143,41 @@ async def test_the_exceptions_file_is_read_and_reloaded_too(tmp_path: Path):
     clock.t += 2
     assert await f.refresh() is True
     assert f.scan("大麻烦").hits == ()
+
+
+_WORDS = ["大麻", "赌博", "abc", "ﬁx"]
+_PIECES = ["大", "麻", "赌", "博", "a", "B", "ｃ", "Ａ", "ﬁ", "x", "烦", "好", " ", "，", "\u200b", "🌿", "㍿", "\u0301"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_every_hit_maps_back_to_original_characters_that_normalise_to_a_listed_word(pieces):
+    text = "".join(pieces)
+    f = _property_filter()
+    scan = f.scan(text)
+    keys = {normalise(w) for w in _WORDS}
+    for hit in scan.hits:
+        span = text[hit.start:hit.end]
+        assert normalise(span) in keys
+        assert normalise(text[hit.start]) and normalise(text[hit.end - 1])  # no stray separators at the edges
+    # Exactly as many hits as a brute-force search of the normalised text finds.
+    norm = normalise(text)
+    expected = sum(norm.startswith(k, i) for k in keys for i in range(len(norm)))
+    assert len(scan.hits) == expected
+    masked = scan.mask(text)
+    covered = {i for h in scan.hits for i in range(h.start, h.end)}
+    assert [i for i, (a, b) in enumerate(zip(text, masked)) if a != b] == sorted(covered)
+    assert len(masked) == len(text)
+
+
+_PROPERTY_FILTER: list[WordFilter] = []
+
+
+def _property_filter() -> WordFilter:
+    if not _PROPERTY_FILTER:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp()) / "p.txt"
+        write(path, *_WORDS)
+        _PROPERTY_FILTER.append(WordFilter([WordList("p", path, "block")]))
+    return _PROPERTY_FILTER[0]
