@@ -290,3 +290,50 @@ async def test_history_lists_newest_first_page_by_page(ledger):
     page = await ledger.history(ALICE, limit=2, offset=1)
     assert [e.ref for e in page] == ["order:3", "order:2"]
     assert [e.amount for e in page] == [4, 3]
+
+
+_CHILD = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+from storage.db import Database
+from storage.ledger import Ledger
+
+async def main():
+    async with Database(sys.argv[1]) as db:
+        ledger = Ledger(db)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        got = [k for k in [f"msg-{i}" for i in range(60)] if await ledger.reserve(sys.argv[3], k, 1)]
+        settled = [k for k in got if await ledger.settle(k)]
+        print(len(settled), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_second_os_process_racing_on_the_same_keys_never_charges_or_refunds_twice(tmp_path: Path):
+    import sys
+
+    path = tmp_path / "processes.db"
+    root = str(Path(__file__).resolve().parents[2])
+    async with Database(path) as db:
+        ledger = Ledger(db)
+        await ledger.ensure_account(ALICE, trial_credits=30)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, str(path), root, ALICE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert (await child.stdout.readline()).strip() == b"ready"
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        got = [k for k in [f"msg-{i}" for i in range(60)] if await ledger.reserve(ALICE, k, 1)]
+        refunded = [k for k in got if await ledger.refund(k)]
+        settled = int((await child.stdout.readline()).strip())
+        assert await child.wait() == 0
+        rows = await db.fetchall("SELECT state, COUNT(*) AS n FROM reservations GROUP BY state")
+        states = {r["state"]: r["n"] for r in rows}
+        assert (states.get("settled", 0), states.get("refunded", 0), states.get("reserved", 0)) == (
+            settled, len(refunded), 0)
+        # Refunds give credits back, so more than 30 questions may get a reservation in all; what was
+        # settled is spent exactly once and everything else came back.
+        assert await ledger.balance(ALICE) == 30 - settled
+        assert await ledger.check_invariant() == []
