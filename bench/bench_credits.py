@@ -8,7 +8,8 @@
    normalisation at all. Times are the best of several repeats (the machine is shared).
 2. Credits: reserve+settle pairs on a fresh SQLite file (WAL, synchronous=NORMAL) from 64 concurrent
    tasks, each pair two BEGIN IMMEDIATE transactions. Baseline: the same number of transactions,
-   each one bare single-row INSERT, from 64 concurrent tasks on the same kind of file.
+   each one bare single-row INSERT, from 64 concurrent tasks on the same kind of file. Rounds
+   alternate and the best of each side is kept.
 """
 
 from __future__ import annotations
@@ -106,8 +107,9 @@ def bench_words(tmp: Path) -> list[str]:
     ]
 
 
-async def bench_ledger(tmp: Path, pairs: int) -> list[str]:
-    async with Database(tmp / "ledger.db") as db:
+async def ledger_pairs(path: Path, pairs: int) -> tuple[int, float]:
+    """(pairs done, seconds) for reserve+settle from TASKS concurrent tasks on a fresh file."""
+    async with Database(path) as db:
         ledger = Ledger(db)
         users = [f"oBench{i:022d}" for i in range(TASKS)]
         per_task = pairs // TASKS
@@ -123,33 +125,45 @@ async def bench_ledger(tmp: Path, pairs: int) -> list[str]:
         started = time.perf_counter()
         await asyncio.gather(*(charge(u) for u in users))
         elapsed = time.perf_counter() - started
-        done = per_task * TASKS
         assert await ledger.check_invariant() == []
+        return per_task * TASKS, elapsed
 
-    async with Database(tmp / "baseline.db") as db:
+
+async def bare_inserts(path: Path, transactions: int) -> float:
+    """Seconds for `transactions` bare single-row INSERT transactions from TASKS concurrent tasks."""
+    async with Database(path) as db:
         async def insert(u: str) -> None:
             # The baseline is a bare write transaction, nothing of ours in it.
-            for i in range(per_task * 2):
+            for i in range(transactions // TASKS):
                 async with db.transaction() as conn:
                     await conn.execute("INSERT INTO rate_events (openid, at) VALUES (?, ?)", (u, float(i)))
 
         started = time.perf_counter()
-        await asyncio.gather(*(insert(u) for u in users))
-        base_elapsed = time.perf_counter() - started
+        await asyncio.gather(*(insert(f"u{i}") for i in range(TASKS)))
+        return time.perf_counter() - started
 
-    tx_ours = done * 2 / elapsed
-    tx_base = done * 2 / base_elapsed
+
+async def bench_ledger(tmp: Path, pairs: int, rounds: int = 3) -> list[str]:
+    # Alternating rounds, best of each: the CPUs are shared, so one slow round says little.
+    ours, base = float("inf"), float("inf")
+    done = 0
+    for r in range(rounds):
+        done, elapsed = await ledger_pairs(tmp / f"ledger{r}.db", pairs)
+        ours = min(ours, elapsed)
+        base = min(base, await bare_inserts(tmp / f"baseline{r}.db", done * 2))
+    tx_ours, tx_base = done * 2 / ours, done * 2 / base
     return [
-        f"### Credits: reserve + settle on SQLite ({TASKS} concurrent tasks, {done:,} pairs)",
+        f"### Credits: reserve + settle on SQLite ({TASKS} concurrent tasks, {done:,} pairs, best of {rounds})",
         "",
         "| | per second | per transaction |",
         "|---|---:|---:|",
-        f"| reserve+settle pairs (2 transactions each) | {done / elapsed:,.0f} pairs/s | {elapsed / (done * 2) * 1e6:,.0f} µs |",
-        f"| baseline: bare single-row INSERT transactions | {tx_base:,.0f} tx/s | {base_elapsed / (done * 2) * 1e6:,.0f} µs |",
+        f"| reserve+settle pairs (2 transactions each) | {done / ours:,.0f} pairs/s | {1e6 / tx_ours:,.0f} µs |",
+        f"| baseline: the same number of bare single-row INSERT transactions | {tx_base:,.0f} tx/s"
+        f" | {1e6 / tx_base:,.0f} µs |",
         "",
-        f"A ledger transaction costs {tx_base / tx_ours:.1f}× a bare INSERT transaction"
-        " (reserve: idempotency read, conditional UPDATE, reservation and ledger rows; settle: guarded"
-        " state change and ledger row). The invariant check passed afterwards.",
+        f"A ledger transaction costs {tx_base / tx_ours:.1f}× a bare INSERT transaction (reserve: idempotency"
+        " read, conditional UPDATE, reservation and ledger rows; settle: guarded state change and ledger row)."
+        " The invariant check passed after every round.",
     ]
 
 
