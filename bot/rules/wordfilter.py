@@ -149,13 +149,16 @@ class _Automaton:
     words: int
 
 
-def _read_words(path: Path) -> list[str]:
-    words = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            words.append(line)
-    return words
+class DictionaryError(Exception):
+    """A dictionary file that cannot be read; the message is the dictionary's name, not its words."""
+
+
+def _read_words(path: Path, name: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DictionaryError(name) from e
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
 class WordFilter:
@@ -189,10 +192,10 @@ class WordFilter:
         return tuple(sig)
 
     def _build(self, signature: tuple[tuple[str, int, int, int], ...]) -> _Automaton:
-        """Read every file and build a new automaton; raises OSError/UnicodeDecodeError naming nothing."""
+        """Read every file and build a new automaton; DictionaryError names a file that failed."""
         entries: dict[str, _Entry] = {}
         for wl in self.lists:
-            for word in _read_words(wl.path):
+            for word in _read_words(wl.path, wl.name):
                 key = normalise(word)
                 if not key:
                     continue
@@ -203,7 +206,10 @@ class WordFilter:
                 # A word in a block list and a mask list is blocked.
                 action = "block" if wl.action == "block" or (old is not None and old.action == "block") else "mask"
                 entries[key] = _Entry(len(key.encode()), len(key), action, names, False)
-        exceptions = list(self.exceptions) + (_read_words(self.exceptions_path) if self.exceptions_path else [])
+        if self.exceptions_path:
+            exceptions = [*self.exceptions, *_read_words(self.exceptions_path, "exceptions")]
+        else:
+            exceptions = list(self.exceptions)
         for word in exceptions:
             key = normalise(word)
             if key:
@@ -239,9 +245,8 @@ class WordFilter:
             signature = signature or self._signature()
             try:
                 built = await asyncio.to_thread(self._build, signature)
-            except (OSError, UnicodeDecodeError) as e:
-                failed = [wl.name for wl in self.lists if not wl.path.is_file()] or ["?"]
-                log.warning("words.reload_failed", dictionaries=failed, error=type(e).__name__)
+            except DictionaryError as e:
+                log.warning("words.reload_failed", dictionary=str(e), error=type(e.__cause__).__name__)
                 return False
             self._current = built
             log.info("words.reloaded", dictionaries=[wl.name for wl in self.lists], words=built.words)

@@ -180,6 +180,16 @@ async def test_daily_credits_are_spent_first_and_do_not_accumulate(db, ledger):
     assert await ledger.check_invariant() == []
 
 
+async def test_two_processes_opening_the_same_day_grant_it_once(tmp_path: Path):
+    async with Database(tmp_path / "day.db") as one, Database(tmp_path / "day.db") as two:
+        a, b = Ledger(one), Ledger(two)
+        await a.ensure_account(ALICE, trial_credits=0)
+        opened = await asyncio.gather(*(x.grant_daily(ALICE, 5, "2024-05-01") for x in (a, b) for _ in range(10)))
+        assert opened.count(True) == 1
+        assert (await a.account(ALICE)).daily == 5
+        assert await a.check_invariant() == []
+
+
 async def test_a_zero_daily_grant_still_expires_yesterdays_leftover(ledger):
     await ledger.ensure_account(ALICE, trial_credits=0)
     await ledger.grant_daily(ALICE, 3, "2024-05-01")

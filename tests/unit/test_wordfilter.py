@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from bot.rules.wordfilter import WordFilter, WordList, normalise
 
@@ -131,8 +132,10 @@ async def test_an_explicit_reload_applies_at_once_and_a_vanished_file_keeps_the_
     assert await f.reload() is True
     assert f.scan("新词").blocked
     path.unlink()
-    assert await f.reload() is False
+    with capture_logs() as logs:
+        assert await f.reload() is False
     assert f.scan("新词").blocked
+    assert [(e["event"], e["dictionary"]) for e in logs] == [("words.reload_failed", "w")]
 
 
 async def test_the_exceptions_file_is_read_and_reloaded_too(tmp_path: Path):
