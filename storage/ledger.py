@@ -134,6 +134,39 @@ async def apply_entry(conn: aiosqlite.Connection, openid: str, kind: str, amount
     return True
 
 
+async def settle_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float | None = None) -> bool:
+    """Settle `gen_key`'s reservation INSIDE the caller's transaction (e.g. the one that finishes the
+    answer). False if there is none or it was settled or refunded already."""
+    now = time.time() if now is None else now
+    rows = list(await conn.execute_fetchall(
+        "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
+        " RETURNING openid", (now, gen_key)))
+    if not rows:
+        return False
+    await conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
+                       (rows[0]["openid"], gen_key, now))
+    return True
+
+
+async def refund_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float | None = None) -> bool:
+    """Refund `gen_key`'s reservation INSIDE the caller's transaction. False if there is none or it
+    was settled or refunded already."""
+    now = time.time() if now is None else now
+    rows = list(await conn.execute_fetchall(
+        "UPDATE reservations SET state = 'refunded', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
+        " RETURNING openid, amount, from_daily", (now, gen_key)))
+    if not rows:
+        return False
+    openid, from_daily = rows[0]["openid"], rows[0]["from_daily"]
+    from_balance = rows[0]["amount"] - from_daily
+    await conn.execute("UPDATE accounts SET balance = balance + ?, daily = daily + ? WHERE openid = ?",
+                       (from_balance, from_daily, openid))
+    await conn.execute(
+        "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at) VALUES (?, 'refund', ?, ?, ?, ?)",
+        (openid, from_balance, from_daily, gen_key, now))
+    return True
+
+
 class Ledger:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
@@ -229,34 +262,13 @@ class Ledger:
     async def settle(self, gen_key: str) -> bool:
         """The generation delivered: its reserved credits are spent. True exactly once."""
         async with self.db.transaction() as conn:
-            now = self.clock()
-            rows = list(await conn.execute_fetchall(
-                "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-                " RETURNING openid", (now, gen_key)))
-            if not rows:
-                return False
-            await conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
-                               (rows[0]["openid"], gen_key, now))
-            return True
+            return await settle_entry(conn, gen_key, now=self.clock())
 
     async def refund(self, gen_key: str) -> bool:
         """The generation failed before the user saw any of it: give the credits back to the buckets
         they came from. True exactly once (never after settle)."""
         async with self.db.transaction() as conn:
-            now = self.clock()
-            rows = list(await conn.execute_fetchall(
-                "UPDATE reservations SET state = 'refunded', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-                " RETURNING openid, amount, from_daily", (now, gen_key)))
-            if not rows:
-                return False
-            openid, from_daily = rows[0]["openid"], rows[0]["from_daily"]
-            from_balance = rows[0]["amount"] - from_daily
-            await conn.execute("UPDATE accounts SET balance = balance + ?, daily = daily + ? WHERE openid = ?",
-                               (from_balance, from_daily, openid))
-            await conn.execute(
-                "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
-                " VALUES (?, 'refund', ?, ?, ?, ?)", (openid, from_balance, from_daily, gen_key, now))
-            return True
+            return await refund_entry(conn, gen_key, now=self.clock())
 
     async def reservation(self, gen_key: str) -> Reservation | None:
         row = await self.db.fetchone("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))

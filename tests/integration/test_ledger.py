@@ -347,3 +347,21 @@ async def test_a_second_os_process_racing_on_the_same_keys_never_charges_or_refu
         # settled is spent exactly once and everything else came back.
         assert await ledger.balance(ALICE) == 30 - settled
         assert await ledger.check_invariant() == []
+
+
+async def test_settle_and_refund_can_join_the_transaction_that_finishes_the_answer(db, ledger):
+    from storage.ledger import refund_entry, settle_entry
+
+    await ledger.ensure_account(ALICE, trial_credits=10)
+    assert await ledger.reserve(ALICE, "g1", 2) and await ledger.reserve(ALICE, "g2", 3)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            assert await settle_entry(conn, "g1") is True
+            raise RuntimeError("finishing the answer failed")
+    assert (await ledger.reservation("g1")).state == "reserved"  # rolled back with the caller
+    async with db.transaction() as conn:
+        assert await settle_entry(conn, "g1") is True
+        assert await refund_entry(conn, "g2") is True
+        assert await refund_entry(conn, "g1") is False
+    assert await ledger.balance(ALICE) == 8
+    assert await ledger.check_invariant() == []
