@@ -8,9 +8,11 @@ reply it went into, so no part is given twice or skipped.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
 
 FINAL = ("done", "failed", "timed_out", "cut")
@@ -54,27 +56,53 @@ def _answer(row) -> Answer:
 ReplyPlanner = Callable[[Answer], tuple[str, int, bool]]
 
 
+@dataclass(frozen=True, slots=True)
+class NewQuestion:
+    answer: Answer
+    # False when another delivery (or process) had already created the answer for this message
+    created: bool
+    # an older answer the user is still owed: this message's reply carries it
+    owed_id: int | None
+    # the conversation so far, for the model's context
+    turns: list[tuple[str, str]]
+
+
+_OWED = ("SELECT * FROM answers WHERE openid = ?"
+         " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
+         " AND (status = 'generating' OR delivered_upto < length(text))"
+         " ORDER BY id LIMIT 1")
+
+
 class AnswerRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str,
-                     conversation_id: int, now: float, deadline_at: float, owner: str, lease_until: float,
-                     awaiting_fetch: bool) -> tuple[int, bool]:
-        """Insert the answer for a question; (id, True) only for the one caller that created it."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+    async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str, now: float,
+                     deadline_at: float, owner: str, lease_until: float, asked_before: float, idle: float,
+                     max_turns: int) -> NewQuestion:
+        """Insert the answer for a question, in one step with everything its first delivery needs.
+
+        Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
+        own deliveries are over (`asked_before`) is found first: this message's reply will carry it,
+        so the new answer waits for a fetch (in passive mode).
+        """
+        def run(conn: sqlite3.Connection) -> NewQuestion:
+            owed = conn.execute(_OWED, (openid, asked_before)).fetchone()
+            owed_id = int(owed["id"]) if owed else None
+            conversation_id = current_conversation(conn, openid, now, idle)
+            cur = conn.execute(
                 "INSERT INTO answers (openid, msg_key, conversation_id, question, model, route, lease_owner,"
                 " lease_until, created_at, deadline_at, awaiting_fetch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_key) DO NOTHING",
                 (openid, msg_key, conversation_id, question, model, route, owner, lease_until, now, deadline_at,
-                 int(awaiting_fetch)),
+                 int(owed_id is not None and route == "reply")),
             )
-            if cur.rowcount == 1:
-                return int(cur.lastrowid), True
-            async with conn.execute("SELECT id FROM answers WHERE msg_key = ?", (msg_key,)) as c:
-                row = await c.fetchone()
-            return int(row["id"]), False
+            created = cur.rowcount == 1
+            answer = _answer(conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())
+            turns = recent_turns(conn, conversation_id, max_turns * 2) if created else []
+            return NewQuestion(answer, created, owed_id, turns)
+
+        return await self.db.write(run)
 
     async def get(self, answer_id: int) -> Answer | None:
         row = await self.db.fetchone("SELECT * FROM answers WHERE id = ?", (answer_id,))
@@ -87,76 +115,56 @@ class AnswerRepo:
     async def save_progress(self, answer_id: int, owner: str, text: str, lease_until: float,
                             first_token_at: float | None) -> bool:
         """Write the growing text and renew the lease; False when the lease was lost."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
-                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (text, lease_until, first_token_at, answer_id, owner),
-            )
-            return cur.rowcount == 1
+        return await self.db.write(lambda conn: conn.execute(
+            "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
+            " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+            (text, lease_until, first_token_at, answer_id, owner)).rowcount == 1)
 
     async def finish(self, answer_id: int, owner: str, status: str, text: str, now: float,
                      turns: tuple[str, str] | None) -> bool:
         """Close the generation; with `turns` (question, answer) the conversation gets both in the same step."""
         assert status in FINAL
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE answers SET status = ?, text = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL"
                 " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
                 (status, text, now, answer_id, owner),
             )
             if cur.rowcount != 1:
                 return False
-            if turns is not None:
-                async with conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)) as c:
-                    conv = (await c.fetchone())["conversation_id"]
-                if conv is not None:
-                    await conn.executemany(
-                        "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
-                        [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
-                    )
-                    await conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
+            conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
+            if turns is not None and conv is not None:
+                conn.executemany(
+                    "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
+                    [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
+                )
+                conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
             return True
+
+        return await self.db.write(run)
 
     async def claim_stale(self, now: float, owner: str, lease_until: float) -> list[Answer]:
         """Take over generations whose owner stopped renewing its lease (it crashed or was killed)."""
-        rows = await self.db.fetchall(
-            "SELECT id FROM answers WHERE status = 'generating' AND lease_until < ?", (now,)
-        )
-        claimed = []
-        for row in rows:
-            async with self.db.transaction() as conn:
-                cur = await conn.execute(
-                    "UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                    " WHERE id = ? AND status = 'generating' AND lease_until < ?",
-                    (owner, lease_until, row["id"], now),
-                )
-                if cur.rowcount != 1:
-                    continue
-            answer = await self.get(row["id"])
-            if answer is not None:
-                claimed.append(answer)
-        return claimed
+        def run(conn: sqlite3.Connection) -> list[Answer]:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM answers WHERE status = 'generating' AND lease_until < ?", (now,))]
+            for answer_id in ids:
+                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                             " WHERE id = ?", (owner, lease_until, answer_id))
+            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+
+        return await self.db.write(run)
 
     async def reset_text(self, answer_id: int, owner: str) -> bool:
         """Start a taken-over generation afresh; only while the user has been given nothing of it."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE answers SET text = '', first_token_at = NULL"
-                " WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
-                (answer_id, owner),
-            )
-            return cur.rowcount == 1
+        return await self.db.write(lambda conn: conn.execute(
+            "UPDATE answers SET text = '', first_token_at = NULL WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
+            (answer_id, owner)).rowcount == 1)
 
     async def oldest_owed(self, openid: str, asked_before: float) -> Answer | None:
         """The oldest answer the user is still owed whose own question's deliveries are over."""
-        row = await self.db.fetchone(
-            "SELECT * FROM answers WHERE openid = ?"
-            " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
-            " AND (status = 'generating' OR delivered_upto < length(text))"
-            " ORDER BY id LIMIT 1",
-            (openid, asked_before),
-        )
+        row = await self.db.fetchone(_OWED, (openid, asked_before))
         return _answer(row) if row else None
 
     async def take_reply(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
@@ -167,58 +175,41 @@ class AnswerRepo:
         reply stands; otherwise `plan` picks the next part, the answer's delivery offset moves and the
         reply is stored. `live_text` is the generating process's newer text, written first.
         """
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)) as c:
-                row = await c.fetchone()
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
             if row is not None and row["reply"] is not None:
                 return row["reply"]
             if live_text is not None:
-                await conn.execute(
-                    "UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
-                    (live_text, answer_id, len(live_text)),
-                )
-            async with conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)) as c:
-                answer = _answer(await c.fetchone())
+                conn.execute("UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
+                             (live_text, answer_id, len(live_text)))
+            answer = _answer(conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone())
             reply, upto, owed = plan(answer)
-            await conn.execute(
-                "UPDATE answers SET delivered_upto = ?, awaiting_fetch = ? WHERE id = ?",
-                (max(upto, answer.delivered_upto), int(owed), answer_id),
-            )
-            await conn.execute(
-                "UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?", (reply, now, msg_key)
-            )
+            conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ? WHERE id = ?",
+                         (max(upto, answer.delivered_upto), int(owed), answer_id))
+            conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?", (reply, now, msg_key))
             return reply
+
+        return await self.db.write(run)
 
     async def claim_push(self, now: float, owner: str, lease_until: float,
                          answer_id: int | None = None) -> list[Answer]:
         """Finished answers in active mode with parts not yet pushed, claimed by one process at a time."""
-        rows = await self.db.fetchall(
-            "SELECT id FROM answers WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
-            " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
-            " AND (? IS NULL OR id = ?)",
-            (now, answer_id, answer_id),
-        )
-        claimed = []
-        for row in rows:
-            async with self.db.transaction() as conn:
-                cur = await conn.execute(
-                    "UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ? AND status != 'generating'"
-                    " AND awaiting_fetch = 0 AND (lease_until IS NULL OR lease_until < ?)",
-                    (owner, lease_until, row["id"], now),
-                )
-            if cur.rowcount == 1:
-                answer = await self.get(row["id"])
-                if answer is not None:
-                    claimed.append(answer)
-        return claimed
+        def run(conn: sqlite3.Connection) -> list[Answer]:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM answers WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
+                " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
+                " AND (? IS NULL OR id = ?)", (now, answer_id, answer_id))]
+            for i in ids:
+                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, lease_until, i))
+            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+
+        return await self.db.write(run)
 
     async def record_push(self, answer_id: int, owner: str, upto: int, owed: bool, done: bool) -> None:
         """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
-                " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
-                " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
-                " WHERE id = ? AND lease_owner = ?",
-                (upto, int(owed), int(done), int(done), answer_id, owner),
-            )
+        await self.db.write(lambda conn: conn.execute(
+            "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
+            " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+            " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
+            " WHERE id = ? AND lease_owner = ?",
+            (upto, int(owed), int(done), int(done), answer_id, owner)))

@@ -6,6 +6,7 @@ message; every delivery, in whichever process, ends with the one reply stored he
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from storage.db import Database
@@ -22,7 +23,7 @@ class Receipt:
     reply: str | None
 
 
-def _receipt(row, first: bool) -> Receipt:
+def _receipt(row: sqlite3.Row, first: bool) -> Receipt:
     return Receipt(row["msg_key"], first, row["deliveries"], row["received_at"], row["answer_id"], row["note"],
                    row["reply"])
 
@@ -31,20 +32,29 @@ class InboundRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def receive(self, msg_key: str, openid: str, kind: str, now: float) -> Receipt:
-        """Record one delivery; `first` is true for exactly one delivery of a message."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES (?, ?, ?, ?)"
+    async def receive(self, msg_key: str, openid: str, kind: str, now: float, reply: str | None = None) -> Receipt:
+        """Record one delivery (and the sender as a user); `first` is true for exactly one delivery.
+
+        A `reply` known without looking at any state (help, "text only") is stored with the first
+        delivery in the same step. The receipt carries the stored reply, if the message has one.
+        """
+        def run(conn: sqlite3.Connection) -> Receipt:
+            conn.execute(
+                "INSERT INTO users (openid, first_seen, last_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen",
+                (openid, now, now),
+            )
+            cur = conn.execute(
+                "INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_key) DO NOTHING",
-                (msg_key, openid, kind, now),
+                (msg_key, openid, kind, now, reply, None if reply is None else now),
             )
             first = cur.rowcount == 1
             if not first:
-                await conn.execute("UPDATE inbound SET deliveries = deliveries + 1 WHERE msg_key = ?", (msg_key,))
-            async with conn.execute("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,)) as c:
-                row = await c.fetchone()
-        return _receipt(row, first)
+                conn.execute("UPDATE inbound SET deliveries = deliveries + 1 WHERE msg_key = ?", (msg_key,))
+            return _receipt(conn.execute("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone(), first)
+
+        return await self.db.write(run)
 
     async def get(self, msg_key: str) -> Receipt | None:
         row = await self.db.fetchone("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,))
@@ -57,16 +67,13 @@ class InboundRepo:
 
     async def set_reply(self, msg_key: str, reply: str, now: float) -> str:
         """Store the reply unless one is stored already; return the one that stands."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ? AND reply IS NULL",
-                (reply, now, msg_key),
-            )
-            async with conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)) as c:
-                row = await c.fetchone()
-        return row["reply"]
+        def run(conn: sqlite3.Connection) -> str:
+            conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ? AND reply IS NULL",
+                         (reply, now, msg_key))
+            return conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()["reply"]
+
+        return await self.db.write(run)
 
     async def set_target(self, msg_key: str, answer_id: int, note: str | None) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute("UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?",
-                               (answer_id, note, msg_key))
+        await self.db.write(lambda conn: conn.execute(
+            "UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?", (answer_id, note, msg_key)))

@@ -55,9 +55,10 @@ class Generator:
         self.live: dict[int, LiveAnswer] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    def start(self, answer: Answer) -> None:
+    def start(self, answer: Answer, turns: list[tuple[str, str]] | None = None) -> None:
+        """Generate `answer` in the background; `turns` is its conversation so far when already read."""
         live = self.live.setdefault(answer.id, LiveAnswer())
-        task = asyncio.create_task(self._run(answer, live), name=f"generation-{answer.id}")
+        task = asyncio.create_task(self._run(answer, live, turns), name=f"generation-{answer.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -72,11 +73,12 @@ class Generator:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _context(self, answer: Answer) -> list[ChatMessage]:
+    async def _context(self, answer: Answer, turns: list[tuple[str, str]] | None) -> list[ChatMessage]:
         c = self.cfg.chat
-        turns = []
-        if answer.conversation_id is not None:
-            turns = await self.conversations.recent_turns(answer.conversation_id, c.max_turns * 2)
+        if turns is None:
+            turns = []
+            if answer.conversation_id is not None:
+                turns = await self.conversations.recent_turns(answer.conversation_id, c.max_turns * 2)
         budget = c.max_context_tokens - estimate_tokens(c.system_prompt) - estimate_tokens(answer.question)
         kept: list[ChatMessage] = []
         for role, content in reversed(turns):
@@ -106,7 +108,7 @@ class Generator:
                 raise LeaseLost()
             written, last_renewal = live.raw, now
 
-    async def _run(self, answer: Answer, live: LiveAnswer) -> None:
+    async def _run(self, answer: Answer, live: LiveAnswer, turns: list[tuple[str, str]] | None) -> None:
         bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=answer.openid[-6:], model=answer.model)
         texts = self.cfg.texts
         started = self.clock()
@@ -114,7 +116,7 @@ class Generator:
         usage: Usage | None = None
         keeper = asyncio.create_task(self._keep_lease(answer, live))
         try:
-            messages = await self._context(answer)
+            messages = await self._context(answer, turns)
             async with asyncio.timeout(max(0.0, answer.deadline_at - self.clock())):
                 stream = self.gateway.stream(answer.model, messages, user=answer.openid)
                 async for delta in _racing(stream, keeper):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -21,7 +22,7 @@ from bot.chat.generation import Generator
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
 from bot.config import Config
-from storage.answers import AnswerRepo
+from storage.answers import Answer, AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
 from storage.users import UserRepo
@@ -39,6 +40,7 @@ class ChatService:
         self.conversations = conversations
         self.generator = generator
         self.planner = ReplyPlanner(cfg)
+        self.replies = ReplyCache()
         self.owner = owner
         self.clock = clock
         w = cfg.wechat
@@ -47,21 +49,39 @@ class ChatService:
 
     async def handle(self, msg: Inbound, still_open: Callable[[], bool]) -> str:
         """The reply text for one delivery; "" means `success` (nothing shown to the user)."""
+        cached = self.replies.get(msg.msg_key)
+        if cached is not None:  # WeChat's retry of a message this process already answered
+            return cached
         arrived = self.clock()
-        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived)
+        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, self._instant_reply(msg))
         if receipt.reply is not None:
-            return receipt.reply
+            return self.replies.keep(msg.msg_key, receipt.reply)
+        target: Target | None = None
         if receipt.first:
             decided = await self._start(msg, arrived)
-            if decided is not None:
-                return await self.inbound.set_reply(msg.msg_key, decided, self.clock())
+            if isinstance(decided, str):
+                return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
+            target = decided
         last = receipt.deliveries >= self.cfg.wechat.deliveries
-        return await self._await_reply(msg, arrived, last, still_open)
+        return await self._await_reply(msg, arrived, last, still_open, target)
 
     # -- the first delivery decides what the message is -------------------------------------------
 
-    async def _start(self, msg: Inbound, now: float) -> str | None:
-        """Act on a new message; return its reply when known now, None when it waits for an answer."""
+    def _instant_reply(self, msg: Inbound) -> str | None:
+        """Replies that depend on nothing stored: decided in the same step that records the message."""
+        texts, question = self.cfg.texts, msg.content.strip()
+        if msg.kind == "event":
+            return ""
+        if msg.kind == "other":
+            return texts.text_only
+        if msg.kind == "voice" and not question:
+            return texts.voice_unrecognized
+        if msg.kind in ("text", "voice") and (not question or question in self.cfg.commands.help):
+            return texts.help
+        return None
+
+    async def _start(self, msg: Inbound, now: float) -> "str | Target":
+        """Act on a new message: its reply when known now, else the answer its reply will come from."""
         texts, words = self.cfg.texts, self.cfg.commands
         if msg.kind == "subscribe":
             await self.users.set_subscribed(msg.openid, True, now)
@@ -69,79 +89,71 @@ class ChatService:
         if msg.kind == "unsubscribe":
             await self.users.set_subscribed(msg.openid, False, now)
             return ""
-        await self.users.touch(msg.openid, now)
-        if msg.kind == "event":
-            return ""
-        if msg.kind == "other":
-            return texts.text_only
         question = msg.content.strip()
-        if msg.kind == "voice" and not question:
-            return texts.voice_unrecognized
-        if not question:
-            return texts.help
-        if question in words.help:
-            return texts.help
         if question in words.reset:
             await self.conversations.close_all(msg.openid)
             return texts.reset_done
-        owed = await self.answers.oldest_owed(msg.openid, now - self.question_window)
         if question in words.more:
+            owed = await self.answers.oldest_owed(msg.openid, now - self.question_window)
             if owed is None:
                 return texts.nothing_waiting
             await self.inbound.set_target(msg.msg_key, owed.id, None)
-            return None
-        return await self._ask(msg, question, now, owed.id if owed else None)
+            return Target(owed.id, None, owed)
+        return await self._ask(msg, question, now)
 
-    async def _ask(self, msg: Inbound, question: str, now: float, owed_id: int | None) -> str | None:
+    async def _ask(self, msg: Inbound, question: str, now: float) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
-        conversation_id = await self.conversations.current(msg.openid, now, c.conversation_idle)
-        answer_id, created = await self.answers.create(
+        new = await self.answers.create(
             openid=msg.openid, msg_key=msg.msg_key, question=question, model=c.default_model,
-            route="push" if active else "reply", conversation_id=conversation_id, now=now,
-            deadline_at=now + c.generation_deadline, owner=self.owner, lease_until=now + c.lease_seconds,
-            # its own deliveries carry the owed answer, so the new one is fetched (or pushed) later
-            awaiting_fetch=owed_id is not None and not active,
+            route="push" if active else "reply", now=now, deadline_at=now + c.generation_deadline,
+            owner=self.owner, lease_until=now + c.lease_seconds, asked_before=now - self.question_window,
+            idle=c.conversation_idle, max_turns=c.max_turns,
         )
-        if created:
-            answer = await self.answers.get(answer_id)
-            assert answer is not None
-            self.generator.start(answer)
-            log.info("question", msg_id=msg.msg_key, user=msg.short_user, answer=answer_id,
-                     owed_first=owed_id is not None)
-        if owed_id is not None:
+        if new.created:
+            self.generator.start(new.answer, new.turns)
+            log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)
+        if new.owed_id is not None:
+            # this message's reply carries the older answer; the new one is fetched (or pushed) later
             note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
-            await self.inbound.set_target(msg.msg_key, owed_id, note)
-            return None
+            await self.inbound.set_target(msg.msg_key, new.owed_id, note)
+            return Target(new.owed_id, note, None)
         if active:
             return ""
-        await self.inbound.set_target(msg.msg_key, answer_id, None)
-        return None
+        await self.inbound.set_target(msg.msg_key, new.answer.id, None)
+        return Target(new.answer.id, None, new.answer)
 
     # -- every delivery waits for the reply -------------------------------------------------------
 
-    async def _await_reply(self, msg: Inbound, arrived: float, last: bool, still_open: Callable[[], bool]) -> str:
+    async def _await_reply(self, msg: Inbound, arrived: float, last: bool, still_open: Callable[[], bool],
+                           target: "Target | None") -> str:
         w, c = self.cfg.wechat, self.cfg.chat
         give_up_at = arrived + w.window - w.reply_margin
         full_part = reserve(w.max_reply_bytes, self.cfg.texts.more_marker)
+        answer = target.answer if target else None
         while True:
-            receipt = await self.inbound.get(msg.msg_key)
-            if receipt is None:  # pragma: no cover - the row was written by this very delivery
-                return ""
-            if receipt.reply is not None:
-                return receipt.reply
+            if target is None:  # a retry: learn what the first delivery decided
+                receipt = await self.inbound.get(msg.msg_key)
+                if receipt is not None and receipt.reply is not None:
+                    return self.replies.keep(msg.msg_key, receipt.reply)
+                if receipt is not None and receipt.answer_id is not None:
+                    target = Target(receipt.answer_id, receipt.note, None)
             now = self.clock()
-            live = self.generator.live.get(receipt.answer_id) if receipt.answer_id is not None else None
-            if receipt.answer_id is not None:
-                answer = await self.answers.get(receipt.answer_id)
-                assert answer is not None
-                live_text = live.text if live is not None else None
-                text = live_text if live_text is not None else answer.text
-                ready = answer.finished or (live is not None and live.done.is_set())
+            live = self.generator.live.get(target.answer_id) if target else None
+            if target is not None:
+                generating_here = live is not None and not live.done.is_set()
+                if answer is None or not generating_here:
+                    answer = await self.answers.get(target.answer_id)
+                    assert answer is not None
+                if generating_here:
+                    ready, text = False, live.raw
+                else:
+                    ready, text = answer.finished, answer.text
                 big = utf8_len(text[answer.delivered_upto:]) > full_part
                 if ready or big or (last and now >= give_up_at):
-                    return await self.answers.take_reply(
-                        msg.msg_key, answer.id, lambda a: self.planner.plan(a, receipt.note), self.clock(),
-                        live_text)
+                    reply = await self.answers.take_reply(
+                        msg.msg_key, target.answer_id, lambda a: self.planner.plan(a, target.note), self.clock(),
+                        live.text if generating_here else None)
+                    return self.replies.keep(msg.msg_key, reply)
             elif last and now >= give_up_at:
                 # The first delivery is still deciding (or died deciding): say something valid.
                 return self.cfg.texts.thinking
@@ -150,10 +162,43 @@ class ChatService:
             pause = c.poll_interval
             if last:
                 pause = max(0.0, min(pause, give_up_at - now))
-            if live is not None:
+            if live is not None and not live.done.is_set():
                 try:
                     await asyncio.wait_for(live.done.wait(), pause)
                 except TimeoutError:
                     pass
             else:
                 await asyncio.sleep(pause)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The answer a message's reply comes from, and a line to add under it."""
+
+    answer_id: int
+    note: str | None
+    # the row as the first delivery saw it (saves a read); None when not at hand
+    answer: Answer | None
+
+
+class ReplyCache:
+    """Replies already stored for recent messages, so WeChat's retries need no storage round trip.
+
+    A reply never changes once stored, so a copy cannot go stale; storage stays the record (a
+    retry landing on another process reads it there).
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._replies: dict[str, str] = {}
+
+    def get(self, msg_key: str) -> str | None:
+        return self._replies.get(msg_key)
+
+    def keep(self, msg_key: str, reply: str) -> str:
+        if len(self._replies) >= self.size:
+            # dicts keep insertion order: drop the oldest tenth at once
+            for key in list(self._replies)[: self.size // 10]:
+                del self._replies[key]
+        self._replies[msg_key] = reply
+        return reply
