@@ -22,7 +22,8 @@ from bot.chat.delivery import Pusher
 from bot.chat.generation import Generator
 from bot.chat.service import ChatService
 from bot.config import Config
-from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, WECHAT
+from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, WECHAT, WECHAT_API
+from bot.pay.routes import setup_pay
 from bot.providers.gateway import SingleChannelGateway, build_channels
 from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
@@ -77,6 +78,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     pusher = None
     if cfg.wechat.mode == "active":
         api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db))
+        app[WECHAT_API] = api
         pusher = Pusher(cfg, api, answers, owner)
 
     async def after_finish(answer) -> None:
@@ -113,11 +115,23 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+def _topup_notice(app: web.Application):
+    """After a top-up is committed: tell the follower in WeChat, where the account may push."""
+    async def notify(order) -> None:  # type: ignore[no-untyped-def]
+        api = app.get(WECHAT_API)
+        if api is None:
+            return
+        text = app[CONFIG].texts.topup_done.format(credits=order.credits)
+        await api.send_text(order.openid, text)
+    return notify
+
+
 def create_app(cfg: Config) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=cfg.server.max_body_bytes)
     app[CONFIG] = cfg
     app[WECHAT] = WeChatProtocol(cfg.wechat)
     app.cleanup_ctx.extend([_database, _http, _chat])
+    setup_pay(app, cfg, on_credited=_topup_notice(app))
     app.add_routes(edge.routes)
     app.add_routes(companion.routes)
     return app

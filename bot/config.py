@@ -106,11 +106,14 @@ class TextsConfig:
     text_only: str = "目前只支持文字消息，请直接发送文字。"
     voice_unrecognized: str = "没有识别出语音内容，请再说一次或直接发送文字。"
     model_error: str = "抱歉，AI 服务暂时出了点问题，请稍后再试。"
+    refused: str = "抱歉，这个问题暂时无法回答，换个问题试试吧。"
     deadline: str = "抱歉，这次回答超时了，请稍后重试。"
     cut: str = "（回答中断，以上为已生成的部分）"
     nothing_waiting: str = "目前没有待取的回答，直接发送问题即可。"
     new_question_started: str = "——\n你的新问题已开始回答，稍后回复「继续」获取。"
+    new_question_pushed: str = "——\n你的新问题已开始回答，答案稍后发给你。"
     reset_done: str = "好的，已开始新的对话。"
+    topup_done: str = "充值成功，已到账 {credits} 点额度。感谢支持！"
 
 
 @dataclass(frozen=True)
