@@ -83,6 +83,10 @@ class ChatConfig:
     # A generating process renews its lease; a lease left to expire means the process died.
     lease_seconds: float = 30.0
     recovery_interval: float = 5.0
+    # Followers may send `key sk-...` to use their own OpenAI-compatible key (no credits charged);
+    # it is stored encrypted with key_secret (or MPGPT_CHAT_KEY_SECRET), at least 16 characters.
+    allow_own_keys: bool = False
+    key_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class CommandsConfig:
     more: tuple[str, ...] = ("继续",)
     reset: tuple[str, ...] = ("新对话",)
     help: tuple[str, ...] = ("帮助",)
+    model: tuple[str, ...] = ("模型",)
+    key: tuple[str, ...] = ("key", "KEY", "Key")
+    balance: tuple[str, ...] = ("余额",)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,16 @@ class TextsConfig:
     new_question_pushed: str = "——\n你的新问题已开始回答，答案稍后发给你。"
     reset_done: str = "好的，已开始新的对话。"
     topup_done: str = "充值成功，已到账 {credits} 点额度。感谢支持！"
+    model_unavailable: str = "你选择的模型 {model} 暂时不可用，发送「模型」查看可用的模型。"
+    model_list: str = "可用的模型（发送「模型 名称」切换）：\n{models}"
+    model_switched: str = "已切换到 {model}，之后的提问将使用它。"
+    model_no_such: str = "没有名为「{model}」的模型。发送「模型」查看可用的模型。"
+    own_key_off: str = "本公众号没有开放使用自己的 API key。"
+    own_key_saved: str = "已保存你的 API key，之后的提问将使用它，不消耗额度。发送「key 删除」可移除。"
+    own_key_removed: str = "已删除你的 API key，之后的提问将使用公众号的额度。"
+    own_key_none: str = "你还没有保存 API key。发送「key sk-…」保存。"
+    own_key_bad: str = "这看起来不是一个有效的 API key，请发送「key sk-…」。"
+    own_key_rejected: str = "你的 API key 被服务商拒绝了，请检查后重新发送「key sk-…」，或发送「key 删除」改用公众号的额度。"
 
 
 @dataclass(frozen=True)
@@ -305,6 +322,7 @@ _ENV_KEYS = {
     "MPGPT_SERVER_HOST": ("server", "host"),
     "MPGPT_SERVER_PORT": ("server", "port"),
     "MPGPT_STORAGE_PATH": ("storage", "path"),
+    "MPGPT_CHAT_KEY_SECRET": ("chat", "key_secret"),
     "MPGPT_PAY_MCHID": ("pay", "mchid"),
     "MPGPT_PAY_APIV3_KEY": ("pay", "apiv3_key"),
     "MPGPT_PAY_PRIVATE_KEY_PATH": ("pay", "private_key_path"),
@@ -443,6 +461,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level", "must be debug, info, warning or error")
+    if c.allow_own_keys and len(c.key_secret) < 16:
+        raise ConfigError("chat.key_secret", "must be at least 16 characters when chat.allow_own_keys is on"
+                                             " (or set MPGPT_CHAT_KEY_SECRET)")
     if not cfg.channels:
         raise ConfigError("channels", "at least one [[channels]] entry is required")
     seen: set[str] = set()
