@@ -288,6 +288,38 @@ class WordsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """GET /metrics for Prometheus (issue 6)."""
+
+    enabled: bool = True
+    # Prometheus must send `Authorization: Bearer <token>`; "" serves /metrics to anyone who reaches it.
+    token: str = ""
+    # 0: /metrics on the main server. Otherwise its own server on host:port, e.g. reachable only
+    # from inside the network, and the main server does not serve it.
+    port: int = 0
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    """Companion-page analytics: the tracker's POST /api/track and how long its events are kept."""
+
+    enabled: bool = True
+    # Events older than this are deleted by `mpgpt prune`.
+    retention_days: int = 90
+    # Events accepted per client IP per `rate_window` seconds (each process counts its own).
+    rate_limit: int = 120
+    rate_window: float = 60.0
+    max_body_bytes: int = 4096
+    # Accepted events are answered at once and written together this often.
+    flush_interval: float = 1.0
+    # Events waiting to be written at most; beyond it new ones are dropped (and counted).
+    max_queue: int = 10000
+    # Behind a reverse proxy: the header holding the client's address (e.g. "X-Real-IP"); "" = the peer.
+    client_ip_header: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -305,6 +337,8 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     words: WordsConfig = field(default_factory=WordsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     # The folder the config file lives in: relative paths in it are relative to this.
     base_dir: str = "."
 
@@ -329,6 +363,7 @@ _ENV_KEYS = {
     "MPGPT_PAY_CERT_SERIAL_NO": ("pay", "cert_serial_no"),
     "MPGPT_PAY_PUBLIC_KEY_PATH": ("pay", "public_key_path"),
     "MPGPT_PAY_PUBLIC_KEY_ID": ("pay", "public_key_id"),
+    "MPGPT_METRICS_TOKEN": ("metrics", "token"),
 }
 _PROVIDER_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 PROVIDERS = ("openai", "zhipuai")
@@ -491,6 +526,8 @@ def _validate(cfg: Config) -> None:
     _validate_quota(cfg.quota)
     _validate_rules(cfg)
     _validate_words(cfg)
+    _validate_metrics(cfg)
+    _validate_analytics(cfg.analytics)
 
 
 def _validate_channel_routing(key: str, ch: ChannelConfig) -> None:
@@ -677,6 +714,25 @@ def _validate_words(cfg: Config) -> None:
         raise ConfigError("words.mask_char", "must be one character")
     if w.reload_interval < 0:
         raise ConfigError("words.reload_interval", "must be >= 0 (0: reload only when asked)")
+
+
+def _validate_metrics(cfg: Config) -> None:
+    m = cfg.metrics
+    if not 0 <= m.port <= 65535:
+        raise ConfigError("metrics.port", f"must be 0 (the main server) or a port number (got {m.port})")
+    if m.port and m.port == cfg.server.port:
+        raise ConfigError("metrics.port", "must differ from server.port (0 serves /metrics on the main server)")
+    if m.port and not m.host:
+        raise ConfigError("metrics.host", "is required when metrics.port is set")
+    if m.token and (m.token != m.token.strip() or len(m.token) < 16):
+        raise ConfigError("metrics.token", "must be at least 16 characters without surrounding spaces")
+
+
+def _validate_analytics(a: AnalyticsConfig) -> None:
+    for name in ("retention_days", "rate_limit", "rate_window", "flush_interval", "max_queue"):
+        _positive(f"analytics.{name}", getattr(a, name))
+    if not 256 <= a.max_body_bytes <= 65536:
+        raise ConfigError("analytics.max_body_bytes", "must be between 256 and 65536")
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
