@@ -97,6 +97,8 @@ class CommandsConfig:
     model: tuple[str, ...] = ("模型",)
     key: tuple[str, ...] = ("key", "KEY", "Key")
     balance: tuple[str, ...] = ("余额",)
+    # Ask for a 6-digit code to log in on the companion page.
+    login: tuple[str, ...] = ("登录",)
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,30 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class CompanionConfig:
+    """The companion page (web_companion/): code login, session cookies, web OAuth, brute-force limits."""
+
+    # Signs session cookies (at least 32 characters); empty: one is generated once and kept in storage.
+    session_secret: str = ""
+    session_days: float = 7.0
+    # Inside WeChat's browser, log in without a code through web OAuth snsapi_base (verified service
+    # accounts only; needs wechat.app_id, wechat.app_secret and server.public_url).
+    oauth: bool = False
+    # A login code lives this long (seconds) and can be used once.
+    login_code_ttl: float = 300.0
+    # Wrong codes allowed per client IP, and over all clients, within `failure_window` seconds (counted
+    # in storage, so across processes); past either limit /api/login answers 429 until old ones age out.
+    ip_failures: int = 10
+    global_failures: int = 100
+    failure_window: float = 600.0
+    # Behind a reverse proxy: the header holding the client's address (e.g. "X-Real-IP"; of a list,
+    # the last entry counts); "" = the peer address.
+    client_ip_header: str = ""
+    # The reply to the login command; placeholders {code}, {minutes}, {url}.
+    login_text: str = "你的登录码：{code}\n{minutes} 分钟内有效，仅可使用一次。请在页面中输入：{url}"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -339,6 +365,7 @@ class Config:
     words: WordsConfig = field(default_factory=WordsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    companion: CompanionConfig = field(default_factory=CompanionConfig)
     # The folder the config file lives in: relative paths in it are relative to this.
     base_dir: str = "."
 
@@ -364,6 +391,7 @@ _ENV_KEYS = {
     "MPGPT_PAY_PUBLIC_KEY_PATH": ("pay", "public_key_path"),
     "MPGPT_PAY_PUBLIC_KEY_ID": ("pay", "public_key_id"),
     "MPGPT_METRICS_TOKEN": ("metrics", "token"),
+    "MPGPT_COMPANION_SESSION_SECRET": ("companion", "session_secret"),
 }
 _PROVIDER_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 PROVIDERS = ("openai", "zhipuai")
@@ -528,6 +556,32 @@ def _validate(cfg: Config) -> None:
     _validate_words(cfg)
     _validate_metrics(cfg)
     _validate_analytics(cfg.analytics)
+    _validate_companion(cfg)
+
+
+def _validate_companion(cfg: Config) -> None:
+    c = cfg.companion
+    if c.session_secret and len(c.session_secret) < 32:
+        raise ConfigError("companion.session_secret", "must be at least 32 characters (or empty: generated once)")
+    for name in ("session_days", "login_code_ttl", "ip_failures", "global_failures", "failure_window"):
+        _positive(f"companion.{name}", getattr(c, name))
+    if c.oauth:
+        if not (cfg.wechat.app_id and cfg.wechat.app_secret):
+            missing = "wechat.app_secret" if cfg.wechat.app_id else "wechat.app_id"
+            raise ConfigError(missing, "is required when companion.oauth is on")
+        if not cfg.server.public_url.startswith(("http://", "https://")):
+            raise ConfigError("server.public_url", "must be the page's http(s) URL when companion.oauth is on")
+    try:
+        c.login_text.format(code="000000", minutes=5, url="")
+    except (KeyError, IndexError) as e:
+        raise ConfigError("companion.login_text", f"unknown placeholder {e} (allowed: code, minutes, url)") from None
+    except ValueError as e:
+        raise ConfigError("companion.login_text", f"bad braces: {e}") from None
+    if "{code}" not in c.login_text:
+        raise ConfigError("companion.login_text", "must contain {code}")
+    for i, word in enumerate(cfg.commands.login):
+        if not word.strip():
+            raise ConfigError(f"commands.login[{i}]", "must not be empty")
 
 
 def _validate_channel_routing(key: str, ch: ChannelConfig) -> None:
