@@ -22,16 +22,23 @@ from bot.chat.delivery import Pusher
 from bot.chat.generation import Generator
 from bot.chat.service import ChatService
 from bot.config import Config
-from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, WECHAT, WECHAT_API
+from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, WECHAT, WECHAT_API
 from bot.pay.routes import setup_pay
-from bot.providers.gateway import SingleChannelGateway, build_channels
+from bot.chat.commands import Commands
+from bot.chat.own_keys import OwnKeys
+from bot.providers.router import Router
+from bot.rules.chain import answer_check, build_chain, word_filter
 from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from storage.answers import AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.db import Database
+from storage.generations import DisabledChannelRepo, GenerationRepo, ModelChoiceRepo
 from storage.inbound import InboundRepo
+from storage.ledger import Ledger
+from storage.own_keys import OwnKeyRepo
+from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from web_companion import routes as companion
@@ -59,22 +66,32 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _recovery_loop(generator: Generator, pusher: Pusher | None, interval: float) -> None:
+async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher: Pusher | None) -> None:
+    """Crash recovery and housekeeping, safe in every process at once (each step claims its work)."""
+    ledger, rate_events = Ledger(db), RateEvents(db)
+    stale_after = cfg.chat.generation_deadline + cfg.chat.lease_seconds
     while True:
         try:
             await generator.recover()
             if pusher is not None:
                 await pusher.push_pending()
+            # reservations of generations that can no longer finish (their process died)
+            await ledger.sweep_stale(stale_after)
+            await rate_events.prune(time.time() - cfg.rules.rate_window)
         except Exception:  # storage hiccups must not end the loop
             log.exception("recovery_failed")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(cfg.chat.recovery_interval)
 
 
 async def _chat(app: web.Application) -> AsyncIterator[None]:
     cfg, db = app[CONFIG], app[DB]
     owner = process_owner()
     answers = AnswerRepo(db)
-    gateway = SingleChannelGateway(build_channels(cfg))
+    router = Router.from_config(cfg, generations=GenerationRepo(db), disabled=DisabledChannelRepo(db))
+    await router.load_disabled()
+    words = word_filter(cfg)
+    chain = build_chain(cfg, db, words)
+    own_keys = OwnKeys(cfg.chat.key_secret, OwnKeyRepo(db)) if cfg.chat.allow_own_keys else None
     pusher = None
     if cfg.wechat.mode == "active":
         api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db))
@@ -85,18 +102,22 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         if pusher is not None and answer.route == "push":
             await pusher.push_pending(answer.id)
 
-    generator = Generator(cfg, answers, ConversationRepo(db), gateway, owner, after_finish=after_finish)
+    generator = Generator(cfg, answers, ConversationRepo(db), router, Ledger(db), answer_check(cfg, words), owner,
+                          own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
+    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text)
     app[GENERATOR] = generator
+    app[ROUTER] = router
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
-                            conversations=ConversationRepo(db), generator=generator, owner=owner)
-    loop_task = asyncio.create_task(_recovery_loop(generator, pusher, cfg.chat.recovery_interval))
+                            conversations=ConversationRepo(db), generator=generator, router=router, chain=chain,
+                            commands=commands, own_keys=own_keys, owner=owner)
+    loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     log.info("chat_ready", mode=cfg.wechat.mode, owner=owner)
     yield
     loop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await loop_task
     await generator.aclose()
-    await gateway.aclose()
+    await router.aclose()
 
 
 @web.middleware

@@ -8,6 +8,7 @@ from aiohttp import web
 from bot.chat.generation import Generator
 from bot.chat.service import ChatService
 from bot.config import Config
+from bot.providers.router import Router
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from storage.db import Database
@@ -19,3 +20,4 @@ GENERATOR = web.AppKey("generator", Generator)
 WECHAT = web.AppKey("wechat", WeChatProtocol)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)  # only in active mode (verified accounts)
+ROUTER = web.AppKey("router", Router)

@@ -3,14 +3,16 @@
 The task keeps the growing text in memory for waiters in this process and writes it to storage
 every `progress_flush_interval` (renewing its lease), so another process — or this one after a
 restart — can see what is complete. Each generation has a deadline; past it the user gets what was
-written plus a note, or a clear message, and nothing dangles.
+written plus a note, or a clear message, and nothing dangles. Whatever reaches storage has passed
+the answer check (sensitive words), so every delivery path sends reviewed text. Credits reserved for
+the question are settled when the user got an answer and refunded when the model gave nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,14 +21,23 @@ import structlog
 from bot.chat.textparts import to_plain
 from bot.config import Config
 from bot.providers.base import ChatMessage, Delta, ProviderError, Usage, estimate_tokens
+from bot.providers.router import ModelUnavailable
+from bot.rules.answers import AnswerCheck
 from storage.answers import Answer, AnswerRepo
 from storage.conversations import ConversationRepo
+from storage.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
 
-class Gateway(Protocol):
-    def stream(self, model: str, messages: Sequence[ChatMessage], *, user: str) -> AsyncIterator[Delta]: ...
+class ModelSide(Protocol):
+    """The router's two ways to a model: the owner's channels, or a follower's own key."""
+
+    def stream(self, model: str, messages: Sequence[ChatMessage], *, user: str,
+               msg_key: str | None = None) -> AsyncIterator[Delta]: ...
+
+    def own_key_stream(self, api_key: str, model: str, messages: Sequence[ChatMessage], *, user: str,
+                       msg_key: str | None = None) -> AsyncIterator[Delta]: ...
 
 
 @dataclass
@@ -36,29 +47,31 @@ class LiveAnswer:
     raw: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def text(self) -> str:
-        return to_plain(self.raw)
-
 
 class Generator:
-    def __init__(self, cfg: Config, answers: AnswerRepo, conversations: ConversationRepo, gateway: Gateway,
-                 owner: str, clock=time.time, after_finish=None) -> None:
+    def __init__(self, cfg: Config, answers: AnswerRepo, conversations: ConversationRepo, models: ModelSide,
+                 ledger: Ledger, check: AnswerCheck, owner: str, *,
+                 own_key_for: Callable[[str], Awaitable[str | None]] | None = None,
+                 after_finish: Callable[[Answer], Awaitable[None]] | None = None, clock=time.time) -> None:
         self.cfg = cfg
         self.answers = answers
         self.conversations = conversations
-        self.gateway = gateway
+        self.models = models
+        self.ledger = ledger
+        self.check = check
         self.owner = owner
-        self.clock = clock
-        # called with the answer id once a generation is final (active mode pushes from here)
+        # looks up a follower's own API key again when a generation is taken over after a crash
+        self.own_key_for = own_key_for
+        # called once a generation is final (active mode pushes from here)
         self.after_finish = after_finish
+        self.clock = clock
         self.live: dict[int, LiveAnswer] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    def start(self, answer: Answer, turns: list[tuple[str, str]] | None = None) -> None:
+    def start(self, answer: Answer, turns: list[tuple[str, str]] | None = None, own_key: str | None = None) -> None:
         """Generate `answer` in the background; `turns` is its conversation so far when already read."""
         live = self.live.setdefault(answer.id, LiveAnswer())
-        task = asyncio.create_task(self._run(answer, live, turns), name=f"generation-{answer.id}")
+        task = asyncio.create_task(self._run(answer, live, turns, own_key), name=f"generation-{answer.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -72,6 +85,11 @@ class Generator:
         """Wait until no generation runs (tests and graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def reviewed(self, live: LiveAnswer) -> str:
+        """The part of a growing answer that may be shown: plain text, checked, no word cut in half."""
+        r = await self.check.review(to_plain(live.raw), final=False)
+        return r.text[: r.upto]
 
     async def _context(self, answer: Answer, turns: list[tuple[str, str]] | None) -> list[ChatMessage]:
         c = self.cfg.chat
@@ -101,14 +119,29 @@ class Generator:
             now = self.clock()
             if live.raw == written and now - last_renewal < c.lease_seconds / 3:
                 continue
-            text = live.text
+            text = await self.reviewed(live)
             ok = await self.answers.save_progress(answer.id, self.owner, text, now + c.lease_seconds,
                                                   now if text else None)
             if not ok:
                 raise LeaseLost()
             written, last_renewal = live.raw, now
 
-    async def _run(self, answer: Answer, live: LiveAnswer, turns: list[tuple[str, str]] | None) -> None:
+    def _stream(self, answer: Answer, messages: list[ChatMessage], own_key: str | None) -> AsyncIterator[Delta]:
+        if own_key:
+            return self.models.own_key_stream(own_key, answer.model, messages, user=answer.openid,
+                                              msg_key=answer.msg_key)
+        return self.models.stream(answer.model, messages, user=answer.openid, msg_key=answer.msg_key)
+
+    def _failure_text(self, err: ProviderError, answer: Answer, own_key: str | None) -> str:
+        texts = self.cfg.texts
+        if isinstance(err, ModelUnavailable):
+            return texts.model_unavailable.format(model=answer.model)
+        if own_key and err.kind == "auth":
+            return texts.own_key_rejected
+        return texts.refused if err.kind == "refused" else texts.model_error
+
+    async def _run(self, answer: Answer, live: LiveAnswer, turns: list[tuple[str, str]] | None,
+                   own_key: str | None) -> None:
         bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=answer.openid[-6:], model=answer.model)
         texts = self.cfg.texts
         started = self.clock()
@@ -118,8 +151,7 @@ class Generator:
         try:
             messages = await self._context(answer, turns)
             async with asyncio.timeout(max(0.0, answer.deadline_at - self.clock())):
-                stream = self.gateway.stream(answer.model, messages, user=answer.openid)
-                async for delta in _racing(stream, keeper):
+                async for delta in _racing(self._stream(answer, messages, own_key), keeper):
                     if isinstance(delta, Usage):
                         usage = delta
                     else:
@@ -133,20 +165,15 @@ class Generator:
             status, note = ("cut", texts.cut) if live.raw else ("timed_out", texts.deadline)
         except ProviderError as e:
             bound.warning("generation_failed", kind=e.kind, status=e.status, had_text=bool(live.raw))
-            if live.raw:
-                status, note = "cut", texts.cut
-            else:
-                status, note = "failed", texts.refused if e.kind == "refused" else texts.model_error
+            status, note = ("cut", texts.cut) if live.raw else ("failed", self._failure_text(e, answer, own_key))
         except Exception:  # a bug must not leave the user without an answer, nor the answer dangling
             bound.exception("generation_crashed")
             status, note = ("cut", texts.cut) if live.raw else ("failed", texts.model_error)
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        body = live.text
-        text = "\n".join(part for part in (body, note) if part)
-        turns = (answer.question, body) if status in ("done", "cut") and body else None
-        finished = await self.answers.finish(answer.id, self.owner, status, text, self.clock(), turns)
+        body = (await self.check.review(to_plain(live.raw))).text if live.raw else ""
+        finished = await self._close(answer, status, body, note)
         live.done.set()
         self.live.pop(answer.id, None)
         bound.info("generation_finished", status=status, seconds=round(self.clock() - started, 3),
@@ -155,6 +182,20 @@ class Generator:
         if finished and self.after_finish is not None:
             await self.after_finish(answer)
 
+    async def _close(self, answer: Answer, status: str, body: str, note: str | None) -> bool:
+        """Settle or refund the question's credits, then make the answer final.
+
+        Credits first: a crash in between leaves a generation that recovery runs again (settling
+        again is a no-op), never an answer delivered but refunded by the sweeper.
+        """
+        if status in ("done", "cut"):
+            await self.ledger.settle(answer.msg_key)
+        else:
+            await self.ledger.refund(answer.msg_key)
+        text = "\n".join(part for part in (body, note) if part)
+        turns = (answer.question, body) if status in ("done", "cut") and body else None
+        return await self.answers.finish(answer.id, self.owner, status, text, self.clock(), turns)
+
     async def recover(self) -> int:
         """Take over generations whose process died; restart them, or close them if text was given out."""
         now = self.clock()
@@ -162,15 +203,15 @@ class Generator:
         for answer in claimed:
             bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=answer.openid[-6:])
             if now >= answer.deadline_at:
-                text = "\n".join(p for p in (answer.text, self.cfg.texts.cut if answer.text else self.cfg.texts.deadline) if p)
-                await self.answers.finish(answer.id, self.owner, "cut" if answer.text else "timed_out", text, now, None)
+                status = "cut" if answer.text else "timed_out"
+                await self._close(answer, status, answer.text, self.cfg.texts.cut if answer.text else self.cfg.texts.deadline)
                 bound.info("generation_recovered", action="closed_past_deadline")
             elif await self.answers.reset_text(answer.id, self.owner):
                 bound.info("generation_recovered", action="restarted")
-                self.start(answer)
+                own_key = await self.own_key_for(answer.openid) if self.own_key_for else None
+                self.start(answer, own_key=own_key)
             else:
-                text = "\n".join((answer.text, self.cfg.texts.cut))
-                await self.answers.finish(answer.id, self.owner, "cut", text, now, (answer.question, answer.text))
+                await self._close(answer, "cut", answer.text, self.cfg.texts.cut)
                 bound.info("generation_recovered", action="closed_partly_delivered")
         return len(claimed)
 

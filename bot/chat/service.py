@@ -17,8 +17,14 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot.chat.commands import Commands
+from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
 from bot.chat.generation import Generator
+from bot.chat.own_keys import OwnKeys
+from bot.providers.router import ModelUnavailable, Router
+from bot.rules.base import Refusal
+from bot.rules.chain import Chain
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
 from bot.config import Config
@@ -32,8 +38,13 @@ log = structlog.get_logger(__name__)
 
 class ChatService:
     def __init__(self, cfg: Config, *, inbound: InboundRepo, answers: AnswerRepo, users: UserRepo,
-                 conversations: ConversationRepo, generator: Generator, owner: str, clock=time.time) -> None:
+                 conversations: ConversationRepo, generator: Generator, router: Router, chain: Chain,
+                 commands: Commands, own_keys: OwnKeys | None, owner: str, clock=time.time) -> None:
         self.cfg = cfg
+        self.router = router
+        self.chain = chain
+        self.commands = commands
+        self.own_keys = own_keys
         self.inbound = inbound
         self.answers = answers
         self.users = users
@@ -99,18 +110,33 @@ class ChatService:
                 return texts.nothing_waiting
             await self.inbound.set_target(msg.msg_key, owed.id, None)
             return Target(owed.id, None, owed)
+        command = parse_command(self.cfg, question)
+        if command is not None:
+            return await self.commands.run(msg.openid, *command)
         return await self._ask(msg, question, now)
 
     async def _ask(self, msg: Inbound, question: str, now: float) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
+        chosen = await self.commands.chosen_model(msg.openid)
+        try:
+            model = self.router.resolve(chosen)
+        except ModelUnavailable:
+            return self.cfg.texts.model_unavailable.format(model=chosen)
+        own_key = await self.own_keys.key_for(msg.openid) if self.own_keys else None
+        info = self.router.catalogue.info(model)
+        # a follower's own key costs no credits; an unknown model is refused by the chain, never free
+        cost = 0 if own_key else (info.cost if info else None)
+        verdict = await self.chain.check(msg.openid, model, question, gen_key=msg.msg_key, cost=cost)
+        if isinstance(verdict, Refusal):
+            return verdict.text
         new = await self.answers.create(
-            openid=msg.openid, msg_key=msg.msg_key, question=question, model=c.default_model,
+            openid=msg.openid, msg_key=msg.msg_key, question=verdict.text, model=model,
             route="push" if active else "reply", now=now, deadline_at=now + c.generation_deadline,
             owner=self.owner, lease_until=now + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
         )
         if new.created:
-            self.generator.start(new.answer, new.turns)
+            self.generator.start(new.answer, new.turns, own_key)
             log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)
         if new.owed_id is not None:
             # this message's reply carries the older answer; the new one is fetched (or pushed) later
@@ -150,9 +176,10 @@ class ChatService:
                     ready, text = answer.finished, answer.text
                 big = utf8_len(text[answer.delivered_upto:]) > full_part
                 if ready or big or (last and now >= give_up_at):
+                    live_text = await self.generator.reviewed(live) if generating_here else None
                     reply = await self.answers.take_reply(
                         msg.msg_key, target.answer_id, lambda a: self.planner.plan(a, target.note), self.clock(),
-                        live.text if generating_here else None)
+                        live_text)
                     return self.replies.keep(msg.msg_key, reply)
             elif last and now >= give_up_at:
                 # The first delivery is still deciding (or died deciding): say something valid.

@@ -1,0 +1,103 @@
+"""Chat commands that change or report a follower's settings: 模型, key, 余额, 登录.
+
+A command is its word alone, or its word, white space and an argument. `key` only counts when
+what follows looks like an API key (or 删除): "key points of …" stays a question.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from bot.chat.own_keys import OwnKeys
+from bot.config import Config
+from bot.providers.router import ModelUnavailable, Router
+from storage.generations import ModelChoiceRepo
+
+log = structlog.get_logger(__name__)
+
+_API_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{15,255}")
+_REMOVE = ("删除", "delete", "remove")
+
+
+class LoginIssuer(Protocol):
+    async def issue(self, openid: str) -> str: ...
+
+
+def parse(cfg: Config, text: str) -> tuple[str, str] | None:
+    """(command, argument) when `text` is one of the settings commands, else None."""
+    words = cfg.commands
+    for name in ("model", "key", "balance", "login"):
+        for word in getattr(words, name, ()):
+            if text == word:
+                return name, ""
+            if text.startswith(word) and text[len(word):len(word) + 1].isspace():
+                arg = text[len(word):].strip()
+                if name == "key" and not (arg in _REMOVE or _API_KEY.fullmatch(arg)):
+                    continue
+                if name in ("model", "key"):
+                    return name, arg
+    return None
+
+
+class Commands:
+    def __init__(self, cfg: Config, router: Router, models: ModelChoiceRepo, own_keys: OwnKeys | None,
+                 balance: Callable[[str], Awaitable[str]], login: LoginIssuer | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.models = models
+        self.own_keys = own_keys
+        self.balance = balance
+        self.login = login
+        self.clock = clock
+
+    async def run(self, openid: str, name: str, arg: str) -> str:
+        if name == "model":
+            return await self._model(openid, arg)
+        if name == "key":
+            return await self._key(openid, arg)
+        if name == "balance":
+            return await self.balance(openid)
+        if self.login is None:
+            return "网页登录暂未开放。"
+        return await self.login.issue(openid)
+
+    async def chosen_model(self, openid: str) -> str:
+        """The follower's model: their choice, else the configured default (aliases resolved)."""
+        chosen = await self.models.get(openid)
+        return chosen or self.router.catalogue.resolve(self.cfg.chat.default_model) or self.cfg.chat.default_model
+
+    async def _model(self, openid: str, arg: str) -> str:
+        texts = self.cfg.texts
+        if not arg:
+            current = await self.chosen_model(openid)
+            lines = []
+            for info in self.router.catalogue.served():
+                shown = info.name if info.display_name == info.name else f"{info.name}（{info.display_name}）"
+                mark = " ← 当前" if info.name == current else ""
+                lines.append(f"• {shown}，每次 {info.cost} 点{mark}")
+            return texts.model_list.format(models="\n".join(lines))
+        try:
+            name = self.router.resolve(arg)
+        except ModelUnavailable:
+            return texts.model_no_such.format(model=arg[:40])
+        await self.models.set(openid, name, self.clock())
+        info = self.router.catalogue.info(name)
+        return texts.model_switched.format(model=info.display_name if info else name)
+
+    async def _key(self, openid: str, arg: str) -> str:
+        texts = self.cfg.texts
+        if self.own_keys is None:
+            return texts.own_key_off
+        if not arg:
+            return texts.own_key_bad
+        if arg in _REMOVE:
+            return texts.own_key_removed if await self.own_keys.remove(openid) else texts.own_key_none
+        await self.own_keys.store(openid, arg)
+        log.info("own_key_saved", user=openid[-6:])  # never the key itself
+        return texts.own_key_saved
