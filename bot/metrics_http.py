@@ -1,0 +1,99 @@
+"""The HTTP side of metrics: a middleware timing every request by route name, and `GET /metrics`.
+
+    setup_metrics(app, cfg)    # in the app factory
+
+adds the middleware (outermost, so a 500 from any handler is counted) and serves /metrics on the
+main server — or, with `[metrics] port`, on a server of its own that only Prometheus needs to reach.
+With `[metrics] token`, a scrape must send `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from bot import metrics
+from bot.config import Config, MetricsConfig
+
+log = structlog.get_logger(__name__)
+
+METRICS_PATH = "/metrics"
+
+
+def route_label(request: web.Request) -> str:
+    """The route's name; its template when it has none; a fixed word when nothing matched.
+
+    Never the raw path: a scanner probing random URLs must not create a series per URL.
+    """
+    route = request.match_info.route
+    if route.name:
+        return route.name
+    resource = route.resource
+    # No resource: aiohttp's system route for 404/405 answers.
+    return metrics.UNMATCHED if resource is None else resource.canonical
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        route = route_label(request)
+        metrics.HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+
+
+def metrics_handler(settings: MetricsConfig):  # type: ignore[no-untyped-def]
+    expected = f"Bearer {settings.token}".encode() if settings.token else None
+
+    async def serve(request: web.Request) -> web.Response:
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.Response(status=401, text="metrics need a bearer token",
+                                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return serve
+
+
+def setup_metrics(app: web.Application, cfg: Config) -> None:
+    """Time every request, and serve /metrics where the config says (nothing when disabled)."""
+    metrics.configure(cfg)
+    app.middlewares.insert(0, http_metrics)
+    m = cfg.metrics
+    if not m.enabled:
+        return
+    if not m.port:
+        app.router.add_get(METRICS_PATH, metrics_handler(m), name="metrics")
+        return
+
+    async def own_server(app: web.Application) -> AsyncIterator[None]:
+        inner = web.Application()
+        inner.router.add_get(METRICS_PATH, metrics_handler(m), name="metrics")
+        runner = web.AppRunner(inner, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, m.host, m.port).start()
+        except OSError as e:
+            await runner.cleanup()
+            msg = f"metrics.port: cannot listen on {m.host}:{m.port}: {e.strerror}"
+            raise OSError(e.errno, msg) from None
+        log.info("metrics_ready", host=m.host, port=m.port)
+        yield
+        await runner.cleanup()
+
+    app.cleanup_ctx.append(own_server)
