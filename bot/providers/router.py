@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bot import metrics
 from bot.config import ChannelConfig, Config, RouterConfig
 from bot.providers.base import RETRYABLE, Channel, ChatMessage, Delta, ProviderError, Usage
 from bot.providers.breaker import Breaker, BreakerSettings, State
@@ -333,6 +334,9 @@ class Router:
                  first_token_ms=None if rec.first_token_ms is None else round(rec.first_token_ms, 1),
                  total_ms=round(rec.total_ms, 1), prompt_tokens=rec.prompt_tokens,
                  completion_tokens=rec.completion_tokens, estimated=rec.usage_estimated)
+        metrics.generation_recorded(rec.channel, rec.model, outcome,
+                                    None if rec.first_token_ms is None else rec.first_token_ms / 1000,
+                                    rec.total_ms / 1000, rec.prompt_tokens, rec.completion_tokens)
         if self.generations is not None:
             self._background(self.generations.record(rec))
 
