@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from bot import metrics
 from storage.db import Database
 
 log = structlog.get_logger(__name__)
@@ -140,11 +141,13 @@ async def settle_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float |
     now = time.time() if now is None else now
     rows = list(await conn.execute_fetchall(
         "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-        " RETURNING openid", (now, gen_key)))
+        " RETURNING openid, amount", (now, gen_key)))
     if not rows:
         return False
     await conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
                        (rows[0]["openid"], gen_key, now))
+    # Counted inside the caller's transaction: a rollback after this point would overcount (metrics only).
+    metrics.credits_moved("settled", rows[0]["amount"])
     return True
 
 
@@ -164,6 +167,7 @@ async def refund_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float |
     await conn.execute(
         "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at) VALUES (?, 'refund', ?, ?, ?, ?)",
         (openid, from_balance, from_daily, gen_key, now))
+    metrics.credits_moved("refunded", rows[0]["amount"])
     return True
 
 
@@ -257,7 +261,8 @@ class Ledger:
             await conn.execute(
                 "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
                 " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
-            return True
+        metrics.credits_moved("reserved", amount)  # after the commit
+        return True
 
     async def settle(self, gen_key: str) -> bool:
         """The generation delivered: its reserved credits are spent. True exactly once."""
