@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot import metrics
 from bot.config import PayConfig, ProductConfig
 from bot.pay.client import CST, PayClient, PayError, RefundResult, Transaction
 from bot.pay.notify import NotifyRejected, NotifyVerifier, PaymentNotice
@@ -122,12 +123,14 @@ class PayService:
                                                                         expires, openid)
             except PayError as e:
                 await self.orders.set_create_failed(no, self.clock(), definitive=e.kind == "refused", note=str(e)[:300])
+                metrics.order_event("create_failed")
                 log.warning("pay.create_failed", order=no, kind=e.kind, code=e.code)
                 raise OrderFailed(str(e), retry=e.kind != "refused") from None
             created = await self.orders.set_created(no, self.clock(), code_url=code_url, prepay_id=prepay_id)
             assert created is not None
             order = created
             log.info("pay.order_created", order=no, product=product.id, amount_fen=product.price_fen, kind=kind)
+            metrics.order_event("created")
         params = self.client.jsapi_params(order.prepay_id) if order.kind == "jsapi" and order.prepay_id else None
         return Checkout(order, reused, params)
 
@@ -170,7 +173,10 @@ class PayService:
         (log.warning if noteworthy else log.info)("pay.settled", order=no, source=source, outcome=s.outcome,
                                                    late=s.late)
         if s.outcome == "credited" and s.order is not None:
+            metrics.order_event("paid", paid_fen=s.order.amount_fen)
             self._announce(s.order)
+        elif s.outcome == "held":
+            metrics.order_event("held")
 
     def _announce(self, order: Order) -> None:
         if self.on_credited is None:
@@ -207,8 +213,12 @@ class PayService:
                 if e.kind == "refused":
                     await self._reconcile(order, "close")
                 continue
-            await self.orders.mark_closed(order.out_trade_no, "close", self.clock())
+            await self._close(order.out_trade_no, "close")
         return len(claimed)
+
+    async def _close(self, out_trade_no: str, source: str, note: str | None = None) -> None:
+        if await self.orders.mark_closed(out_trade_no, source, self.clock(), note=note):
+            metrics.order_event("closed")
 
     async def _reconcile(self, order: Order, source: str) -> None:
         no = order.out_trade_no
@@ -220,11 +230,11 @@ class PayService:
         now = self.clock()
         if tx is None:
             if order.expires_at <= now:
-                await self.orders.mark_closed(no, source, now, note="WeChat Pay has no such order")
+                await self._close(no, source, note="WeChat Pay has no such order")
             else:
                 await self.orders.record(no, source, "not_found", now)
         elif tx.trade_state in ("CLOSED", "REVOKED"):
-            await self.orders.mark_closed(no, source, now, note=f"WeChat Pay says {tx.trade_state}")
+            await self._close(no, source, note=f"WeChat Pay says {tx.trade_state}")
         else:
             await self._apply(tx, source)
 
