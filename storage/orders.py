@@ -240,11 +240,13 @@ class OrderRepo:
         rows = await self.db.fetchall("SELECT * FROM pay_events WHERE flagged = 1 ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
-    # Refunds: full refunds only, one per order.
+    # Refunds: one per order, of the whole amount or a part of it.
 
-    async def begin_refund(self, out_trade_no: str, out_refund_no: str, reason: str, now: float) -> dict[str, Any] | None:
+    async def begin_refund(self, out_trade_no: str, out_refund_no: str, reason: str, now: float,
+                           amount_fen: int | None = None) -> dict[str, Any] | None:
         """The refund to request for a paid order: the one already begun (retry it with the same
-        out_refund_no) or a new one; None when the order is not paid."""
+        out_refund_no) or a new one of `amount_fen` (default: the whole order); None when the order is
+        not paid."""
         async with self.db.transaction() as conn:
             async with conn.execute("SELECT * FROM refunds WHERE out_trade_no = ?", (out_trade_no,)) as cur:
                 row = await cur.fetchone()
@@ -253,13 +255,14 @@ class OrderRepo:
             order = await _fetch_order(conn, out_trade_no)
             if order is None or order.state != "paid":
                 return None
+            amount = order.amount_fen if amount_fen is None else amount_fen
             await conn.execute(
                 "INSERT INTO refunds (out_refund_no, out_trade_no, amount_fen, reason, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (out_refund_no, out_trade_no, order.amount_fen, reason, now, now),
+                (out_refund_no, out_trade_no, amount, reason, now, now),
             )
             await conn.execute("UPDATE orders SET state = 'refunding' WHERE out_trade_no = ?", (out_trade_no,))
-            await _event(conn, out_trade_no, "refund", "requested", now, amount_fen=order.amount_fen, note=reason)
+            await _event(conn, out_trade_no, "refund", "requested", now, amount_fen=amount, note=reason)
             async with conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?", (out_refund_no,)) as cur:
                 return dict(await cur.fetchone())
 
