@@ -11,6 +11,7 @@ a call to WeChat Pay.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import secrets
 import time
@@ -24,6 +25,7 @@ from bot.config import PayConfig, ProductConfig
 from bot.pay.client import CST, PayClient, PayError, RefundResult, Transaction
 from bot.pay.notify import NotifyRejected, NotifyVerifier, PaymentNotice
 from storage.orders import Order, OrderRepo, Payment
+from storage.products import ProductLike, ProductRepo
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +74,23 @@ def new_out_trade_no(now: float, prefix: str = "MP") -> str:
     return prefix + dt.datetime.fromtimestamp(now, CST).strftime("%Y%m%d%H%M%S") + secrets.token_hex(6)
 
 
+def credits_to_take_back(order: Order, refund_fen: int) -> int:
+    """The credits a refund takes back: the refunded share of the order's credits, rounded up, so a
+    refund of the whole order takes all of them. (The ledger then never goes below zero: what the
+    user has spent already is not recovered; see scripts/owner/orders.py.)"""
+    return -(-order.credits * refund_fen // order.amount_fen)
+
+
 class PayService:
     def __init__(self, cfg: PayConfig, products: Sequence[ProductConfig], orders: OrderRepo, client: PayClient,
                  *, on_credited: OnCredited | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self._products = {p.id: p for p in products}
+        # The config's products seed the products table (storage.products); after the first
+        # load_products() the table is what is sold, so the owner can change it while we run.
+        self._seed: tuple[ProductLike, ...] = tuple(products)
+        self._seeded = False
+        self._products: dict[str, ProductLike] = {p.id: p for p in products}
+        self.catalogue = ProductRepo(orders.db, clock)
         self.orders = orders
         self.client = client
         self.on_credited = on_credited
@@ -89,12 +103,29 @@ class PayService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def using(self, orders: OrderRepo) -> PayService:
+        """This service writing through another order repository (e.g. one inside the owner's audited
+        transaction, storage.audit); client, config and products are shared."""
+        other = copy.copy(self)
+        other.orders = orders
+        other.catalogue = ProductRepo(orders.db, self.clock)
+        return other
+
     # -- products and orders ------------------------------------------------------------------------
 
-    def products(self) -> list[ProductConfig]:
+    async def load_products(self) -> list[ProductLike]:
+        """Read what is on sale from storage (seeding it from the config once per process)."""
+        if not self._seeded:
+            await self.catalogue.seed(self._seed)
+            self._seeded = True
+        self._products = {p.id: p for p in await self.catalogue.all()}
+        return self.products()
+
+    def products(self) -> list[ProductLike]:
+        """The enabled products as last loaded (load_products() reads storage again)."""
         return [p for p in self._products.values() if p.enabled]
 
-    def product(self, product_id: str) -> ProductConfig:
+    def product(self, product_id: str) -> ProductLike:
         p = self._products.get(product_id)
         if p is None or not p.enabled:
             msg = f"no product {product_id!r}"
@@ -106,6 +137,7 @@ class PayService:
         if kind not in KINDS:
             msg = f"kind must be one of {KINDS}"
             raise ValueError(msg)
+        await self.load_products()
         product = self.product(product_id)
         now = self.clock()
         expires = now + self.cfg.order_expiry
@@ -156,7 +188,9 @@ class PayService:
             log.info("pay.refund_notified", order=notice.out_trade_no, status=notice.status)
         return NotifyAnswer(True, 204)
 
-    async def _apply(self, tx: Transaction, source: str) -> None:
+    async def _apply(self, tx: Transaction, source: str) -> str:
+        """Settle what WeChat Pay says was paid; the outcome: credited, duplicate, held, unknown_order,
+        not_paid or wrong_merchant."""
         no, now = tx.out_trade_no, self.clock()
         facts = dict(trade_state=tx.trade_state, transaction_id=tx.transaction_id, amount_fen=tx.amount_total)
         if tx.appid != self.cfg.app_id or tx.mchid != self.cfg.mchid:
@@ -164,10 +198,10 @@ class PayService:
             await self.orders.record(no, source, "wrong_merchant", now, flagged=True,
                                      note=f"appid {tx.appid!r} mchid {tx.mchid!r}", **facts)
             log.warning("pay.wrong_merchant", order=no, source=source)
-            return
+            return "wrong_merchant"
         if tx.trade_state != "SUCCESS" or tx.amount_total is None:
             await self.orders.record(no, source, "not_paid", now, flagged=tx.trade_state == "REFUND", **facts)
-            return
+            return "not_paid"
         s = await self.orders.settle(Payment(no, tx.transaction_id or "", tx.amount_total, tx.trade_state), source, now)
         noteworthy = s.outcome in ("held", "unknown_order") or s.late
         (log.warning if noteworthy else log.info)("pay.settled", order=no, source=source, outcome=s.outcome,
@@ -177,6 +211,7 @@ class PayService:
             self._announce(s.order)
         elif s.outcome == "held":
             metrics.order_event("held")
+        return s.outcome
 
     def _announce(self, order: Order) -> None:
         if self.on_credited is None:
@@ -216,9 +251,11 @@ class PayService:
             await self._close(order.out_trade_no, "close")
         return len(claimed)
 
-    async def _close(self, out_trade_no: str, source: str, note: str | None = None) -> None:
+    async def _close(self, out_trade_no: str, source: str, note: str | None = None) -> bool:
         if await self.orders.mark_closed(out_trade_no, source, self.clock(), note=note):
             metrics.order_event("closed")
+            return True
+        return False
 
     async def _reconcile(self, order: Order, source: str) -> None:
         no = order.out_trade_no
@@ -227,21 +264,27 @@ class PayService:
         except PayError as e:
             log.warning("pay.query_failed", order=no, kind=e.kind, code=e.code)
             return
-        now = self.clock()
+        await self.apply_query(order, tx, source)
+
+    async def apply_query(self, order: Order, tx: Transaction | None, source: str = "query") -> str:
+        """Act on a query's answer (no network call here): credit a payment through the same path as
+        the notify, close an order WeChat Pay closed or never had. Returns what happened: credited,
+        duplicate, held, unknown_order, not_paid, wrong_merchant, closed, not_found or unchanged."""
+        no, now = order.out_trade_no, self.clock()
         if tx is None:
             if order.expires_at <= now:
-                await self._close(no, source, note="WeChat Pay has no such order")
-            else:
-                await self.orders.record(no, source, "not_found", now)
-        elif tx.trade_state in ("CLOSED", "REVOKED"):
-            await self._close(no, source, note=f"WeChat Pay says {tx.trade_state}")
-        else:
-            await self._apply(tx, source)
+                return "closed" if await self._close(no, source, note="WeChat Pay has no such order") else "unchanged"
+            await self.orders.record(no, source, "not_found", now)
+            return "not_found"
+        if tx.trade_state in ("CLOSED", "REVOKED"):
+            return "closed" if await self._close(no, source, note=f"WeChat Pay says {tx.trade_state}") else "unchanged"
+        return await self._apply(tx, source)
 
     async def run_jobs(self) -> None:
-        """Both jobs, every `job_interval` seconds, until cancelled; one failure never stops them."""
+        """Both jobs, every `job_interval` seconds, until cancelled; one failure never stops them.
+        The products are read again each round, so products() follows the owner's changes."""
         while True:
-            for job in (self.run_query_job, self.run_close_job):
+            for job in (self.run_query_job, self.run_close_job, self.load_products):
                 try:
                     await job()
                 except Exception:
@@ -250,16 +293,38 @@ class PayService:
 
     # -- refunds -------------------------------------------------------------------------------------
 
-    async def refund(self, out_trade_no: str, reason: str = "") -> RefundResult:
-        """Refund a paid order in full (the owner's decision); a retry reuses the same out_refund_no.
-        Credits already granted are not taken back here."""
-        now = self.clock()
-        r = await self.orders.begin_refund(out_trade_no, new_out_trade_no(now, "RF"), reason, now)
-        if r is None:
-            msg = f"order {out_trade_no} is not paid"
+    async def refund(self, out_trade_no: str, reason: str = "", amount_fen: int | None = None) -> RefundResult:
+        """Refund a paid order, in full or `amount_fen` of it (the owner's decision); a retry reuses the
+        same out_refund_no. Credits already granted are not taken back here (the owner's command does)."""
+        refund, _ = await self.begin_refund(out_trade_no, reason, amount_fen)
+        return await self.send_refund(refund)
+
+    async def begin_refund(self, out_trade_no: str, reason: str = "",
+                           amount_fen: int | None = None) -> tuple[dict, bool]:
+        """Storage only: the order's refund row, begun now (True) or earlier (False, whatever amount
+        it was for: one refund per order). RefundRefused for an unknown or unpaid order or a bad amount."""
+        order = await self.orders.get(out_trade_no)
+        if order is None:
+            msg = f"no order {out_trade_no}"
             raise RefundRefused(msg)
-        if r["state"] in ("success", "closed"):
-            return RefundResult(r["out_refund_no"], r["refund_id"], r["state"].upper())
-        result = await self.client.refund(out_trade_no, r["out_refund_no"], r["amount_fen"], r["amount_fen"], reason)
+        if amount_fen is not None and not 0 < amount_fen <= order.amount_fen:
+            msg = f"a refund of order {out_trade_no} must be 1-{order.amount_fen} fen (got {amount_fen})"
+            raise RefundRefused(msg)
+        now = self.clock()
+        out_refund_no = new_out_trade_no(now, "RF")
+        r = await self.orders.begin_refund(out_trade_no, out_refund_no, reason, now, amount_fen)
+        if r is None:
+            msg = f"order {out_trade_no} is {order.state}, not paid"
+            raise RefundRefused(msg)
+        return r, r["out_refund_no"] == out_refund_no
+
+    async def send_refund(self, refund: dict) -> RefundResult:
+        """Ask WeChat Pay for a begun refund (again: the same out_refund_no) and record its answer."""
+        if refund["state"] in ("success", "closed"):
+            return RefundResult(refund["out_refund_no"], refund["refund_id"], refund["state"].upper())
+        order = await self.orders.get(refund["out_trade_no"])
+        assert order is not None  # refunds reference their order
+        result = await self.client.refund(order.out_trade_no, refund["out_refund_no"], refund["amount_fen"],
+                                          order.amount_fen, refund["reason"] or "")
         await self.orders.update_refund(result.out_refund_no, result.status, result.refund_id, self.clock())
         return result
