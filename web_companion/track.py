@@ -1,0 +1,91 @@
+"""`POST /api/track` (the page tracker's events) and `GET /track.js` (the tracker itself).
+
+    setup_tracking(app, cfg)   # in the app factory, after the database cleanup_ctx
+
+The endpoint answers 204 before anything is written: events are queued and written in batches
+(web_companion.analytics.EventSink). Bad input gets a 4xx with its reason; too many events from one
+address a 429. Nothing is mounted when `[analytics] enabled = false`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from bot import metrics
+from bot.config import Config
+from bot.keys import DB
+from storage.analytics import PageEvents
+from web_companion.analytics import BadEvent, EventSink, IpRateLimit, parse_event
+
+SINK = web.AppKey("analytics_sink", EventSink)
+LIMIT = web.AppKey("analytics_limit", IpRateLimit)
+TRACKER = Path(__file__).parent / "static" / "track.js"
+
+
+def client_ip(request: web.Request, header: str) -> str:
+    """The peer, or behind a proxy the last address in `header` (the one our proxy wrote)."""
+    if header:
+        value = request.headers.get(header, "").split(",")[-1].strip()
+        if value:
+            return value
+    return request.remote or "unknown"
+
+
+def _refuse(outcome: str, status: int, reason: str) -> web.Response:
+    metrics.track_event(outcome)
+    return web.Response(status=status, text=reason)
+
+
+async def track(request: web.Request) -> web.Response:
+    cfg = request.app[SINK].cfg
+    ip = client_ip(request, cfg.client_ip_header)
+    if not request.app[LIMIT].allow(ip):
+        return _refuse("rate_limited", 429, "too many events")
+    if request.content_length is not None and request.content_length > cfg.max_body_bytes:
+        return _refuse("too_large", 413, "body too large")
+    body = await request.content.read(cfg.max_body_bytes + 1)
+    if len(body) > cfg.max_body_bytes:
+        return _refuse("too_large", 413, "body too large")
+    try:
+        # sendBeacon posts text/plain, so the body is read as JSON whatever its content type says.
+        event = parse_event(json.loads(body), ip, time.time())
+    except (ValueError, UnicodeDecodeError) as e:  # BadEvent and json's errors are ValueErrors
+        reason = str(e) if isinstance(e, BadEvent) else "body must be one JSON event"
+        return _refuse("invalid", 400, reason)
+    request.app[SINK].put(event)
+    metrics.track_event("accepted")
+    return web.Response(status=204)
+
+
+async def tracker_js(request: web.Request) -> web.Response:
+    return web.Response(body=TRACKER.read_bytes(), content_type="text/javascript", charset="utf-8",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+
+def setup_tracking(app: web.Application, cfg: Config) -> bool:
+    """Mount the tracker and its endpoint (False, nothing mounted, when analytics are off)."""
+    a = cfg.analytics
+    if not a.enabled:
+        return False
+
+    async def sink_ctx(app: web.Application) -> AsyncIterator[None]:
+        sink = EventSink(PageEvents(app[DB]), a)
+        app[SINK] = sink
+        app[LIMIT] = IpRateLimit(a.rate_limit, a.rate_window)
+        task = asyncio.get_running_loop().create_task(sink.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(sink_ctx)
+    app.router.add_post("/api/track", track, name="track")
+    app.router.add_get("/track.js", tracker_js, name="track_js")
+    return True
