@@ -43,6 +43,8 @@ class ServerConfig:
 class StorageConfig:
     path: str = "data/mpgpt.db"
     busy_timeout_ms: int = 5000
+    # `mpgpt prune` deletes inbound messages, answers and conversations older than this many days.
+    retention_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ class RouterConfig:
     zhipuai_threads: int = 16
     # The OpenAI-compatible endpoint a follower's own key is used with.
     own_key_base_url: str = "https://api.openai.com/v1"
+    # How often (seconds) a running router re-reads the disabled channels from storage, so that
+    # `mpgpt channels enable|disable` reaches every server process.
+    disabled_sync_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -518,6 +523,7 @@ def _validate(cfg: Config) -> None:
         _positive(f"chat.{name}", getattr(c, name))
     for name in ("max_turns", "max_context_tokens"):
         _positive(f"chat.{name}", getattr(c, name))
+    _positive("storage.retention_days", cfg.storage.retention_days)
     if not 1 <= cfg.server.port <= 65535:
         raise ConfigError("server.port", "must be between 1 and 65535")
     if cfg.log.format not in ("auto", "json", "console"):
@@ -618,7 +624,7 @@ def _validate_models(cfg: Config) -> dict[str, str]:
 
 def _validate_router(r: RouterConfig) -> None:
     for name in ("breaker_failures", "breaker_window", "breaker_cooldown", "rate_limit_cooldown",
-                 "max_attempts", "zhipuai_threads"):
+                 "max_attempts", "zhipuai_threads", "disabled_sync_interval"):
         _positive(f"router.{name}", getattr(r, name))
     if not r.own_key_base_url.startswith(("http://", "https://")):
         raise ConfigError("router.own_key_base_url", "must be an http(s) URL")
