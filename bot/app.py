@@ -42,6 +42,7 @@ from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from web_companion import routes as companion
+from web_companion.login import LoginCodes
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +105,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
 
     generator = Generator(cfg, answers, ConversationRepo(db), router, Ledger(db), answer_check(cfg, words), owner,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
-    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text)
+    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db))
     app[GENERATOR] = generator
     app[ROUTER] = router
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),

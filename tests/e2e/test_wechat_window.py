@@ -148,3 +148,14 @@ async def test_a_retry_of_an_answered_message_gets_the_same_reply_without_a_new_
     again = await wx.deliver(msg)
     assert first.content == again.content == "你好，我是测试模型。"
     assert len(llm.requests) == 1
+
+
+async def test_the_login_command_replies_with_a_six_digit_code_and_repeats_it_while_live(server, llm):
+    import re
+
+    wx, _ = server
+    first = await wx.send_text("o_login", "登录")
+    again = await wx.send_text("o_login", "登录")
+    code = re.search(r"\b(\d{6})\b", first.content)
+    assert code and code.group(1) in again.content
+    assert llm.requests == []
