@@ -61,8 +61,9 @@ CREATE TABLE answers (
     -- the question's own deliveries are over with part of the answer still owed: the user's next
     -- message (or 继续) fetches it
     awaiting_fetch  INTEGER NOT NULL DEFAULT 0,
-    -- 'reply': passive replies only; 'push': customer-service messages, then fetch
-    route           TEXT NOT NULL DEFAULT 'reply' CHECK (route IN ('reply', 'push')),
+    -- 'reply': passive replies only; 'push': customer-service messages, then fetch;
+    -- 'web': streamed to the companion page's chat (never owed to WeChat)
+    route           TEXT NOT NULL DEFAULT 'reply' CHECK (route IN ('reply', 'push', 'web')),
     lease_owner     TEXT,
     lease_until     REAL,
     created_at      REAL NOT NULL,
