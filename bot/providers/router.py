@@ -142,6 +142,11 @@ class Router:
         self._own_key_channel = own_key_channel
         self._executor = executor
         self._writes: set[asyncio.Task[None]] = set()
+        # Channels this router saw disabled in storage: re-enabled when their row goes (the owner's
+        # `mpgpt channels enable`, possibly in another process). A breaker disabled here whose row is
+        # not written yet is not in the set, so a sync never undoes a fresh disable.
+        self._stored_disabled: set[str] = set()
+        self._synced_at: float | None = None
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -170,13 +175,32 @@ class Router:
                    rng=rng, own_key_channel=own_key_channel, executor=executor)
 
     async def load_disabled(self) -> None:
-        """Apply the owner's pending disables (a row for a key since changed in the config is ignored)."""
+        """Follow the disabled channels in storage: disable those with a row (a row for a key since
+        changed in the config is ignored), re-enable those whose row was removed since we saw it.
+        Run at start and then every `disabled_sync_interval` seconds by stream()."""
         if self.disabled_repo is None:
             return
+        self._synced_at = self.clock()
         rows = await self.disabled_repo.all()
         for r in self.routes:
             if r.name in rows and rows[r.name][0] == r.key_hash:
-                r.breaker.disable(rows[r.name][1])
+                if r.breaker.disabled_reason is None:
+                    r.breaker.disable(rows[r.name][1])
+                self._stored_disabled.add(r.name)
+            elif r.name in self._stored_disabled:
+                self._stored_disabled.discard(r.name)
+                r.breaker.enable()
+                log.info("channel_enabled", channel=r.name, source="storage")
+
+    def _sync_disabled_soon(self) -> None:
+        """Cheap periodic reload: at most one background read per interval, started by traffic."""
+        if self.disabled_repo is None:
+            return
+        now = self.clock()
+        if self._synced_at is not None and now - self._synced_at < self.settings.disabled_sync_interval:
+            return
+        self._synced_at = now
+        self._background(self.load_disabled())
 
     async def aclose(self) -> None:
         await self.flush()
@@ -211,6 +235,7 @@ class Router:
     # -- streaming ------------------------------------------------------------------------------
     async def stream(self, model: str, messages: Sequence[ChatMessage], *, user: str,
                      msg_key: str | None = None) -> AsyncIterator[Delta]:
+        self._sync_disabled_soon()
         name = self.resolve(model)
         tried: list[str] = []
         pending: _Attempt | None = None  # failed before its first token; its outcome depends on what follows
@@ -301,8 +326,13 @@ class Router:
             log.error("channel_disabled", channel=route.name, reason=str(err), status=err.status,
                       action=f"fix the key or balance, then: mpgpt channels enable {route.name}")
             if self.disabled_repo is not None:
-                self._background(self.disabled_repo.disable(route.name, route.key_hash, str(err)[:200],
-                                                            time.time()))
+                self._background(self._persist_disable(route, str(err)[:200]))
+
+    async def _persist_disable(self, route: Route, reason: str) -> None:
+        assert self.disabled_repo is not None
+        await self.disabled_repo.disable(route.name, route.key_hash, reason, time.time())
+        # From now on a missing row means the owner re-enabled it.
+        self._stored_disabled.add(route.name)
 
     def states(self) -> list[ChannelState]:
         now = self.clock()
@@ -319,6 +349,7 @@ class Router:
     async def enable(self, name: str) -> bool:
         """The owner re-enables a channel (clears a disable and the breaker)."""
         found = False
+        self._stored_disabled.discard(name)
         for r in self.routes:
             if r.name == name:
                 r.breaker.enable()
