@@ -70,6 +70,32 @@ class WeChatAPI:
         await self.tokens.put(self.cfg.app_id, token, expires_at, now)
         return token
 
+    async def check_credentials(self) -> float:
+        """Ask stable_token for the token with our app id and secret (`mpgpt doctor`); the seconds it
+        has left. Never force_refresh: the shared token stays valid for every process."""
+        now = self.clock()
+        data = await self._post("/cgi-bin/stable_token", {
+            "grant_type": "client_credential", "appid": self.cfg.app_id, "secret": self.cfg.app_secret,
+            "force_refresh": False,
+        })
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise WeChatAPIError(-1, "stable_token answer has no access_token")
+        expires_in = float(data.get("expires_in", 7200))
+        await self.tokens.put(self.cfg.app_id, token, now + expires_in, now)
+        return expires_in
+
+    async def create_menu(self, menu: dict) -> None:
+        """Replace the official account's custom menu (`{"button": [...]}`, WeChat's own format)."""
+        token = await self.access_token()
+        try:
+            await self._post("/cgi-bin/menu/create", menu, {"access_token": token})
+        except WeChatAPIError as e:
+            if e.errcode not in TOKEN_INVALID:
+                raise
+            token = await self.access_token(force_refresh=True)
+            await self._post("/cgi-bin/menu/create", menu, {"access_token": token})
+
     async def send_text(self, openid: str, content: str) -> None:
         """One customer-service text message; refreshes the token once if WeChat says it is invalid."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}
