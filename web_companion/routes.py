@@ -1,23 +1,305 @@
-"""The companion page. For now a placeholder that says what the page will offer."""
+"""The companion page's edge: the page, its JSON API and the web OAuth hops.
+
+    setup_companion(app, cfg)     # in the app factory, after the database (and pay) cleanup_ctx
+
+adds the routes and one cleanup_ctx that builds the services (app[COMPANION]). Handlers are thin:
+parse, call a service, map its answer to a status. Errors are JSON `{"error": "<what the user
+reads>", "reason": "<machine word>"}`: 400/415 bad input, 401 not logged in, 404 unknown, 429 too
+many wrong codes, 502/503 WeChat Pay trouble or top-ups off.
+"""
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
 from aiohttp import web
 
+from bot.config import Config
+from bot.keys import DB, HTTP
+from bot.pay.routes import PAY
+from bot.pay.service import OrderFailed, ProductNotFound
+from web_companion import oauth
+from web_companion.account import HISTORY_PAGE, AccountView
+from web_companion.login import LoginCodes, LoginRefused
+from web_companion.sessions import COOKIE, Sessions
+from web_companion.shop import NOT_OPEN, in_wechat, order_view, product_view
+
+log = structlog.get_logger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+STATE_COOKIE = "mpgpt_oauth_state"
+# The page's own files only; QR codes arrive as data: images; WeixinJSBridge is WeChat's, not a script.
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+# Kept for the app factory's `app.add_routes(companion.routes)` until it calls setup_companion.
 routes = web.RouteTableDef()
 
-_PLACEHOLDER = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>mpgpt</title></head>
-<body style="font-family: sans-serif; max-width: 32em; margin: 2em auto; padding: 0 1em">
-<h1>mpgpt</h1>
-<p>在公众号里直接发送文字即可和 AI 对话。</p>
-<p>额度查询与充值页面即将开放。</p>
-</body></html>
-"""
+
+@dataclass
+class Companion:
+    cfg: Config
+    login: LoginCodes
+    sessions: Sessions
+    account: AccountView
 
 
-@routes.get("/", name="index")
-async def index(request: web.Request) -> web.Response:
-    return web.Response(text=_PLACEHOLDER, content_type="text/html", charset="utf-8")
+COMPANION = web.AppKey("companion", Companion)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "reason": reason, **extra}, status=status)
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _client_ip(request: web.Request, cfg: Config) -> str:
+    header = cfg.companion.client_ip_header
+    if header and request.headers.get(header):
+        return request.headers[header].split(",")[-1].strip()[:64]
+    return request.remote or "unknown"
+
+
+def _https(request: web.Request) -> bool:
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float) -> None:
+    response.set_cookie(name, value, max_age=int(max_age), path="/", httponly=True, samesite="Lax",
+                        secure=_https(request))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    # JSON only: a cross-site form cannot send it without a CORS preflight (no login CSRF).
+    if request.content_type != "application/json":
+        raise _Refused(_error(415, "请求格式错误", "json_required"))
+    try:
+        body = json.loads(await request.text())
+    except ValueError:
+        raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
+    if not isinstance(body, dict):
+        raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
+    return body
+
+
+async def _user(request: web.Request) -> str:
+    companion = request.app[COMPANION]
+    openid = await companion.sessions.openid(request.cookies.get(COOKIE))
+    if openid is None:
+        cfg = companion.cfg
+        raise _Refused(_error(401, "请先登录", "login_required", login_word=(cfg.commands.login or ("登录",))[0],
+                              oauth_url="/auth/wechat" if cfg.companion.oauth else None))
+    return openid
+
+
+Handler = Callable[[web.Request], Any]
+
+
+def _refusals(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Refused as r:
+            return r.response
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _Refused(_error(400, f"参数 {name} 应为整数", "bad_param")) from None
+    if not low <= value <= high:
+        raise _Refused(_error(400, f"参数 {name} 应在 {low} 到 {high} 之间", "bad_param"))
+    return value
+
+
+# -- the page -----------------------------------------------------------------------------------------
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    response = web.FileResponse(STATIC / "index.html")
+    response.headers.update({"Cache-Control": "no-cache", "Content-Security-Policy": _CSP,
+                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+    return response
+
+
+# -- login --------------------------------------------------------------------------------------------
+
+_REFUSALS = {
+    "invalid": (401, "登录码不正确或已失效，请在公众号发送「{word}」获取新的登录码。"),
+    "ip_limited": (429, "尝试次数过多，请 {minutes} 分钟后再试。"),
+    "global_limited": (429, "登录尝试过多，请 {minutes} 分钟后再试。"),
+}
+
+
+@_refusals
+async def login(request: web.Request) -> web.StreamResponse:
+    companion = request.app[COMPANION]
+    body = await _json_body(request)
+    code = body.get("code")
+    if not isinstance(code, str) or not code.strip():
+        return _error(400, "请输入登录码", "code_required")
+    result = await companion.login.redeem(code[:32], _client_ip(request, companion.cfg))
+    if isinstance(result, LoginRefused):
+        status, text = _REFUSALS[result.reason]
+        minutes = max(1, int(result.retry_after // 60) + 1)
+        word = (companion.cfg.commands.login or ("登录",))[0]
+        response = _error(status, text.format(word=word, minutes=minutes), result.reason)
+        if status == 429:
+            response.headers["Retry-After"] = str(max(1, int(result.retry_after + 0.999)))
+        return response
+    return await _logged_in(request, web.json_response({"ok": True}), result, "code")
+
+
+async def _logged_in(request: web.Request, response: web.StreamResponse, openid: str, method: str) -> web.StreamResponse:
+    companion = request.app[COMPANION]
+    token = await companion.sessions.start(openid, method)
+    _set_cookie(request, response, COOKIE, token, companion.sessions.lifetime)
+    return response
+
+
+@_refusals
+async def logout(request: web.Request) -> web.StreamResponse:
+    await request.app[COMPANION].sessions.end(request.cookies.get(COOKIE))
+    response = web.json_response({"ok": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+# -- web OAuth ----------------------------------------------------------------------------------------
+
+
+async def oauth_start(request: web.Request) -> web.StreamResponse:
+    cfg = request.app[COMPANION].cfg
+    if not cfg.companion.oauth:
+        return _error(404, "未开启微信授权登录", "oauth_off")
+    state = secrets.token_urlsafe(16)
+    response = _redirect(oauth.authorize_url(cfg, state))
+    _set_cookie(request, response, STATE_COOKIE, state, 600)
+    return response
+
+
+async def oauth_callback(request: web.Request) -> web.StreamResponse:
+    cfg = request.app[COMPANION].cfg
+    if not cfg.companion.oauth:
+        return _error(404, "未开启微信授权登录", "oauth_off")
+    failed = _redirect("/?login=failed")
+    failed.del_cookie(STATE_COOKIE, path="/")
+    state, expected = request.query.get("state", ""), request.cookies.get(STATE_COOKIE, "")
+    code = request.query.get("code", "")
+    # The state ties the callback to the browser that started it (no logging in someone else's session).
+    if not code or not expected or not secrets.compare_digest(state.encode(), expected.encode()):
+        log.warning("companion.oauth_bad_state", has_code=bool(code))
+        return failed
+    try:
+        openid = await oauth.exchange(request.app[HTTP], cfg, code)
+    except oauth.OAuthFailed as e:
+        log.warning("companion.oauth_failed", problem=str(e))
+        return failed
+    response = _redirect("/")
+    response.del_cookie(STATE_COOKIE, path="/")
+    return await _logged_in(request, response, openid, "oauth")
+
+
+# -- account, products, orders -------------------------------------------------------------------------
+
+
+@_refusals
+async def me(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    offset = _int_param(request, "offset", 0, 0, 1_000_000)
+    limit = _int_param(request, "limit", HISTORY_PAGE, 1, 50)
+    return web.json_response(await request.app[COMPANION].account.me(openid, offset, limit))
+
+
+async def products(request: web.Request) -> web.StreamResponse:
+    pay = request.app.get(PAY)
+    if pay is None:
+        return web.json_response({"open": False, "message": NOT_OPEN, "products": []})
+    return web.json_response({"open": True, "message": None, "products": [product_view(p) for p in pay.products()]})
+
+
+@_refusals
+async def create_order(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    body = await _json_body(request)
+    pay = request.app.get(PAY)
+    if pay is None:
+        return _error(503, NOT_OPEN, "topups_closed")
+    product_id, kind = body.get("product_id"), body.get("kind")
+    if not isinstance(product_id, str) or not product_id:
+        return _error(400, "请选择要购买的套餐", "product_required")
+    if kind is None:
+        kind = "jsapi" if in_wechat(request.headers.get("User-Agent", "")) else "native"
+    if kind not in ("native", "jsapi"):
+        return _error(400, "支付方式应为 native 或 jsapi", "bad_kind")
+    try:
+        checkout = await pay.create_order(openid, product_id, kind)
+    except ProductNotFound:
+        return _error(404, "该套餐不存在或已下架", "no_such_product")
+    except OrderFailed as e:
+        status = 503 if e.retry else 502
+        return _error(status, "微信支付暂时无法下单，请稍后再试。", "pay_unavailable")
+    return web.json_response(order_view(checkout.order, checkout))
+
+
+@_refusals
+async def get_order(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    pay = request.app.get(PAY)
+    order = await pay.order_for(openid, request.match_info["no"]) if pay is not None else None
+    if order is None:
+        return _error(404, "没有这个订单", "no_such_order")
+    view = order_view(order)
+    view["balance"] = await request.app[COMPANION].account.balance(openid)
+    return web.json_response(view)
+
+
+# -- mounting -----------------------------------------------------------------------------------------
+
+
+def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], float] = time.time) -> None:
+    """Mount the page and its API on `app` (app[DB] must be open by the time its cleanup_ctx runs;
+    app[HTTP] too when companion.oauth is on)."""
+
+    async def companion_ctx(app: web.Application) -> AsyncIterator[None]:
+        db = app[DB]
+        app[COMPANION] = Companion(cfg, LoginCodes(cfg, db, clock), await Sessions.open(cfg, db, clock),
+                                   AccountView(cfg, db, clock))
+        yield
+
+    app.cleanup_ctx.append(companion_ctx)
+    r = app.router
+    r.add_get("/", index, name="companion_index")
+    r.add_static("/static/", STATIC, name="companion_static")
+    r.add_post("/api/login", login, name="companion_login")
+    r.add_post("/api/logout", logout, name="companion_logout")
+    r.add_get("/api/me", me, name="companion_me")
+    r.add_get("/api/products", products, name="companion_products")
+    r.add_post("/api/orders", create_order, name="companion_create_order")
+    r.add_get("/api/orders/{no}", get_order, name="companion_order")
+    r.add_get("/auth/wechat", oauth_start, name="companion_oauth")
+    r.add_get(oauth.CALLBACK_PATH, oauth_callback, name="companion_oauth_callback")

@@ -1,0 +1,65 @@
+"""The real app on loopback for companion-page tests, with WeChat Pay pointed at the fake.
+
+The socket is bound first so `pay.notify_url` can name the app's own port: the fake WeChat Pay then
+notifies the app over HTTP exactly as WeChat Pay would.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.app import create_app
+from bot.config import Config, config_from_dict
+from tests import paykit
+from tests.fakes.wechatpay import FakeWeChatPay
+from tests.harness import config_data, merge
+
+OPENID = paykit.OPENID
+
+
+def companion_config(tmp_path: Path, llm_base_url: str, base: str, pay: FakeWeChatPay | None = None,
+                     **overrides: Any) -> Config:
+    data = config_data(tmp_path, llm_base_url, server={"public_url": base + "/"})
+    if pay is not None:
+        pay_data = paykit.config_data(tmp_path, pay, notify_url=f"{base}/api/pay/notify")
+        data["pay"], data["products"] = pay_data["pay"], pay_data["products"]
+    return config_from_dict(merge(data, overrides), base_dir=str(tmp_path))
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, llm_base_url: str, pay: FakeWeChatPay | None = None,
+                  **overrides: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cfg = companion_config(tmp_path, llm_base_url, base, pay, **overrides)
+    app = create_app(cfg)
+    if "companion_index" not in app.router.named_resources():  # until the factory mounts the companion
+        from web_companion.routes import setup_companion
+        setup_companion(app, cfg)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    try:
+        yield base, app
+    finally:
+        await runner.cleanup()
+
+
+def browser_session() -> aiohttp.ClientSession:
+    """A client that keeps cookies for 127.0.0.1 as a browser would (aiohttp's default jar skips IPs)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def code_in(reply: str) -> str:
+    found = re.findall(r"\d{6}", reply)
+    assert len(found) == 1, reply
+    return found[0]

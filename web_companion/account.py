@@ -1,0 +1,58 @@
+"""What the page shows a logged-in follower: balance, today's free credits, history, recent usage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.config import Config
+from bot.rules.wallet import Wallet
+from storage.db import Database
+from storage.ledger import Ledger
+from storage.usage import UsageRepo
+
+HISTORY_PAGE = 20
+MAX_HISTORY_PAGE = 50
+RECENT_USES = 10
+
+
+class AccountView:
+    def __init__(self, cfg: Config, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.ledger = Ledger(db, clock)
+        self.wallet = Wallet(self.ledger, cfg.quota, cfg.rules.texts, cfg.server.public_url, clock)
+        self.usage = UsageRepo(db)
+
+    async def balance(self, openid: str) -> int:
+        return await self.ledger.balance(openid)
+
+    async def me(self, openid: str, offset: int = 0, limit: int = HISTORY_PAGE) -> dict[str, Any]:
+        """The page's account data. An existing account has today opened first (as 余额 does), so the
+        free credits shown are today's; a follower without one (web OAuth before any message) sees zeros."""
+        limit = max(1, min(limit, MAX_HISTORY_PAGE))
+        account = await self.ledger.account(openid)
+        paid = daily = 0
+        frozen = False
+        if account is not None:
+            account = await self.wallet.open_day(openid)
+            paid = account.balance
+            daily = account.daily if account.daily_day == self.wallet.today() else 0
+            frozen = account.frozen
+        rows = await self.usage.movements(openid, limit + 1, offset)
+        return {
+            "user": openid[-6:],
+            "balance": paid + daily,
+            "paid": paid,
+            "daily": daily,
+            "daily_free": self.cfg.quota.daily_free,
+            "frozen": frozen,
+            "history": {
+                "offset": offset, "limit": limit, "more": len(rows) > limit,
+                "items": [{"kind": m.kind, "amount": m.amount, "daily_amount": m.daily_amount, "at": m.created_at}
+                          for m in rows[:limit]],
+            },
+            "usage": [{"model": u.model, "at": u.started_at, "outcome": u.outcome,
+                       "tokens": u.prompt_tokens + u.completion_tokens}
+                      for u in await self.usage.recent(openid, RECENT_USES)],
+        }
