@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.config import Config, ConfigError, load_config
+from scripts import report
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="the server's /wechat URL (default: from [server])")
     p.add_argument("--openid", default="o_simulator", help="the follower's openid to play")
     p.set_defaults(func=_simulate)
+    report.register(sub)
     return parser
 
 
