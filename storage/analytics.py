@@ -8,6 +8,7 @@ twice (a retried beacon) is kept once, and a leave only ever raises the view's v
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -139,3 +140,9 @@ class WeChatStats:
             " WHERE l.kind = 'trial' AND l.created_at >= ? AND l.created_at < ?", (start, end))
         assert row is not None
         return row["opened"], row["paid"]
+
+
+async def prune_page_events(db: Database, retention_days: int, now: float | None = None) -> int:
+    """Delete analytics older than `retention_days` ([analytics] retention_days); `mpgpt prune` calls this."""
+    now = time.time() if now is None else now
+    return await PageEvents(db).prune(now - retention_days * 86400)
