@@ -16,6 +16,7 @@ WeChat retry, a second process or a restart repeats nothing.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,70 +106,71 @@ def _check_entry(kind: str, amount: int) -> None:
         raise ValueError(msg)
 
 
-async def apply_entry(conn: aiosqlite.Connection, openid: str, kind: str, amount: int, ref: str,
-                      *, now: float | None = None) -> bool:
-    """Add one trial/topup/admin row and move the balance, INSIDE the caller's transaction.
+def apply_entry_now(conn: sqlite3.Connection, openid: str, kind: str, amount: int, ref: str, now: float) -> bool:
+    """Add one trial/topup/admin row and move the balance, inside an open transaction on `conn`.
 
     False when (openid, kind, ref) is in the ledger already: nothing changes. The account is created if
     it does not exist (a payment is never dropped). A debit below zero raises InsufficientCredits, which
     rolls the caller's transaction back.
     """
     _check_entry(kind, amount)
-    now = time.time() if now is None else now
-    await conn.execute("INSERT INTO accounts (openid, created_at) VALUES (?, ?) ON CONFLICT (openid) DO NOTHING",
-                       (openid, now))
-    inserted = await conn.execute_fetchall(
+    conn.execute("INSERT INTO accounts (openid, created_at) VALUES (?, ?) ON CONFLICT (openid) DO NOTHING",
+                 (openid, now))
+    inserted = conn.execute(
         "INSERT INTO ledger (openid, kind, amount, ref, created_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (openid, kind, ref) DO NOTHING RETURNING id",
         (openid, kind, amount, ref, now),
-    )
-    if not list(inserted):
+    ).fetchall()
+    if not inserted:
         return False
     if amount:
-        moved = await conn.execute_fetchall(
+        moved = conn.execute(
             "UPDATE accounts SET balance = balance + ? WHERE openid = ? AND balance + ? >= 0 RETURNING balance",
             (amount, openid, amount),
-        )
-        if not list(moved):
+        ).fetchall()
+        if not moved:
             msg = f"{kind} of {amount} would take the balance below zero"
             raise InsufficientCredits(msg)
     return True
 
 
-async def settle_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float | None = None) -> bool:
-    """Settle `gen_key`'s reservation INSIDE the caller's transaction (e.g. the one that finishes the
-    answer). False if there is none or it was settled or refunded already."""
+async def apply_entry(conn: aiosqlite.Connection, openid: str, kind: str, amount: int, ref: str,
+                      *, now: float | None = None) -> bool:
+    """apply_entry_now INSIDE the caller's `db.transaction()` (the pay notify credits a top-up in the
+    same transaction that marks the order paid): run on the connection's own thread, same transaction."""
     now = time.time() if now is None else now
-    rows = list(await conn.execute_fetchall(
+    return await conn._execute(apply_entry_now, conn._conn, openid, kind, amount, ref, now)
+
+
+def settle_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | None:
+    """Settle `gen_key`'s reservation inside an open transaction; the amount, or None if there is
+    none or it was settled or refunded already."""
+    rows = conn.execute(
         "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-        " RETURNING openid, amount", (now, gen_key)))
+        " RETURNING openid, amount", (now, gen_key)).fetchall()
     if not rows:
-        return False
-    await conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
-                       (rows[0]["openid"], gen_key, now))
-    # Counted inside the caller's transaction: a rollback after this point would overcount (metrics only).
-    metrics.credits_moved("settled", rows[0]["amount"])
-    return True
+        return None
+    conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
+                 (rows[0]["openid"], gen_key, now))
+    return int(rows[0]["amount"])
 
 
-async def refund_entry(conn: aiosqlite.Connection, gen_key: str, *, now: float | None = None) -> bool:
-    """Refund `gen_key`'s reservation INSIDE the caller's transaction. False if there is none or it
-    was settled or refunded already."""
-    now = time.time() if now is None else now
-    rows = list(await conn.execute_fetchall(
+def refund_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | None:
+    """Refund `gen_key`'s reservation inside an open transaction, to the buckets it came from; the
+    amount, or None if there is none or it was settled or refunded already."""
+    rows = conn.execute(
         "UPDATE reservations SET state = 'refunded', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-        " RETURNING openid, amount, from_daily", (now, gen_key)))
+        " RETURNING openid, amount, from_daily", (now, gen_key)).fetchall()
     if not rows:
-        return False
+        return None
     openid, from_daily = rows[0]["openid"], rows[0]["from_daily"]
     from_balance = rows[0]["amount"] - from_daily
-    await conn.execute("UPDATE accounts SET balance = balance + ?, daily = daily + ? WHERE openid = ?",
-                       (from_balance, from_daily, openid))
-    await conn.execute(
+    conn.execute("UPDATE accounts SET balance = balance + ?, daily = daily + ? WHERE openid = ?",
+                 (from_balance, from_daily, openid))
+    conn.execute(
         "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at) VALUES (?, 'refund', ?, ?, ?, ?)",
         (openid, from_balance, from_daily, gen_key, now))
-    metrics.credits_moved("refunded", rows[0]["amount"])
-    return True
+    return int(rows[0]["amount"])
 
 
 class Ledger:
@@ -189,11 +191,17 @@ class Ledger:
             " AND l.kind = 'trial') AS has_trial FROM accounts a WHERE openid = ?", (openid,))
         if row is not None and row["has_trial"]:
             return _account(row)
-        async with self.db.transaction() as conn:
-            if await apply_entry(conn, openid, "trial", max(0, trial_credits), "trial", now=self.clock()):
-                log.info("credits.account_opened", user=openid[-6:], trial=max(0, trial_credits))
-            rows = await conn.execute_fetchall(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
-            return _account(list(rows)[0])
+        now = self.clock()
+
+        def run(conn: sqlite3.Connection) -> tuple[bool, Account]:
+            opened = apply_entry_now(conn, openid, "trial", max(0, trial_credits), "trial", now)
+            account = conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
+            return opened, _account(account)
+
+        opened, account = await self.db.write(run)
+        if opened:
+            log.info("credits.account_opened", user=openid[-6:], trial=max(0, trial_credits))
+        return account
 
     async def balance(self, openid: str) -> int:
         """Credits the user can spend now (balance + today's free credits); 0 without an account."""
@@ -209,21 +217,22 @@ class Ledger:
         if row is None or (row["daily_day"] is not None and row["daily_day"] >= day):
             return False
         now = self.clock()
-        async with self.db.transaction() as conn:
-            rows = list(await conn.execute_fetchall("SELECT daily, daily_day FROM accounts WHERE openid = ?",
-                                                    (openid,)))
-            if not rows or (rows[0]["daily_day"] is not None and rows[0]["daily_day"] >= day):
+
+        def run(conn: sqlite3.Connection) -> bool:
+            current = conn.execute("SELECT daily, daily_day FROM accounts WHERE openid = ?", (openid,)).fetchone()
+            if current is None or (current["daily_day"] is not None and current["daily_day"] >= day):
                 return False
-            left = rows[0]["daily"]
+            left = current["daily"]
             if left > 0:
-                await conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
-                                   " VALUES (?, 'expire', ?, ?, ?)", (openid, -left, day, now))
+                conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
+                             " VALUES (?, 'expire', ?, ?, ?)", (openid, -left, day, now))
             if amount > 0:
-                await conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
-                                   " VALUES (?, 'daily', ?, ?, ?)", (openid, amount, day, now))
-            await conn.execute("UPDATE accounts SET daily = ?, daily_day = ? WHERE openid = ?",
-                               (max(0, amount), day, openid))
+                conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
+                             " VALUES (?, 'daily', ?, ?, ?)", (openid, amount, day, now))
+            conn.execute("UPDATE accounts SET daily = ?, daily_day = ? WHERE openid = ?", (max(0, amount), day, openid))
             return True
+
+        return await self.db.write(run)
 
     # -- reservations ---------------------------------------------------------------------------
 
@@ -236,44 +245,56 @@ class Ledger:
         if amount < 0:
             msg = f"cannot reserve a negative amount ({amount})"
             raise ValueError(msg)
-        async with self.db.transaction() as conn:
-            rows = list(await conn.execute_fetchall(
+        now = self.clock()
+
+        def run(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            """(reserved, newly charged)"""
+            row = conn.execute(
                 "SELECT (SELECT openid FROM reservations WHERE gen_key = :k) AS holder,"
-                " (SELECT daily FROM accounts WHERE openid = :o) AS daily", {"k": gen_key, "o": openid}))
-            holder, daily = rows[0]["holder"], rows[0]["daily"]
+                " (SELECT daily FROM accounts WHERE openid = :o) AS daily", {"k": gen_key, "o": openid}).fetchone()
+            holder, daily = row["holder"], row["daily"]
             if holder is not None:
                 if holder != openid:
                     log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
-                return holder == openid
+                return holder == openid, False
             if daily is None:
-                return False
-            taken = list(await conn.execute_fetchall(
+                return False, False
+            taken = conn.execute(
                 "UPDATE accounts SET daily = daily - MIN(daily, :a), balance = balance - (:a - MIN(daily, :a))"
                 " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
-                {"a": amount, "o": openid}))
+                {"a": amount, "o": openid}).fetchall()
             if not taken:
-                return False
+                return False, False
             from_daily = daily - taken[0]["daily"]
-            now = self.clock()
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)",
                 (gen_key, openid, amount, from_daily, now))
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
                 " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
-        metrics.credits_moved("reserved", amount)  # after the commit
-        return True
+            return True, True
+
+        reserved, charged = await self.db.write(run)
+        if charged:
+            metrics.credits_moved("reserved", amount)  # after the commit
+        return reserved
 
     async def settle(self, gen_key: str) -> bool:
         """The generation delivered: its reserved credits are spent. True exactly once."""
-        async with self.db.transaction() as conn:
-            return await settle_entry(conn, gen_key, now=self.clock())
+        now = self.clock()
+        amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now))
+        if amount is not None:
+            metrics.credits_moved("settled", amount)
+        return amount is not None
 
     async def refund(self, gen_key: str) -> bool:
         """The generation failed before the user saw any of it: give the credits back to the buckets
         they came from. True exactly once (never after settle)."""
-        async with self.db.transaction() as conn:
-            return await refund_entry(conn, gen_key, now=self.clock())
+        now = self.clock()
+        amount = await self.db.write(lambda conn: refund_entry(conn, gen_key, now))
+        if amount is not None:
+            metrics.credits_moved("refunded", amount)
+        return amount is not None
 
     async def reservation(self, gen_key: str) -> Reservation | None:
         row = await self.db.fetchone("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))

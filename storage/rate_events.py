@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from storage.db import Database
 
 
@@ -16,13 +18,15 @@ class RateEvents:
         questions are not counted: a user who waits out the window gets in again. The user's own
         expired events are pruned in the same transaction."""
         since = now - window
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, since))
-            rows = await conn.execute_fetchall(
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, since))
+            return bool(conn.execute(
                 "INSERT INTO rate_events (openid, at) SELECT ?, ?"
                 " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING rowid",
-                (openid, now, openid, since, limit))
-            return bool(list(rows))
+                (openid, now, openid, since, limit)).fetchall())
+
+        return await self.db.write(run)
 
     async def prune(self, before: float) -> int:
         """Drop every event older than `before` (users who stopped writing); returns how many."""

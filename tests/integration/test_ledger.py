@@ -354,14 +354,16 @@ async def test_settle_and_refund_can_join_the_transaction_that_finishes_the_answ
 
     await ledger.ensure_account(ALICE, trial_credits=10)
     assert await ledger.reserve(ALICE, "g1", 2) and await ledger.reserve(ALICE, "g2", 3)
+
+    def finish_fails(conn):
+        assert settle_entry(conn, "g1", 1.0) == 2
+        raise RuntimeError("finishing the answer failed")
+
     with pytest.raises(RuntimeError):
-        async with db.transaction() as conn:
-            assert await settle_entry(conn, "g1") is True
-            raise RuntimeError("finishing the answer failed")
+        await db.write(finish_fails)
     assert (await ledger.reservation("g1")).state == "reserved"  # rolled back with the caller
-    async with db.transaction() as conn:
-        assert await settle_entry(conn, "g1") is True
-        assert await refund_entry(conn, "g2") is True
-        assert await refund_entry(conn, "g1") is False
+    both = await db.write(lambda conn: (settle_entry(conn, "g1", 1.0), refund_entry(conn, "g2", 1.0),
+                                        refund_entry(conn, "g1", 1.0)))
+    assert both == (2, 3, None)
     assert await ledger.balance(ALICE) == 8
     assert await ledger.check_invariant() == []
