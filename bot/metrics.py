@@ -79,6 +79,11 @@ for _op in CREDIT_OPS:
     CREDITS.labels(op=_op)
 for _event in ORDER_EVENTS:
     ORDERS.labels(event=_event)
+for _method in LOGIN_METHODS:
+    for _outcome in LOGIN_OUTCOMES:
+        LOGINS.labels(method=_method, outcome=_outcome)
+for _outcome in TRACK_OUTCOMES:
+    TRACK_EVENTS.labels(outcome=_outcome)
 
 
 # -- closed sets from the configuration ---------------------------------------------------------------
