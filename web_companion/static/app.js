@@ -216,6 +216,7 @@
     show($("pay-again"), false);
     text($("checkout-title"), "购买 " + p.name + "（¥" + p.price + "）");
     status("正在下单…", "");
+    if ($("checkout").scrollIntoView) { $("checkout").scrollIntoView(); }
     var body = { product_id: p.id };
     if (kind) { body.kind = kind; }
     api("POST", "/api/orders", body, function (code, order) {

@@ -1,0 +1,146 @@
+"""The companion page in headless Chromium (Debian's, driven by Playwright) on a phone-sized screen:
+a code from /wechat, log in, pick a product, pay (QR code, or WeChat's JS bridge inside its browser),
+the fake WeChat Pay notifies the app, the page shows the new balance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.companionkit import OPENID, code_in, serving
+from tests.fakes.wechat import FakeWeChat
+from tests.fakes.wechatpay import FakeWeChatPay, make_keys
+from tests.harness import APP_ID, TOKEN
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+PHONE = {"width": 390, "height": 844}
+WECHAT_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0"
+             " Mobile Safari/537.36 MicroMessenger/8.0.50.2701(0x28003253) NetType/WIFI Language/zh_CN")
+# The page polls an order every 2 s; the tests move the page's clock on instead of waiting.
+POLL_MS = 2000
+NO_CREDITS = {"quota": {"trial_credits": 0, "daily_free": 0}}
+
+if CHROMIUM is None and os.environ.get("MPGPT_REQUIRE_CHROMIUM"):
+    pytest.fail("chromium is missing but MPGPT_REQUIRE_CHROMIUM is set (.ci/run installs it)", pytrace=False)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def fake_pay():
+    async with FakeWeChatPay(make_keys()) as fake:
+        yield fake
+
+
+async def code_from_wechat(base: str) -> str:
+    async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+        delivery = await wx.send_text(OPENID, "登录")
+    return code_in(delivery.content or "")
+
+
+async def log_in(page, base: str) -> None:
+    await page.clock.install()
+    await page.goto(base + "/")
+    await page.wait_for_selector("#login:not([hidden])")
+    await page.fill("#code", await code_from_wechat(base))
+    await page.click("#login-btn")
+    await page.wait_for_selector("#tabs:not([hidden])")
+
+
+async def paid_and_shown(page, fake_pay: FakeWeChatPay, credits: int) -> None:
+    (no,) = list(fake_pay.orders)
+    assert await fake_pay.pay(no) == 204  # the notify reached the app and was committed
+    await page.clock.fast_forward(POLL_MS)
+    await page.wait_for_selector("#pay-status.ok")
+    assert f"已到账 {credits} 积分" in await page.inner_text("#pay-status")
+    assert await page.inner_text("#balance") == str(credits)
+
+
+async def test_a_follower_logs_in_with_a_chat_code_buys_by_qr_code_and_sees_the_new_balance(
+        tmp_path, llm, fake_pay, browser):
+    async with serving(tmp_path, llm.base_url, fake_pay, **NO_CREDITS) as (base, _):
+        page = await browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        await log_in(page, base)
+        assert await page.inner_text("#balance") == "0"
+        await page.click("#tabs button[data-tab=topup]")
+        await page.click("#products button[data-id=p6]")
+        qr = await page.wait_for_selector("#qr-img")
+        await page.wait_for_selector("#qr:not([hidden])")
+        assert await qr.evaluate("img => img.complete && img.naturalWidth > 0")  # the SVG decoded
+        await page.screenshot(path=str(tmp_path / "checkout.png"), full_page=True)
+        await paid_and_shown(page, fake_pay, 600)
+        await page.click("#tabs button[data-tab=account]")
+        await page.wait_for_selector("#history li")
+        assert "充值" in await page.inner_text("#history")
+        await page.screenshot(path=str(tmp_path / "account.png"), full_page=True)
+        keep = os.environ.get("MPGPT_SCREENSHOTS")
+        if keep:  # for a person checking how the page looks
+            for name in ("checkout.png", "account.png"):
+                shutil.copy(tmp_path / name, Path(keep) / name)
+
+
+async def test_inside_wechats_browser_the_page_pays_through_the_js_bridge(tmp_path, llm, fake_pay, browser):
+    async with serving(tmp_path, llm.base_url, fake_pay, **NO_CREDITS) as (base, _):
+        context = await browser.new_context(viewport=PHONE, user_agent=WECHAT_UA, is_mobile=True)
+        # WeChat injects WeixinJSBridge; this one records the call and answers as WeChat does after paying.
+        await context.add_init_script("""
+            window.bridgeCalls = [];
+            window.WeixinJSBridge = { invoke: function (name, params, cb) {
+                window.bridgeCalls.push([name, params]);
+                setTimeout(function () { cb({ err_msg: "get_brand_wcpay_request:ok" }); }, 0);
+            } };
+        """)
+        page = await context.new_page()
+        await log_in(page, base)
+        await page.click("#tabs button[data-tab=topup]")
+        await page.click("#products button[data-id=p30]")
+        await page.wait_for_function("window.bridgeCalls.length === 1")
+        name, params = await page.evaluate("window.bridgeCalls[0]")
+        (order,) = fake_pay.orders.values()
+        assert name == "getBrandWCPayRequest" and params["package"] == f"prepay_id={order.prepay_id}"
+        assert set(params) == {"appId", "timeStamp", "nonceStr", "package", "signType", "paySign"}
+        assert await page.is_hidden("#qr")
+        # The bridge said ok, but only the notify counts: the page still shows no success.
+        assert "成功" not in await page.inner_text("#pay-status")
+        await paid_and_shown(page, fake_pay, 3500)
+        await context.close()
+
+
+async def test_a_wrong_code_is_explained_on_the_page(tmp_path, llm, browser):
+    async with serving(tmp_path, llm.base_url) as (base, _):
+        page = await browser.new_page(viewport=PHONE)
+        await page.goto(base + "/")
+        await page.wait_for_selector("#login:not([hidden])")
+        real = await code_from_wechat(base)
+        await page.fill("#code", "000000" if real != "000000" else "111111")
+        await page.click("#login-btn")
+        await page.wait_for_selector("#login-error:not([hidden])")
+        assert "登录码不正确或已失效" in await page.inner_text("#login-error")
+        assert await page.is_hidden("#tabs")
+
+
+async def test_without_pay_the_page_says_top_ups_are_not_open_yet(tmp_path, llm, browser):
+    async with serving(tmp_path, llm.base_url) as (base, _):
+        page = await browser.new_page(viewport=PHONE)
+        await log_in(page, base)
+        await page.click("#tabs button[data-tab=topup]")
+        await page.wait_for_selector("#shop-closed:not([hidden])")
+        assert "充值暂未开放" in await page.inner_text("#shop-closed")
+        assert await page.locator("#products li").count() == 0
