@@ -111,7 +111,7 @@ async def test_inside_wechats_browser_the_page_pays_through_the_js_bridge(tmp_pa
         await log_in(page, base)
         await page.click("#tabs button[data-tab=topup]")
         await page.click("#products button[data-id=p30]")
-        await page.wait_for_function("window.bridgeCalls.length === 1")
+        await page.wait_for_function("() => window.bridgeCalls.length === 1")
         name, params = await page.evaluate("window.bridgeCalls[0]")
         (order,) = fake_pay.orders.values()
         assert name == "getBrandWCPayRequest" and params["package"] == f"prepay_id={order.prepay_id}"
