@@ -161,10 +161,12 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bot.logs import setup_logging
     from scripts import cli
     from storage.db import Database
 
     cfg = cli._config(args)
+    setup_logging(cfg.log.level, cfg.log.format)  # log lines to stderr: stdout carries the report
     if args.days < 1:
         raise SystemExit("mpgpt report: --days must be at least 1")
     if args.heatmap is not None and not args.out:

@@ -121,14 +121,15 @@ class WeChatStats:
 
     async def day(self, start: float, end: float) -> DayActivity:
         """The chat side of [start, end): messages written, who wrote, who followed, who paid."""
+        # Positional parameters: Database.fetchone takes a sequence.
         row = await self.db.fetchone(
-            f"SELECT (SELECT COUNT(*) FROM inbound WHERE received_at >= :s AND received_at < :e AND {_MESSAGE})"
+            f"SELECT (SELECT COUNT(*) FROM inbound WHERE received_at >= ?1 AND received_at < ?2 AND {_MESSAGE})"
             " AS messages,"
-            f" (SELECT COUNT(DISTINCT openid) FROM inbound WHERE received_at >= :s AND received_at < :e"
+            f" (SELECT COUNT(DISTINCT openid) FROM inbound WHERE received_at >= ?1 AND received_at < ?2"
             f" AND {_MESSAGE}) AS active,"
-            " (SELECT COUNT(*) FROM users WHERE subscribed_at >= :s AND subscribed_at < :e) AS followers,"
-            f" (SELECT COUNT(DISTINCT openid) FROM orders WHERE paid_at >= :s AND paid_at < :e"
-            f" AND state IN {_PAID}) AS paying", {"s": start, "e": end})
+            " (SELECT COUNT(*) FROM users WHERE subscribed_at >= ?1 AND subscribed_at < ?2) AS followers,"
+            f" (SELECT COUNT(DISTINCT openid) FROM orders WHERE paid_at >= ?1 AND paid_at < ?2"
+            f" AND state IN {_PAID}) AS paying", (start, end))
         assert row is not None
         return DayActivity(row["messages"], row["active"], row["followers"], row["paying"])
 
