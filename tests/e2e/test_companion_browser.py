@@ -5,6 +5,7 @@ the fake WeChat Pay notifies the app, the page shows the new balance."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,3 +145,29 @@ async def test_without_pay_the_page_says_top_ups_are_not_open_yet(tmp_path, llm,
         await page.wait_for_selector("#shop-closed:not([hidden])")
         assert "充值暂未开放" in await page.inner_text("#shop-closed")
         assert await page.locator("#products li").count() == 0
+
+
+async def test_inside_wechats_browser_with_oauth_on_the_page_logs_in_without_a_code(tmp_path, llm, browser):
+    from tests.fakes.wechat import FakeWeChatAPI
+    from tests.harness import APP_SECRET
+
+    async with FakeWeChatAPI(APP_ID, APP_SECRET) as api, \
+            serving(tmp_path, llm.base_url, companion={"oauth": True}, wechat={"api_base": api.base_url}) as (base, _):
+        context = await browser.new_context(viewport=PHONE, user_agent=WECHAT_UA, is_mobile=True)
+
+        async def wechat_authorize(route) -> None:
+            # WeChat's authorize page: silently (snsapi_base) back to our callback with a fresh code.
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(route.request.url).query)
+            api.register_oauth_code("oauth-browser-code", OPENID)
+            back = query["redirect_uri"][0] + "?" + urllib.parse.urlencode(
+                {"code": "oauth-browser-code", "state": query["state"][0]})
+            await route.fulfill(status=302, headers={"Location": back})
+
+        await context.route("https://open.weixin.qq.com/**", wechat_authorize)
+        page = await context.new_page()
+        await page.goto(base + "/")
+        await page.wait_for_selector("#tabs:not([hidden])")
+        # (the browser carries the authorize URL's #wechat_redirect fragment over the redirects)
+        assert page.url.split("#")[0] == base + "/" and await page.is_hidden("#login")
+        assert "/sns/oauth2/access_token" in api.calls
+        await context.close()
