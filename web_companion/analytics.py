@@ -55,7 +55,7 @@ def _int(data: dict[str, Any], key: str, high: int) -> int:
 
 def _page(data: dict[str, Any]) -> str:
     value = data.get("page")
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
         raise BadEvent("page must be a path")
     # Only the path: a query string may carry a login code.
     path = urllib.parse.urlsplit(value).path
