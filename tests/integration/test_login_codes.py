@@ -164,3 +164,28 @@ async def test_a_generated_secret_is_made_once_and_shared(tmp_path, db):
     async with Database(tmp_path / "mpgpt.db") as other:
         b = await SecretRepo(other).get_or_create("session", lambda: "third", 1.0)
     assert a == b == "first"
+
+
+async def test_a_session_token_stops_working_when_its_lifetime_is_over(tmp_path, db):
+    from web_companion.sessions import Sessions
+
+    clock = Clock()
+    cfg = make_config(tmp_path, "http://127.0.0.1:9", companion={"session_days": 1})
+    sessions = await Sessions.open(cfg, db, clock)
+    token = await sessions.start(ALICE, "code")
+    clock.now += 86400 - 1
+    assert await sessions.openid(token) == ALICE
+    clock.now += 1
+    assert await sessions.openid(token) is None
+
+
+async def test_a_session_token_signed_with_another_key_is_refused_without_reaching_storage(tmp_path, db):
+    from storage.login import SessionRepo
+    from web_companion.sessions import Sessions
+
+    cfg = make_config(tmp_path, "http://127.0.0.1:9")
+    ours = Sessions(cfg, SessionRepo(db), b"k" * 32)
+    theirs = Sessions(cfg, SessionRepo(db), b"x" * 32)
+    token = await theirs.start(ALICE, "code")
+    assert await theirs.openid(token) == ALICE and await ours.openid(token) is None
+    assert not await ours.end(token) and await theirs.openid(token) == ALICE
