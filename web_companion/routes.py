@@ -239,7 +239,9 @@ async def products(request: web.Request) -> web.StreamResponse:
     pay = request.app.get(PAY)
     if pay is None:
         return web.json_response({"open": False, "message": NOT_OPEN, "products": []})
-    return web.json_response({"open": True, "message": None, "products": [product_view(p) for p in pay.products()]})
+    # Read from storage each time: the owner may change what is on sale while the server runs.
+    on_sale = await pay.load_products()
+    return web.json_response({"open": True, "message": None, "products": [product_view(p) for p in on_sale]})
 
 
 @_refusals

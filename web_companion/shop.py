@@ -12,9 +12,9 @@ from typing import Any
 
 import segno
 
-from bot.config import ProductConfig
 from bot.pay.service import Checkout
 from storage.orders import SETTLED, Order
+from storage.products import ProductLike
 
 NOT_OPEN = "充值暂未开放，敬请期待。"
 
@@ -24,7 +24,7 @@ def in_wechat(user_agent: str) -> bool:
     return "MicroMessenger" in user_agent
 
 
-def product_view(p: ProductConfig) -> dict[str, Any]:
+def product_view(p: ProductLike) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "credits": p.credits, "price_fen": p.price_fen,
             "price": f"{p.price_fen // 100}.{p.price_fen % 100:02d}"}
 

@@ -205,3 +205,13 @@ async def test_many_polls_while_the_notify_arrives_credit_once(tmp_path, llm, fa
         _, final = await get(http, f"{base}/api/orders/{no}")
         assert len(await paykit.topups(app[DB])) == 1
     assert final["balance"] == 600
+
+
+async def test_a_product_the_owner_takes_off_sale_disappears_from_the_page_at_once(tmp_path, llm, fake_pay):
+    from storage.products import ProductRepo
+
+    async with serving(tmp_path, llm.base_url, fake_pay) as (base, app), browser_session() as http:
+        await get(http, f"{base}/api/products")  # the config's products are in storage now
+        await ProductRepo(app[DB]).update("p30", enabled=False)
+        _, products = await get(http, f"{base}/api/products")
+    assert [p["id"] for p in products["products"]] == ["p6"]
