@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--openid", default="o_simulator", help="the follower's openid to play")
     p.set_defaults(func=_simulate)
     report.register(sub)
+    from scripts import owner  # the owner's maintenance commands (users, credits, orders, doctor, ...)
+
+    owner.register(sub)
     return parser
 
 
