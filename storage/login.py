@@ -83,13 +83,16 @@ class LoginCodeRepo:
         async with self.db.transaction() as conn:
             since = now - window
             await conn.execute("DELETE FROM login_failures WHERE at <= ?", (since,))
-            for refusal, where, params, limit in (("ip_limited", "ip = ? AND", (ip,), ip_limit),
-                                                  ("global_limited", "", (), global_limit)):
+            limits: tuple[tuple[Refusal, str, tuple[str, ...], int], ...] = (
+                ("ip_limited", "ip = ? AND", (ip,), ip_limit), ("global_limited", "", (), global_limit))
+            for refusal, where, params, limit in limits:
+                # The newest `limit` failures in the window: all of them there means the limit is reached,
+                # until the oldest of them ages out.
                 rows = list(await conn.execute_fetchall(
                     f"SELECT COUNT(*) AS n, MIN(at) AS oldest FROM (SELECT at FROM login_failures WHERE {where}"
                     " at > ? ORDER BY at DESC LIMIT ?)", (*params, since, limit)))
                 if rows[0]["n"] >= limit:
-                    return Redeemed(None, refusal, max(0.0, rows[0]["oldest"] + window - now))  # type: ignore[arg-type]
+                    return Redeemed(None, refusal, max(0.0, rows[0]["oldest"] + window - now))
             used = list(await conn.execute_fetchall(
                 "UPDATE login_codes SET live = NULL, used_at = ?, used_by = ?"
                 " WHERE code = ? AND live = 1 AND expires_at > ? RETURNING openid", (now, ip, code, now)))

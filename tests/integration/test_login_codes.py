@@ -189,3 +189,16 @@ async def test_a_session_token_signed_with_another_key_is_refused_without_reachi
     token = await theirs.start(ALICE, "code")
     assert await theirs.openid(token) == ALICE and await ours.openid(token) is None
     assert not await ours.end(token) and await theirs.openid(token) == ALICE
+
+
+async def test_failures_counted_through_one_connection_hold_for_another_process(tmp_path, db):
+    repo = LoginCodeRepo(db)
+    await repo.issue(ALICE, lambda: "123456", 0.0, 300)
+    limits = {"window": 600, "ip_limit": 2, "global_limit": 100}
+    async with Database(tmp_path / "mpgpt.db") as other_process:
+        other = LoginCodeRepo(other_process)
+        assert (await repo.redeem("000000", "1.2.3.4", 1.0, **limits)).refusal == "invalid"
+        assert (await other.redeem("000000", "1.2.3.4", 2.0, **limits)).refusal == "invalid"
+        assert (await repo.redeem("123456", "1.2.3.4", 3.0, **limits)).refusal == "ip_limited"
+        assert (await other.redeem("123456", "5.6.7.8", 3.0, **limits)).openid == ALICE
+        assert (await repo.redeem("123456", "5.6.7.8", 4.0, **limits)).refusal == "invalid"
