@@ -1,0 +1,151 @@
+"""`mpgpt doctor`: is everything the service depends on in order? A pass/fail table, exit 1 on a failure.
+
+Checks: the config loads; the database opens and its schema is the latest; the books balance (the
+ledger invariant); WeChat takes our app id and secret (a stable_token fetch, never a forced
+refresh); each enabled channel answers a tiny question; WeChat Pay's keys load and one signed query
+comes back verified. Nothing is changed, except that the fetched access token is stored for the
+servers to share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.config import Config, ConfigError
+from bot.pay.client import PayClient, PayError
+from bot.wechat.api import WeChatAPI, WeChatAPIError
+from scripts.owner.channels import probe
+from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
+from storage.db import Database, latest_schema_version
+from storage.ledger import Ledger
+from storage.tokens import TokenRepo
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    result: str  # pass | fail | skip
+    detail: str
+
+
+def register(subparsers: Any) -> None:
+    p = leaf(subparsers, "doctor", "check config, database, ledger, WeChat, channels and WeChat Pay", doctor,
+             needs="nothing")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds each outside check may take (default 20)")
+
+
+async def doctor(ctx: Ctx) -> int:
+    checks: list[Check] = []
+    try:
+        cfg = config_of(ctx.args)
+        checks.append(Check("config", "pass", f"{cfg.base_dir}"))
+    except ConfigError as e:
+        checks.append(Check("config", "fail", str(e)))
+        return _report(ctx, checks)
+    try:
+        db = await _database(cfg, checks)
+    except OwnerError as e:
+        checks.append(Check("database", "fail", str(e)))
+        db = None
+    if db is not None:
+        try:
+            await _ledger(db, checks)
+            outside = await asyncio.gather(_wechat(cfg, db, ctx.args.timeout), _pay(cfg, ctx.args.timeout),
+                                           *(_channel(cfg, ch.name, ctx.args.timeout) for ch in cfg.channels))
+            checks += outside
+        finally:
+            await db.close()
+    return _report(ctx, checks)
+
+
+def _report(ctx: Ctx, checks: list[Check]) -> int:
+    ctx.emit([asdict(c) for c in checks],
+             lambda: table([(c.name, c.result.upper() if c.result == "fail" else c.result, c.detail) for c in checks],
+                           ("CHECK", "RESULT", "DETAIL")))
+    return 1 if any(c.result == "fail" for c in checks) else 0
+
+
+async def _database(cfg: Config, checks: list[Check]) -> Database | None:
+    path = cfg.resolve_path(cfg.storage.path)
+    if not path.exists():
+        raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate`)")
+    db = await Database(path, cfg.storage.busy_timeout_ms).open(migrate=False)
+    checks.append(Check("database", "pass", str(path)))
+    have, want = await db.schema_version(), latest_schema_version()
+    if have == want:
+        checks.append(Check("schema", "pass", f"version {have} (latest)"))
+    elif have < want:
+        checks.append(Check("schema", "fail", f"version {have}, this mpgpt needs {want}: run `mpgpt migrate`"))
+    else:
+        checks.append(Check("schema", "fail", f"version {have} is newer than this mpgpt knows ({want})"))
+    return db
+
+
+async def _ledger(db: Database, checks: list[Check]) -> None:
+    try:
+        found = await Ledger(db).check_invariant()
+    except sqlite3.Error as e:
+        checks.append(Check("ledger", "fail", f"cannot check: {e}"))
+        return
+    if not found:
+        row = await db.fetchone("SELECT COUNT(*) AS n FROM accounts")
+        checks.append(Check("ledger", "pass", f"{row['n'] if row else 0} accounts match their ledger rows"))
+        return
+    first = ", ".join(f"{m.openid[-6:]} {m.subject} stored {m.stored} ledger {m.ledger}" for m in found[:3])
+    checks.append(Check("ledger", "fail", f"{len(found)} mismatches: {first}"))
+
+
+async def _wechat(cfg: Config, db: Database, timeout: float) -> Check:
+    w = cfg.wechat
+    if not (w.app_id and w.app_secret):
+        return Check("wechat", "skip", "no app_id/app_secret (passive mode needs no API calls)")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(timeout):
+                left = await WeChatAPI(w, session, TokenRepo(db)).check_credentials()
+    except WeChatAPIError as e:
+        hint = " (this machine's IP is not on the account's IP whitelist)" if e.errcode == 40164 else ""
+        return Check("wechat", "fail", f"stable_token: {e.errcode} {e.errmsg}{hint}")
+    except TimeoutError:
+        return Check("wechat", "fail", f"stable_token: no answer within {timeout:g} s")
+    return Check("wechat", "pass", f"app {w.app_id}: access token valid for {int(left)} s")
+
+
+async def _channel(cfg: Config, name: str, timeout: float) -> Check:
+    ch = next(c for c in cfg.channels if c.name == name)
+    if not ch.enabled:
+        return Check(f"channel {name}", "skip", "off in the config")
+    r = await probe(cfg, name, timeout=timeout)
+    if r.ok:
+        return Check(f"channel {name}", "pass",
+                     f"{r.model}: first token {r.first_token_ms} ms, {r.total_ms} ms in all")
+    return Check(f"channel {name}", "fail", f"{r.model}: {r.error}")
+
+
+async def _pay(cfg: Config, timeout: float) -> Check:
+    if not cfg.pay.enabled:
+        return Check("pay", "skip", "off (no [pay] table)")
+    try:
+        client = PayClient.from_config(cfg)
+    except (OSError, ValueError) as e:
+        return Check("pay", "fail", f"keys do not load: {e}")
+    try:
+        async with asyncio.timeout(timeout):
+            async with client:
+                if not client.ready:
+                    return Check("pay", "fail", "the client could not start (platform certificates?)")
+                # An order number nobody has: a verified 'no such order' proves signing both ways.
+                found = await client.query(f"DOCTOR{int(time.time())}")
+    except PayError as e:
+        return Check("pay", "fail", f"query: {e}")
+    except TimeoutError:
+        return Check("pay", "fail", f"query: no answer within {timeout:g} s")
+    mode = "public key" if cfg.pay.public_key_id else "certificates"
+    detail = f"merchant {cfg.pay.mchid} ({mode}): keys load, a signed query was answered and verified"
+    return Check("pay", "pass" if found is None else "fail", detail if found is None else "a made-up order exists?")

@@ -1,0 +1,116 @@
+"""`mpgpt backup --out FILE` and `mpgpt prune`.
+
+backup copies the live database while the server runs (SQLite's online backup, one consistent
+snapshot), then checks the copy before calling it good: SQLite's integrity and foreign-key checks,
+and the credits ledger's own invariant on the copy. prune deletes message content older than
+`storage.retention_days` in short batches; money and usage records stay.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from scripts.owner.kit import Ctx, OwnerError, leaf, pairs, positive_int
+from storage.backup import backup, check_copy
+from storage.db import Database
+from storage.ledger import Ledger
+from storage.retention import count_prunable, prune
+
+
+def register(subparsers: Any) -> None:
+    p = leaf(subparsers, "backup", "copy the live database to FILE, then check the copy", backup_cmd)
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the copy")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p = leaf(subparsers, "prune", "delete messages and answers older than the retention", prune_cmd)
+    p.add_argument("--days", type=positive_int, help="keep this many days (default: storage.retention_days)")
+    p.add_argument("--dry-run", action="store_true", help="only count what would go")
+
+
+class ProgressBar:
+    """`backup [#######.......]  52%  1234/2345 pages` on a terminal; a line per tenth elsewhere."""
+
+    def __init__(self, out: TextIO = sys.stderr, width: int = 30) -> None:
+        self.out = out
+        self.width = width
+        self.tty = out.isatty()
+        self._last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        tenth = int(share * 10)
+        if not self.tty and tenth == self._last_tenth:
+            return
+        self._last_tenth = tenth
+        filled = int(self.width * share)
+        line = f"backup [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}  {done}/{total} pages"
+        self.out.write(("\r" + line) if self.tty else (line + "\n"))
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+async def backup_cmd(ctx: Ctx) -> int:
+    out = Path(ctx.args.out).expanduser()
+    live = ctx.cfg.resolve_path(ctx.cfg.storage.path).resolve()
+    if out.resolve() == live:
+        raise OwnerError("--out names the live database itself")
+    if out.exists() and not ctx.args.force:
+        raise OwnerError(f"{out} exists (use --force to replace it)")
+    if not out.parent.is_dir():
+        raise OwnerError(f"no such folder: {out.parent}")
+    bar = ProgressBar()
+    started = time.perf_counter()
+    try:
+        pages = await backup(ctx.db, out, None if ctx.json else bar)
+    except OSError as e:
+        raise OwnerError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        bar.finish()
+    seconds = time.perf_counter() - started
+    check = check_copy(out)
+    mismatches: int | None = None
+    version: int | None = None
+    if check.integrity == "ok":
+        copy = await Database(out).open(migrate=False)
+        try:
+            mismatches = len(await Ledger(copy).check_invariant())
+            version = await copy.schema_version()
+        finally:
+            await copy.close()
+    ok = check.ok and mismatches == 0
+    data = {"file": str(out), "bytes": out.stat().st_size, "pages": pages, "seconds": round(seconds, 3),
+            "integrity": check.integrity, "foreign_key_violations": check.foreign_keys,
+            "ledger_mismatches": mismatches, "ok": ok}
+    ctx.emit(data, pairs([
+        ("backup", str(out)), ("size", f"{data['bytes']:,} bytes, {pages} pages in {seconds:.2f} s"),
+        ("integrity", check.integrity), ("foreign keys", "ok" if not check.foreign_keys else
+                                          f"{check.foreign_keys} violations"),
+        ("ledger", "balances match the ledger" if mismatches == 0 else f"{mismatches} mismatches"),
+        ("schema", version),
+        ("result", "ok" if ok else "FAILED: do not rely on this copy")]))
+    return 0 if ok else 1
+
+
+async def prune_cmd(ctx: Ctx) -> None:
+    days = ctx.args.days or ctx.cfg.storage.retention_days
+    cutoff = time.time() - days * 86400
+    if ctx.args.dry_run:
+        counts = await count_prunable(ctx.db, cutoff)
+        verb = "would delete"
+    else:
+        counts = await prune(ctx.db, cutoff)
+        await ctx.audit.record("prune", "storage", args=ctx.argv,
+                               detail={"days": days, "cutoff": cutoff, **_asdict(counts)})
+        verb = "deleted"
+    data = {"days": days, "dry_run": bool(ctx.args.dry_run), **_asdict(counts)}
+    ctx.emit(data, f"older than {days} days, {verb}: " + ", ".join(f"{n} {k}" for k, n in _asdict(counts).items()))
+
+
+def _asdict(counts: Any) -> dict[str, int]:
+    return {k: getattr(counts, k) for k in counts.__slots__}
