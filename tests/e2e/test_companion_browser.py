@@ -171,3 +171,22 @@ async def test_inside_wechats_browser_with_oauth_on_the_page_logs_in_without_a_c
         assert page.url.split("#")[0] == base + "/" and await page.is_hidden("#login")
         assert "/sns/oauth2/access_token" in api.calls
         await context.close()
+
+
+async def test_the_history_loads_more_rows_on_demand(tmp_path, llm, browser):
+    from bot.keys import DB
+    from storage.ledger import Ledger
+
+    async with serving(tmp_path, llm.base_url, **NO_CREDITS) as (base, app):
+        ledger = Ledger(app[DB])
+        await ledger.ensure_account(OPENID, 0)
+        for i in range(25):
+            await ledger.apply(OPENID, "admin", 1, f"gift-{i}")
+        page = await browser.new_page(viewport=PHONE)
+        await log_in(page, base)
+        await page.wait_for_selector("#history li")
+        assert await page.locator("#history li").count() == 20
+        await page.click("#history-more")
+        await page.wait_for_function("() => document.querySelectorAll('#history li').length === 25")
+        assert await page.is_hidden("#history-more")
+        assert await page.inner_text("#balance") == "25"
