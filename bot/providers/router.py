@@ -192,15 +192,20 @@ class Router:
                 r.breaker.enable()
                 log.info("channel_enabled", channel=r.name, source="storage")
 
-    def _sync_disabled_soon(self) -> None:
-        """Cheap periodic reload: at most one background read per interval, started by traffic."""
+    async def _sync_disabled_if_due(self) -> None:
+        """Cheap periodic reload: one indexed read of a tiny table at most once per interval, by the
+        first question after it, so that question already honours an owner's change. A failed read
+        keeps the current state (the next interval tries again)."""
         if self.disabled_repo is None:
             return
         now = self.clock()
         if self._synced_at is not None and now - self._synced_at < self.settings.disabled_sync_interval:
             return
         self._synced_at = now
-        self._background(self.load_disabled())
+        try:
+            await self.load_disabled()
+        except Exception as exc:  # noqa: BLE001 - a storage hiccup must not fail a question
+            log.warning("disabled_sync_failed", error=type(exc).__name__)
 
     async def aclose(self) -> None:
         await self.flush()
@@ -235,7 +240,7 @@ class Router:
     # -- streaming ------------------------------------------------------------------------------
     async def stream(self, model: str, messages: Sequence[ChatMessage], *, user: str,
                      msg_key: str | None = None) -> AsyncIterator[Delta]:
-        self._sync_disabled_soon()
+        await self._sync_disabled_if_due()
         name = self.resolve(model)
         tried: list[str] = []
         pending: _Attempt | None = None  # failed before its first token; its outcome depends on what follows
