@@ -32,12 +32,18 @@ class Pruned:
     conversations: int = 0
 
 
+# For a dry run: the conversations left without answers and turns once the steps before have run.
+_CONVERSATIONS_AFTER = (
+    "last_at < ?1 AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.conversation_id = conversations.id"
+    " AND NOT (a.created_at < ?1 AND a.status != 'generating'))")
+
+
 async def count_prunable(db: Database, cutoff: float) -> Pruned:
     """What prune() would delete now (for --dry-run)."""
     counts = {}
     for label, table, where in _STEPS:
         if label == "conversations":
-            where = "last_at < ?1"
+            where = _CONVERSATIONS_AFTER
         row = await db.fetchone(f"SELECT COUNT(*) AS n FROM {table} WHERE {where}", (cutoff,))
         counts[label] = row["n"] if row else 0
     return Pruned(**counts)

@@ -7,9 +7,15 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.fakes.llm import FakeLLM
+from tests.fakes.wechat import FakeWeChat
+from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, merge, write_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +65,26 @@ def assert_one_line_failure(r: Result, *needles: str, code: int | None = None) -
     assert "Traceback" not in r.err
     for needle in needles:
         assert needle in r.err, (needle, r.err)
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, llm: FakeLLM, extra_toml: str = "",
+                  **overrides: Any) -> AsyncIterator[tuple[Path, ServerProcess, FakeWeChat]]:
+    """`mpgpt serve` in its own process; yields (config path, server, WeChat delivering to it)."""
+    # The router follows the owner's channel changes within 0.05 s here.
+    data = config_data(tmp_path, llm.base_url, router={"disabled_sync_interval": 0.05})
+    path = write_toml(tmp_path / "mpgpt.toml", merge(data, overrides))
+    if extra_toml:
+        path.write_text(path.read_text(encoding="utf-8") + extra_toml, encoding="utf-8")
+    server = await asyncio.to_thread(ServerProcess(path, free_port()).start)
+    try:
+        async with FakeWeChat(server.url + "/wechat", TOKEN, APP_ID, window=0.6) as wechat:
+            yield path, server, wechat
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def ask(wechat: FakeWeChat, openid: str, text: str = "你好") -> str:
+    delivery = await wechat.send_text(openid, text)
+    assert delivery.status == 200, delivery
+    return delivery.content or ""

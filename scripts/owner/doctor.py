@@ -24,6 +24,7 @@ from scripts.owner.channels import probe
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
 from storage.db import Database, latest_schema_version
 from storage.ledger import Ledger
+from storage.owner_views import OwnerViews
 from storage.tokens import TokenRepo
 
 
@@ -56,7 +57,7 @@ async def doctor(ctx: Ctx) -> int:
     if db is not None:
         try:
             await _ledger(db, checks)
-            outside = await asyncio.gather(_wechat(cfg, db, ctx.args.timeout), _pay(cfg, ctx.args.timeout),
+            outside = await asyncio.gather(_wechat(cfg, db, ctx.args.timeout), _pay(cfg, db, ctx.args.timeout),
                                            *(_channel(cfg, ch.name, ctx.args.timeout) for ch in cfg.channels))
             checks += outside
         finally:
@@ -128,24 +129,31 @@ async def _channel(cfg: Config, name: str, timeout: float) -> Check:
     return Check(f"channel {name}", "fail", f"{r.model}: {r.error}")
 
 
-async def _pay(cfg: Config, timeout: float) -> Check:
+async def _pay(cfg: Config, db: Database, timeout: float) -> Check:
     if not cfg.pay.enabled:
         return Check("pay", "skip", "off (no [pay] table)")
     try:
         client = PayClient.from_config(cfg)
     except (OSError, ValueError) as e:
         return Check("pay", "fail", f"keys do not load: {e}")
+    # WeChat Pay signs every answer but the library verifies only successful ones: query our newest
+    # order when there is one (a verified answer proves both keys), else a number nobody has (a
+    # 'no such order' proves WeChat Pay took our signature).
+    newest = await OwnerViews(db).orders(limit=1)
+    no = newest[0]["out_trade_no"] if newest else f"DOCTOR{int(time.time())}"
     try:
         async with asyncio.timeout(timeout):
             async with client:
                 if not client.ready:
                     return Check("pay", "fail", "the client could not start (platform certificates?)")
-                # An order number nobody has: a verified 'no such order' proves signing both ways.
-                found = await client.query(f"DOCTOR{int(time.time())}")
+                found = await client.query(no)
     except PayError as e:
-        return Check("pay", "fail", f"query: {e}")
+        return Check("pay", "fail", f"query {no}: {e}")
     except TimeoutError:
         return Check("pay", "fail", f"query: no answer within {timeout:g} s")
     mode = "public key" if cfg.pay.public_key_id else "certificates"
-    detail = f"merchant {cfg.pay.mchid} ({mode}): keys load, a signed query was answered and verified"
-    return Check("pay", "pass" if found is None else "fail", detail if found is None else "a made-up order exists?")
+    if newest and found is None:
+        return Check("pay", "fail", f"WeChat Pay does not know our newest order {no} (another merchant's keys?)")
+    proof = (f"order {no} queried, the signed answer verified" if newest
+             else "a signed query was accepted (no order yet whose answer could be verified)")
+    return Check("pay", "pass", f"merchant {cfg.pay.mchid} ({mode}): keys load, {proof}")

@@ -6,45 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from storage.db import Database
 from storage.ledger import Ledger
-from tests.fakes.llm import FakeLLM, Script
-from tests.fakes.wechat import FakeWeChat
-from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, merge, write_toml
-from tests.ownerkit import ROOT, assert_one_line_failure, mpgpt, ok
+from tests.fakes.llm import Script
+from tests.ownerkit import ROOT, ask, assert_one_line_failure, mpgpt, ok, serving
 
 ALICE = "o6_bmjrPTlm6_alice_x2501"
 BOB = "o6_bmjrPTlm6_bob_xx2501"
 ANSWER = "你好，我是测试模型。"
-
-
-@asynccontextmanager
-async def serving(tmp_path: Path, llm: FakeLLM, extra_toml: str = "",
-                  **overrides: Any) -> AsyncIterator[tuple[Path, ServerProcess, FakeWeChat]]:
-    """`mpgpt serve` in its own process; yields (config path, server, WeChat delivering to it)."""
-    data = config_data(tmp_path, llm.base_url, router={"disabled_sync_interval": 0.05})
-    path = write_toml(tmp_path / "mpgpt.toml", merge(data, overrides))
-    if extra_toml:
-        path.write_text(path.read_text(encoding="utf-8") + extra_toml, encoding="utf-8")
-    server = await asyncio.to_thread(ServerProcess(path, free_port()).start)
-    try:
-        async with FakeWeChat(server.url + "/wechat", TOKEN, APP_ID, window=0.6) as wechat:
-            yield path, server, wechat
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
-async def ask(wechat: FakeWeChat, openid: str, text: str = "你好") -> str:
-    delivery = await wechat.send_text(openid, text)
-    assert delivery.status == 200, delivery
-    return delivery.content or ""
 
 
 async def books(tmp_path: Path) -> Ledger:
