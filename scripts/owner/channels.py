@@ -8,6 +8,7 @@ disabled channel too, which is how the owner checks a fixed key before enabling 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -59,8 +60,6 @@ class ProbeResult:
 
 async def probe(cfg: Config, name: str, model: str | None = None, timeout: float = 30.0) -> ProbeResult:
     """One question through the channel, outside the router (no breaker, no failover, no records)."""
-    import asyncio
-
     ch = channel_config(cfg, name)
     model = model or ch.models[0]
     if model not in ch.models:

@@ -3,7 +3,8 @@
 backup copies the live database while the server runs (SQLite's online backup, one consistent
 snapshot), then checks the copy before calling it good: SQLite's integrity and foreign-key checks,
 and the credits ledger's own invariant on the copy. prune deletes message content older than
-`storage.retention_days` in short batches; money and usage records stay.
+`storage.retention_days` in short batches, and page analytics older than `analytics.retention_days`;
+money and usage records stay.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 
 from scripts.owner.kit import Ctx, OwnerError, leaf, pairs, positive_int
 from storage.backup import backup, check_copy
+from storage.analytics import prune_page_events
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.retention import count_prunable, prune
@@ -99,17 +101,24 @@ async def backup_cmd(ctx: Ctx) -> int:
 
 async def prune_cmd(ctx: Ctx) -> None:
     days = ctx.args.days or ctx.cfg.storage.retention_days
+    analytics_days = ctx.cfg.analytics.retention_days
     cutoff = time.time() - days * 86400
     if ctx.args.dry_run:
-        counts = await count_prunable(ctx.db, cutoff)
+        counts = _asdict(await count_prunable(ctx.db, cutoff))
         verb = "would delete"
     else:
-        counts = await prune(ctx.db, cutoff)
+        counts = _asdict(await prune(ctx.db, cutoff))
+        # Page analytics keep their own retention ([analytics] retention_days).
+        counts["page_events"] = await prune_page_events(ctx.db, analytics_days)
         await ctx.audit.record("prune", "storage", args=ctx.argv,
-                               detail={"days": days, "cutoff": cutoff, **_asdict(counts)})
+                               detail={"days": days, "analytics_days": analytics_days, "cutoff": cutoff, **counts})
         verb = "deleted"
-    data = {"days": days, "dry_run": bool(ctx.args.dry_run), **_asdict(counts)}
-    ctx.emit(data, f"older than {days} days, {verb}: " + ", ".join(f"{n} {k}" for k, n in _asdict(counts).items()))
+    data = {"days": days, "analytics_days": analytics_days, "dry_run": bool(ctx.args.dry_run), **counts}
+    text = f"older than {days} days, {verb}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    if "page_events" in counts:
+        text = text.replace(f"{counts['page_events']} page_events",
+                            f"{counts['page_events']} page events (older than {analytics_days} days)")
+    ctx.emit(data, text)
 
 
 def _asdict(counts: Any) -> dict[str, int]:

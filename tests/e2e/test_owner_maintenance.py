@@ -13,6 +13,7 @@ from pathlib import Path
 from bot.config import load_config
 from bot.pay.client import PayClient
 from bot.pay.service import PayService
+from storage.analytics import PageEvents, PageView
 from storage.answers import AnswerRepo
 from storage.db import Database
 from storage.inbound import InboundRepo
@@ -91,17 +92,21 @@ async def test_a_backup_taken_while_the_server_works_restores_to_a_database_whos
 
 
 async def test_prune_deletes_old_messages_and_keeps_recent_ones_and_the_books(tmp_path, llm):
-    async with serving(tmp_path, llm, storage={"retention_days": 30}) as (config, _, wechat):
+    async with serving(tmp_path, llm, storage={"retention_days": 30}, analytics={"retention_days": 20}) as (
+            config, _, wechat):
         assert await ask(wechat, ALICE) == ANSWER
         db = await Database(tmp_path / "mpgpt.db").open(migrate=False)
         try:
             await seed_history(db, OLD, time.time() - 40 * DAY, 3)
             await seed_history(db, OLD, time.time() - 10 * DAY, 2)
+            await PageEvents(db).write([PageView(f"v{i}", "visitor", "/", "", "127.0.0.1", 390, 844, when)
+                                        for i, when in enumerate((time.time() - 25 * DAY, time.time()))])
             dry = (await ok(config, "prune", "--dry-run", "--json")).json()
             assert (dry["inbound"], dry["answers"], dry["turns"], dry["conversations"]) == (3, 3, 6, 1)
 
             pruned = (await ok(config, "prune", "--json")).json()
             assert (pruned["inbound"], pruned["answers"], pruned["turns"], pruned["conversations"]) == (3, 3, 6, 1)
+            assert pruned["page_events"] == 1  # [analytics] retention_days: its own 20 days
             left = await db.fetchall("SELECT openid, COUNT(*) AS n FROM answers GROUP BY openid ORDER BY openid")
             assert [(r["openid"], r["n"]) for r in left] == [(ALICE, 1), (OLD, 2)]
             assert await Ledger(db).check_invariant() == []
