@@ -1,0 +1,67 @@
+"""The real app on loopback for the metrics and analytics tests, and reading /metrics back."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.app import create_app
+from bot.config import Config
+from bot.metrics_http import http_metrics, setup_metrics
+from web_companion.track import setup_tracking
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@asynccontextmanager
+async def serving(cfg: Config, sock: socket.socket | None = None) -> AsyncIterator[tuple[str, web.Application]]:
+    """The app factory's app (companion page, tracker, metrics) on a loopback socket: (base URL, app)."""
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+    app = create_app(cfg)
+    named = app.router.named_resources()
+    if "companion_index" not in named:  # until the factory mounts the companion page
+        from web_companion.routes import setup_companion
+        setup_companion(app, cfg)
+    if "track" not in named and cfg.analytics.enabled:  # until the factory mounts the tracker
+        setup_tracking(app, cfg)
+    if http_metrics not in app.middlewares:  # until the factory mounts metrics
+        setup_metrics(app, cfg)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    try:
+        await runner.setup()
+    except BaseException:  # a start-up failure: close what the contexts before it opened
+        await runner.cleanup()
+        sock.close()
+        raise
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    finally:
+        await runner.cleanup()
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+async def scrape(url: str, token: str | None = None) -> Samples:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return parse(await resp.text())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value, 0 when the series does not exist yet."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
