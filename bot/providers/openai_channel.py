@@ -12,6 +12,7 @@ cancel the consumer's code instead of ours): the first token must come within
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 import json
 from collections.abc import AsyncIterator, Sequence
 import openai
@@ -19,7 +20,7 @@ import structlog
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from bot.providers.base import ChatMessage, Delta, ProviderError
-from bot.providers.chunks import read_chunks
+from bot.providers.chunks import read_chunks, sse_pieces
 from bot.providers.errors import classify_status, is_connect_failure
 
 log = structlog.get_logger(__name__)
@@ -60,14 +61,17 @@ class OpenAIChannel:
         opened = False
         try:
             try:
-                async with asyncio.timeout_at(first_at):
-                    sdk_stream = await self._client.chat.completions.create(
-                        model=model, messages=[{"role": m.role, "content": m.content} for m in messages],
-                        stream=True, stream_options={"include_usage": True},
-                    )
-                opened = True
-                async with sdk_stream:
-                    async for item in read_chunks(sdk_stream, first_at, total_at, messages):
+                # The SDK makes the request (auth, base_url, error statuses); we read the SSE lines
+                # ourselves instead of having it build a pydantic model per chunk.
+                async with AsyncExitStack() as stack:
+                    async with asyncio.timeout_at(first_at):
+                        response = await stack.enter_async_context(
+                            self._client.chat.completions.with_streaming_response.create(
+                                model=model, messages=[{"role": m.role, "content": m.content} for m in messages],
+                                stream=True, stream_options={"include_usage": True},
+                            ))
+                    opened = True
+                    async for item in read_chunks(sse_pieces(response.iter_lines()), first_at, total_at, messages):
                         yield item
             except ProviderError:
                 raise

@@ -23,7 +23,7 @@ import zhipuai
 from zhipuai.core import _errors as zerr
 
 from bot.providers.base import ChatMessage, Delta, ProviderError
-from bot.providers.chunks import read_chunks
+from bot.providers.chunks import read_chunks, sdk_pieces
 from bot.providers.errors import classify_status, is_connect_failure
 
 log = structlog.get_logger(__name__)
@@ -102,7 +102,7 @@ class ZhipuAIChannel:
         try:
             loop.run_in_executor(self._executor, self._pump, call, model, payload)
             try:
-                async for item in read_chunks(call.items(), first_at, total_at, messages):
+                async for item in read_chunks(sdk_pieces(call.items()), first_at, total_at, messages):
                     yield item
             except ProviderError:
                 raise
