@@ -10,13 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from PIL import Image
 
 from scripts.heatmap import render
 from storage.analytics import PageClick, PageEvents
 from storage.db import Database
-from tests.harness import config_data, make_config, running, write_toml
+from tests.harness import config_data, make_config, write_toml
+from tests.monitorkit import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 HOT, WARM = (120, 300), (300, 700)
@@ -59,19 +61,22 @@ async def test_clicks_from_a_wider_screen_are_scaled_to_the_picture(tmp_path):
 def test_the_command_draws_the_heat_over_a_screenshot_of_the_real_page(tmp_path):
     llm_url = "http://127.0.0.1:9/v1"  # nothing asks the model
     db_path = tmp_path / "mpgpt.db"
-    asyncio.run(_seed(db_path))
     data = config_data(tmp_path, llm_url, storage={"path": str(db_path)})
     config = write_toml(tmp_path / "config.toml", data)
 
     async def shoot() -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
-        async with running(make_config(tmp_path, llm_url, storage={"path": str(db_path)})) as (url, _):
+        async with serving(make_config(tmp_path, llm_url, storage={"path": str(db_path)})) as (url, _):
+            async with aiohttp.ClientSession() as http, http.get(url + "/") as page:
+                assert page.status == 200 and "text/html" in page.content_type  # the companion page itself
             args = ["report", "--config", str(config), "--url", url, "--heatmap", "/"]
+            bare = await _cli(*args, "--out", str(tmp_path / "bare.png"))  # no clicks yet
+            await _seed(db_path)
             with_heat = await _cli(*args, "--out", str(tmp_path / "heat.png"))
-            bare = await _cli(*args[:-2], "--heatmap", "/nowhere-clicked", "--out", str(tmp_path / "bare.png"))
         return with_heat, bare
 
     with_heat, bare = asyncio.run(shoot())
     assert with_heat.returncode == 0, with_heat.stderr
+    assert "0 clicks on / over a screenshot" in bare.stdout
     assert "33 clicks on / over a screenshot" in with_heat.stdout
     heat, page = Image.open(tmp_path / "heat.png").convert("RGB"), Image.open(tmp_path / "bare.png").convert("RGB")
     assert heat.size == page.size and heat.size[0] == 390
@@ -80,6 +85,7 @@ def test_the_command_draws_the_heat_over_a_screenshot_of_the_real_page(tmp_path)
 
     def diff(xy: tuple[int, int]) -> int:
         return sum(abs(a - b) for a, b in zip(heat.getpixel(xy), page.getpixel(xy)))
+
     assert diff(HOT) > 150 and heat.getpixel(HOT)[0] > 180
     assert diff(WARM) > 30
     for far in [(300, 100), (60, 600)]:
