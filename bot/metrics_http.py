@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bot import metrics
 from bot.config import Config, MetricsConfig
+from bot.keys import ROUTER
 
 log = structlog.get_logger(__name__)
 
@@ -70,10 +71,21 @@ def metrics_handler(settings: MetricsConfig):  # type: ignore[no-untyped-def]
     return serve
 
 
+async def _watch_router(app: web.Application) -> AsyncIterator[None]:
+    """Channel health is read from the router at each scrape (added after the chat context builds it)."""
+    router = app.get(ROUTER)
+    if router is not None:
+        metrics.watch_channels(router.states)
+    yield
+    if router is not None and metrics.CHANNELS.source == router.states:
+        metrics.watch_channels(None)
+
+
 def setup_metrics(app: web.Application, cfg: Config) -> None:
     """Time every request, and serve /metrics where the config says (nothing when disabled)."""
     metrics.configure(cfg)
     app.middlewares.insert(0, http_metrics)
+    app.cleanup_ctx.append(_watch_router)
     m = cfg.metrics
     if not m.enabled:
         return

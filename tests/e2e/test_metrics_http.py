@@ -93,3 +93,13 @@ async def test_metrics_switched_off_are_not_served(tmp_path, llm):
     async with serving(cfg) as (base, _), aiohttp.ClientSession() as http:
         async with http.get(base + "/metrics") as resp:
             assert resp.status == 404
+
+
+async def test_channel_health_and_host_figures_are_read_at_scrape_time(tmp_path, llm):
+    async with serving(make_config(tmp_path, llm.base_url)) as (base, _):
+        samples = await scrape(base + "/metrics")
+    assert value(samples, "mpgpt_channel_state", channel="fake", state="closed") == 1
+    assert value(samples, "mpgpt_channel_state", channel="fake", state="open") == 0
+    assert value(samples, "mpgpt_channel_in_flight", channel="fake") == 0
+    assert value(samples, "mpgpt_system_memory_bytes", kind="total") > 0
+    assert value(samples, "process_resident_memory_bytes") > 0
