@@ -1,0 +1,52 @@
+"""The README documents every config key an owner can set (a new key without docs fails here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+from bot import config as c
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sections(readme: str) -> dict[str, str]:
+    parts = re.split(r"^### (.+)$", readme, flags=re.M)
+    return {parts[i].split()[0]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def _expected() -> dict[str, list[str]]:
+    expected: dict[str, list[str]] = {}
+
+    def walk(cls: type, heading: str, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"[{prefix}{f.name}]", f"{prefix}{f.name}.")
+            else:
+                expected.setdefault(heading, []).append(f.name)
+
+    hints = typing.get_type_hints(c.Config)
+    for f in dataclasses.fields(c.Config):
+        if dataclasses.is_dataclass(hints[f.name]):
+            walk(hints[f.name], f"[{f.name}]", f"{f.name}.")
+    walk(c.ChannelConfig, "[[channels]]", "")
+    walk(c.ModelConfig, "[models.NAME]", "")
+    walk(c.ProductConfig, "[[products]]", "")
+    return expected
+
+
+def test_the_readme_documents_every_config_key_in_its_section():
+    sections = _sections((ROOT / "README.md").read_text(encoding="utf-8"))
+    missing = [f"{heading} {key}" for heading, keys in _expected().items() for key in keys
+               if f"| `{key}` |" not in sections.get(heading, "")]
+    assert missing == []
+
+
+def test_the_shipped_config_toml_names_every_section():
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    absent = [h for h in _expected() if h.split(".")[0].strip("[]") not in text]
+    assert absent == []
