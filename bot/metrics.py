@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 OTHER = "other"
 UNMATCHED = "unmatched"
@@ -92,7 +95,7 @@ _channels: frozenset[str] = frozenset()
 _models: frozenset[str] = frozenset()
 
 
-def configure(cfg: Any) -> None:
+def configure(cfg: Config) -> None:
     """Learn the configured channel and model names: the only values their labels may take."""
     global _channels, _models
     _channels = frozenset(ch.name for ch in cfg.channels) | {"own-key"}
