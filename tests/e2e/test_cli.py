@@ -73,3 +73,22 @@ def test_the_shipped_config_toml_is_valid(tmp_path):
     env = {**os.environ, "MPGPT_STORAGE_PATH": str(tmp_path / "x.db")}
     result = _run("migrate", "--config", str(ROOT / "config.toml"), env=env)
     assert result.returncode == 0, result.stderr
+
+
+async def test_simulate_chats_with_a_running_server_as_wechat_would(tmp_path, llm):
+    import asyncio
+
+    from tests.harness import AES_KEY, make_config, running
+
+    data = config_data(tmp_path, llm.base_url, wechat={"encoding_aes_key": AES_KEY})
+    path = write_toml(tmp_path / "sim.toml", data)
+    async with running(make_config(tmp_path, llm.base_url, wechat={"encoding_aes_key": AES_KEY})) as (url, _):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scripts.cli", "simulate", "--config", str(path), "--url", f"{url}/wechat",
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate("你好\n帮助\n".encode()), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "你好，我是测试模型。"
+    assert "继续" in out.decode() and "新对话" in out.decode()
+    assert llm.requests[0].messages[-1]["content"] == "你好"
