@@ -123,7 +123,8 @@ async def build_report(db: Any, days: int, tz: ZoneInfo, now: float | None = Non
 
     return {
         "from": bounds[0][0], "to": bounds[-1][0], "timezone": tz.key,
-        "page": {"total": plain(pages["total"])[""], "by_day": plain(pages["by_day"]),
+        "page": {"total": plain(pages["total"])[""],
+                 "by_day": plain({d: pages["by_day"].get(d, PageFigures()) for d, _, _ in bounds}),
                  "by_page": plain(pages["by_page"])},
         "wechat": {"by_day": chat_days, "total": asdict(await stats.day(start, end)),
                    "trial_accounts": opened, "trial_accounts_paid": paid,

@@ -64,9 +64,12 @@ async def track(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def tracker_js(request: web.Request) -> web.Response:
-    return web.Response(body=TRACKER.read_bytes(), content_type="text/javascript", charset="utf-8",
-                        headers={"Cache-Control": "public, max-age=3600"})
+def tracker_js(script: bytes):  # type: ignore[no-untyped-def]
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=script, content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "public, max-age=3600"})
+
+    return serve
 
 
 def setup_tracking(app: web.Application, cfg: Config) -> bool:
@@ -87,5 +90,5 @@ def setup_tracking(app: web.Application, cfg: Config) -> bool:
 
     app.cleanup_ctx.append(sink_ctx)
     app.router.add_post("/api/track", track, name="track")
-    app.router.add_get("/track.js", tracker_js, name="track_js")
+    app.router.add_get("/track.js", tracker_js(TRACKER.read_bytes()), name="track_js")
     return True

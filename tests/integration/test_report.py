@@ -98,6 +98,10 @@ async def test_the_period_is_whole_days_in_the_configured_time_zone(db):
     r = await build_report(db, 1, TZ, now=NOW)
     assert r["from"] == r["to"] == "2026-11-28"
     assert r["page"]["total"]["pv"] == 5 and "2026-11-27" not in r["page"]["by_day"]
+    r = await build_report(db, 3, TZ, now=NOW)
+    assert list(r["page"]["by_day"]) == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    quiet = r["page"]["by_day"]["2026-11-26"]  # a day without views is shown, as zeros
+    assert (quiet["pv"], quiet["bounce_rate"], quiet["avg_seconds"]) == (0, None, None)
 
 
 async def test_the_chat_side_counts_messages_not_events_and_paying_users_and_trial_conversion(db):
