@@ -42,8 +42,10 @@ from storage.own_keys import OwnKeyRepo
 from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
-from web_companion import routes as companion
+from bot.chat.web import WebChat
+from web_companion.chat import WEBCHAT, setup_webchat
 from web_companion.login import LoginCodes
+from web_companion.routes import setup_companion
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +114,9 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
                             conversations=ConversationRepo(db), generator=generator, router=router, chain=chain,
                             commands=commands, own_keys=own_keys, owner=owner)
+    app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=ConversationRepo(db), generator=generator,
+                           router=router, chain=chain, commands=commands, own_keys=own_keys, ledger=Ledger(db),
+                           owner=owner)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).
@@ -156,5 +161,6 @@ def create_app(cfg: Config) -> web.Application:
     app.cleanup_ctx.extend([_database, _http, _chat])
     setup_pay(app, cfg, on_credited=_topup_notice(app))
     app.add_routes(edge.routes)
-    app.add_routes(companion.routes)
+    setup_companion(app, cfg)
+    setup_webchat(app)
     return app

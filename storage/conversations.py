@@ -44,3 +44,39 @@ class ConversationRepo:
             (conversation_id, limit),
         )
         return [(r["role"], r["content"]) for r in reversed(rows)]
+
+    async def reopen(self, openid: str, conversation_id: int, now: float) -> bool:
+        """Make one of the user's conversations the current one (on every surface); False if not theirs."""
+        def run(conn: sqlite3.Connection) -> bool:
+            owned = conn.execute("SELECT 1 FROM conversations WHERE id = ? AND openid = ?",
+                                 (conversation_id, openid)).fetchone()
+            if owned is None:
+                return False
+            conn.execute("UPDATE conversations SET closed = 1 WHERE openid = ? AND id != ? AND closed = 0",
+                         (openid, conversation_id))
+            conn.execute("UPDATE conversations SET closed = 0, last_at = ? WHERE id = ?", (now, conversation_id))
+            return True
+
+        return await self.db.write(run)
+
+    async def list(self, openid: str, limit: int, offset: int) -> list[dict]:
+        """The user's conversations, latest first, with their first question as a preview."""
+        rows = await self.db.fetchall(
+            "SELECT c.id, c.started_at, c.last_at, c.closed,"
+            " (SELECT content FROM turns t WHERE t.conversation_id = c.id AND t.role = 'user' ORDER BY t.id LIMIT 1)"
+            " AS preview, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS turns"
+            " FROM conversations c WHERE c.openid = ? ORDER BY c.last_at DESC, c.id DESC LIMIT ? OFFSET ?",
+            (openid, limit, offset))
+        return [{"id": r["id"], "started_at": r["started_at"], "last_at": r["last_at"], "current": not r["closed"],
+                 "preview": (r["preview"] or "")[:60], "turns": r["turns"]} for r in rows]
+
+    async def turns(self, openid: str, conversation_id: int, limit: int, offset: int) -> list[dict] | None:
+        """A conversation's turns in order (paged); None when it is not the user's."""
+        owned = await self.db.fetchone("SELECT 1 FROM conversations WHERE id = ? AND openid = ?",
+                                       (conversation_id, openid))
+        if owned is None:
+            return None
+        rows = await self.db.fetchall(
+            "SELECT role, content, created_at FROM turns WHERE conversation_id = ? ORDER BY id LIMIT ? OFFSET ?",
+            (conversation_id, limit, offset))
+        return [{"role": r["role"], "content": r["content"], "created_at": r["created_at"]} for r in rows]

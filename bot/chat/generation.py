@@ -46,6 +46,23 @@ class LiveAnswer:
 
     raw: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # WeChat shows plain text; the companion page renders markdown itself
+    plain: bool = True
+    usage: Usage | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        """Wake everyone waiting for more text (a web stream)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def changed(self) -> None:
+        """Return when the text grew or the generation ended."""
+        if not self.done.is_set():
+            await self._changed.wait()
+
+    def shown(self) -> str:
+        return to_plain(self.raw) if self.plain else self.raw
 
 
 class Generator:
@@ -70,7 +87,7 @@ class Generator:
 
     def start(self, answer: Answer, turns: list[tuple[str, str]] | None = None, own_key: str | None = None) -> None:
         """Generate `answer` in the background; `turns` is its conversation so far when already read."""
-        live = self.live.setdefault(answer.id, LiveAnswer())
+        live = self.live.setdefault(answer.id, LiveAnswer(plain=answer.route != "web"))
         task = asyncio.create_task(self._run(answer, live, turns, own_key), name=f"generation-{answer.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -88,7 +105,7 @@ class Generator:
 
     async def reviewed(self, live: LiveAnswer) -> str:
         """The part of a growing answer that may be shown: plain text, checked, no word cut in half."""
-        r = await self.check.review(to_plain(live.raw), final=False)
+        r = await self.check.review(live.shown(), final=False)
         return r.text[: r.upto]
 
     async def _context(self, answer: Answer, turns: list[tuple[str, str]] | None) -> list[ChatMessage]:
@@ -153,12 +170,14 @@ class Generator:
             async with asyncio.timeout(max(0.0, answer.deadline_at - self.clock())):
                 async for delta in _racing(self._stream(answer, messages, own_key), keeper):
                     if isinstance(delta, Usage):
-                        usage = delta
+                        usage = live.usage = delta
                     else:
                         live.raw += delta
+                        live.notify()
         except LeaseLost:
             bound.warning("generation_lease_lost")
             live.done.set()
+            live.notify()
             self.live.pop(answer.id, None)
             return
         except TimeoutError:
@@ -172,9 +191,10 @@ class Generator:
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        body = (await self.check.review(to_plain(live.raw))).text if live.raw else ""
+        body = (await self.check.review(live.shown())).text if live.raw else ""
         finished = await self._close(answer, status, body, note)
         live.done.set()
+        live.notify()
         self.live.pop(answer.id, None)
         bound.info("generation_finished", status=status, seconds=round(self.clock() - started, 3),
                    prompt_tokens=usage.prompt_tokens if usage else None,

@@ -1,0 +1,132 @@
+"""Chat on the companion page: the same conversations, rules, credits, router and answer check as
+WeChat, with the answer streamed as it is written.
+
+A web question is an answer like any other (route 'web', never owed to WeChat), generated in the
+background: a browser that goes away stops nothing. The answer is finished, settled (or refunded
+when the model gave nothing) and kept; reopening the page shows it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot.chat.commands import Commands
+from bot.chat.generation import Generator, LiveAnswer
+from bot.chat.own_keys import OwnKeys
+from bot.config import Config
+from bot.providers.router import ModelUnavailable, Router
+from bot.rules.base import Refusal
+from bot.rules.chain import Chain
+from storage.answers import AnswerRepo
+from storage.conversations import ConversationRepo
+from storage.ledger import Ledger
+
+log = structlog.get_logger(__name__)
+
+MODEL_UNAVAILABLE = "model_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    answer_id: int
+    gen_key: str
+    conversation_id: int | None
+    model: str
+    live: LiveAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One server-sent event: `delta` (text), `replace` (the whole text so far), `done` (final data)."""
+
+    name: str
+    data: Any
+
+
+class WebChat:
+    def __init__(self, cfg: Config, *, answers: AnswerRepo, conversations: ConversationRepo, generator: Generator,
+                 router: Router, chain: Chain, commands: Commands, own_keys: OwnKeys | None, ledger: Ledger,
+                 owner: str, clock=time.time) -> None:
+        self.cfg = cfg
+        self.answers = answers
+        self.conversations = conversations
+        self.generator = generator
+        self.router = router
+        self.chain = chain
+        self.commands = commands
+        self.own_keys = own_keys
+        self.ledger = ledger
+        self.owner = owner
+        self.clock = clock
+
+    async def models_for(self, openid: str) -> list[dict[str, Any]]:
+        """The models this follower may pick (the tier's allow-list), with the current one marked."""
+        account = await self.ledger.account(openid)
+        tier = account.tier if account else "free"
+        allowed = self.cfg.rules.tier_models.get(tier)
+        current = await self.commands.chosen_model(openid)
+        return [{"name": m.name, "display_name": m.display_name, "cost": m.cost, "current": m.name == current}
+                for m in self.router.catalogue.served()
+                if allowed is None or m.name in allowed or any(a in allowed for a in m.aliases)]
+
+    async def ask(self, openid: str, message: str, model: str | None = None,
+                  conversation_id: int | None = None) -> Refusal | Started:
+        """Run the rules and start the answer; a Refusal says why not (nothing charged)."""
+        now = self.clock()
+        chosen = model or await self.commands.chosen_model(openid)
+        try:
+            model = self.router.resolve(chosen)
+        except ModelUnavailable:
+            return Refusal(MODEL_UNAVAILABLE, self.cfg.texts.model_unavailable.format(model=chosen[:40]))
+        if conversation_id is not None and not await self.conversations.reopen(openid, conversation_id, now):
+            raise LookupError(f"conversation {conversation_id} is not this follower's")
+        own_key = await self.own_keys.key_for(openid) if self.own_keys else None
+        info = self.router.catalogue.info(model)
+        cost = 0 if own_key else (info.cost if info else None)
+        gen_key = f"web:{uuid.uuid4().hex}"
+        verdict = await self.chain.check(openid, model, message, gen_key=gen_key, cost=cost)
+        if isinstance(verdict, Refusal):
+            return verdict
+        c = self.cfg.chat
+        new = await self.answers.create(
+            openid=openid, msg_key=gen_key, question=verdict.text, model=model, route="web", now=now,
+            deadline_at=now + c.generation_deadline, owner=self.owner, lease_until=now + c.lease_seconds,
+            asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns,
+        )
+        self.generator.start(new.answer, new.turns, own_key)
+        log.info("web_question", answer=new.answer.id, user=openid[-6:], model=model)
+        return Started(new.answer.id, gen_key, new.answer.conversation_id, model,
+                       self.generator.live[new.answer.id])
+
+    async def stream(self, started: Started) -> AsyncIterator[Event]:
+        """Text as it is written (checked for sensitive words before it leaves), then the final event."""
+        live, sent = started.live, ""
+        while not live.done.is_set():
+            shown = await self.generator.reviewed(live)
+            if len(shown) > len(sent):
+                yield Event("delta", shown[len(sent):])
+                sent = shown
+            await live.changed()
+        answer = await self.answers.get(started.answer_id)
+        assert answer is not None
+        final = answer.text
+        if final.startswith(sent):
+            if len(final) > len(sent):
+                yield Event("delta", final[len(sent):])
+        else:  # the final check masked something already shown: send the corrected whole
+            yield Event("replace", final)
+        reservation = await self.ledger.reservation(started.gen_key)
+        charged = reservation.amount if reservation is not None and reservation.state == "settled" else 0
+        usage = live.usage
+        yield Event("done", {
+            "status": answer.status, "model": started.model, "conversation_id": started.conversation_id,
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                      "estimated": usage.estimated} if usage else None,
+            "credits_charged": charged, "balance": await self.ledger.balance(answer.openid),
+        })

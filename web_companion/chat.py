@@ -1,0 +1,109 @@
+"""The companion page's chat: `POST /api/chat` answers as Server-Sent Events, and the history.
+
+Events: `delta` (text as it is written), `replace` (the whole text, when the final check changed
+something already shown), `refusal` (reason code and the same sentence WeChat would show), `done`
+(status, usage, credits charged, new balance). A browser that disconnects stops nothing: the
+answer is finished, settled and kept, and the history shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bot.chat.web import Started, WebChat
+from bot.rules.base import Refusal
+from web_companion.routes import _error, _int_param, _json_body, _refusals, _Refused, _user
+
+log = structlog.get_logger(__name__)
+
+WEBCHAT = web.AppKey("webchat", WebChat)
+MAX_MESSAGE_CHARS = 4000
+
+
+def _sse(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+@_refusals
+async def chat(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    body = await _json_body(request)
+    message, model, conversation_id = body.get("message"), body.get("model"), body.get("conversation_id")
+    if not isinstance(message, str) or not message.strip():
+        raise _Refused(_error(400, "请输入问题", "empty_message"))
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise _Refused(_error(413, f"问题太长了（最多 {MAX_MESSAGE_CHARS} 字）", "message_too_long"))
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise _Refused(_error(400, "模型名称无效", "bad_model"))
+    if conversation_id is not None and (isinstance(conversation_id, bool) or not isinstance(conversation_id, int)):
+        raise _Refused(_error(400, "conversation_id 应为整数", "bad_conversation"))
+    try:
+        outcome = await request.app[WEBCHAT].ask(openid, message.strip(), model, conversation_id)
+    except LookupError:
+        raise _Refused(_error(404, "没有这个对话", "conversation_not_found")) from None
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    if isinstance(outcome, Refusal):
+        await response.write(_sse("refusal", {"code": outcome.code, "text": outcome.text}))
+        return response
+    assert isinstance(outcome, Started)
+    await response.write(_sse("start", {"conversation_id": outcome.conversation_id, "model": outcome.model}))
+    try:
+        async for event in request.app[WEBCHAT].stream(outcome):
+            await response.write(_sse(event.name, event.data))
+    except (ConnectionResetError, ConnectionError):
+        # The browser went away; the generation goes on and is kept (see the module docstring).
+        log.info("web_stream_left", answer=outcome.answer_id)
+    return response
+
+
+@_refusals
+async def models(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    return web.json_response({"models": await request.app[WEBCHAT].models_for(openid)})
+
+
+@_refusals
+async def conversations(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    limit = _int_param(request, "limit", 20, 1, 100)
+    offset = _int_param(request, "offset", 0, 0, 1_000_000)
+    items = await request.app[WEBCHAT].conversations.list(openid, limit, offset)
+    return web.json_response({"conversations": items, "offset": offset, "limit": limit})
+
+
+@_refusals
+async def conversation(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    try:
+        conversation_id = int(request.match_info["id"])
+    except ValueError:
+        raise _Refused(_error(400, "对话编号应为整数", "bad_conversation")) from None
+    limit = _int_param(request, "limit", 50, 1, 200)
+    offset = _int_param(request, "offset", 0, 0, 1_000_000)
+    turns = await request.app[WEBCHAT].conversations.turns(openid, conversation_id, limit, offset)
+    if turns is None:
+        raise _Refused(_error(404, "没有这个对话", "conversation_not_found"))
+    return web.json_response({"id": conversation_id, "turns": turns, "offset": offset, "limit": limit})
+
+
+@_refusals
+async def new_conversation(request: web.Request) -> web.StreamResponse:
+    """The page's "new conversation": the same as 新对话 in WeChat."""
+    openid = await _user(request)
+    await request.app[WEBCHAT].conversations.close_all(openid)
+    return web.json_response({"ok": True})
+
+
+def setup_webchat(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/chat", chat, name="webchat_ask")
+    r.add_get("/api/models", models, name="webchat_models")
+    r.add_get("/api/conversations", conversations, name="webchat_conversations")
+    r.add_post("/api/conversations/new", new_conversation, name="webchat_new_conversation")
+    r.add_get("/api/conversations/{id}", conversation, name="webchat_conversation")
