@@ -42,9 +42,6 @@ async def serving(tmp_path: Path, llm_base_url: str, pay: FakeWeChatPay | None =
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     cfg = companion_config(tmp_path, llm_base_url, base, pay, **overrides)
     app = create_app(cfg)
-    if "companion_index" not in app.router.named_resources():  # until the factory mounts the companion
-        from web_companion.routes import setup_companion
-        setup_companion(app, cfg)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
     await web.SockSite(runner, sock).start()

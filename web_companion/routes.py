@@ -39,10 +39,6 @@ STATE_COOKIE = "mpgpt_oauth_state"
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
-# Kept for the app factory's `app.add_routes(companion.routes)` until it calls setup_companion.
-routes = web.RouteTableDef()
-
-
 @dataclass
 class Companion:
     cfg: Config
