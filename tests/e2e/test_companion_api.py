@@ -215,3 +215,21 @@ async def test_a_product_the_owner_takes_off_sale_disappears_from_the_page_at_on
         await ProductRepo(app[DB]).update("p30", enabled=False)
         _, products = await get(http, f"{base}/api/products")
     assert [p["id"] for p in products["products"]] == ["p6"]
+
+
+async def test_the_page_and_everything_it_loads_stay_under_50_kb(tmp_path, llm):
+    import re
+
+    async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
+        async with http.get(f"{base}/") as resp:
+            assert resp.status == 200 and resp.content_type == "text/html"
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+            html = await resp.read()
+        assets = re.findall(rb'(?:src|href)="(/[^"]+)"', html)
+        assert b"/static/app.js" in assets and b"/static/app.css" in assets
+        total = len(html)
+        for path in assets:
+            async with http.get(base + path.decode()) as resp:
+                assert resp.status == 200, path
+                total += len(await resp.read())
+    assert total < 50_000
