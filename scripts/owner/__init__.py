@@ -3,7 +3,8 @@ backup|prune|menu|doctor|audit`), one module per family, each with `register(sub
 
 They open the server's database the way the server does and change it only through the server's
 repositories, one transaction per change with its audit row (storage.audit), so they are safe while
-`mpgpt serve` runs on the same database.
+`mpgpt serve` runs on the same database. Heavy dependencies (aiohttp, WeChat Pay, the providers)
+are imported inside the commands that use them, so every other command starts quickly.
 """
 
 from __future__ import annotations

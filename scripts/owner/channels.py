@@ -15,7 +15,6 @@ from typing import Any
 
 from bot.config import ChannelConfig, Config
 from bot.providers.base import ChatMessage, ProviderError, Usage
-from bot.providers.router import Router, key_hash
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, reason_text, table
 from storage.generations import DisabledChannelRepo, GenerationRepo
 
@@ -60,6 +59,8 @@ class ProbeResult:
 
 async def probe(cfg: Config, name: str, model: str | None = None, timeout: float = 30.0) -> ProbeResult:
     """One question through the channel, outside the router (no breaker, no failover, no records)."""
+    from bot.providers.router import Router
+
     ch = channel_config(cfg, name)
     model = model or ch.models[0]
     if model not in ch.models:
@@ -94,6 +95,8 @@ def _result(name: str, model: str, t0: float, first: float | None, text: str, to
 
 
 async def channels_list(ctx: Ctx) -> None:
+    from bot.providers.router import key_hash
+
     disabled = await DisabledChannelRepo(ctx.db).all()
     usage = await GenerationRepo(ctx.db).summary(time.time() - ctx.args.hours * 3600)
     rows = []
@@ -135,6 +138,8 @@ async def channels_enable(ctx: Ctx) -> None:
 
 
 async def channels_disable(ctx: Ctx) -> None:
+    from bot.providers.router import key_hash
+
     ch = channel_config(ctx.cfg, ctx.args.name)
     async with ctx.change("channels.disable", ch.name, ctx.args.reason) as change:
         await DisabledChannelRepo(change.db).disable(ch.name, key_hash(ch.api_key), f"owner: {ctx.args.reason}",

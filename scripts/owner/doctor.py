@@ -15,12 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import aiohttp
-
 from bot.config import Config, ConfigError
-from bot.pay.client import PayClient, PayError
-from bot.wechat.api import WeChatAPI, WeChatAPIError
-from scripts.owner.channels import probe
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
 from storage.db import Database, latest_schema_version
 from storage.ledger import Ledger
@@ -103,6 +98,10 @@ async def _ledger(db: Database, checks: list[Check]) -> None:
 
 
 async def _wechat(cfg: Config, db: Database, timeout: float) -> Check:
+    import aiohttp
+
+    from bot.wechat.api import WeChatAPI, WeChatAPIError
+
     w = cfg.wechat
     if not (w.app_id and w.app_secret):
         return Check("wechat", "skip", "no app_id/app_secret (passive mode needs no API calls)")
@@ -119,6 +118,8 @@ async def _wechat(cfg: Config, db: Database, timeout: float) -> Check:
 
 
 async def _channel(cfg: Config, name: str, timeout: float) -> Check:
+    from scripts.owner.channels import probe
+
     ch = next(c for c in cfg.channels if c.name == name)
     if not ch.enabled:
         return Check(f"channel {name}", "skip", "off in the config")
@@ -130,6 +131,8 @@ async def _channel(cfg: Config, name: str, timeout: float) -> Check:
 
 
 async def _pay(cfg: Config, db: Database, timeout: float) -> Check:
+    from bot.pay.client import PayClient, PayError
+
     if not cfg.pay.enabled:
         return Check("pay", "skip", "off (no [pay] table)")
     try:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
-from bot.wechat.api import WeChatAPI, WeChatAPIError
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, read_json_file
 from storage.tokens import TokenRepo
 
@@ -91,6 +88,10 @@ def _type_problem(where: str, b: dict) -> str | None:
 
 
 async def menu_set(ctx: Ctx) -> None:
+    import aiohttp
+
+    from bot.wechat.api import WeChatAPI, WeChatAPIError
+
     menu = read_json_file(ctx.args.file)
     problem = menu_problem(menu)
     if problem:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.pay.client import PayClient, PayError
-from bot.pay.service import PayService, RefundRefused, credits_to_take_back
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, pairs, positive_int, reason_text, table, yuan
 from storage.ledger import Ledger, apply_entry
 from storage.orders import OPEN, SETTLED, Order, OrderRepo
+
+if TYPE_CHECKING:
+    from bot.pay.service import PayService
 
 STATES = ("creating", "pending", "paid", "closed", "failed", "held", "refunding", "refunded")
 
@@ -73,6 +74,9 @@ async def _order(ctx: Ctx, no: str) -> Order:
 
 @asynccontextmanager
 async def _pay(ctx: Ctx) -> AsyncIterator[PayService]:
+    from bot.pay.client import PayClient
+    from bot.pay.service import PayService
+
     if not ctx.cfg.pay.enabled:
         raise OwnerError("WeChat Pay is off (the config has no [pay] table)")
     async with PayClient.from_config(ctx.cfg) as client:
@@ -117,6 +121,8 @@ async def orders_show(ctx: Ctx) -> None:
 async def _query_and_apply(ctx: Ctx, service: PayService, order: Order, action: str,
                            require_success: bool) -> tuple[str, str | None]:
     """WeChat Pay's answer first, then one audited transaction acting on it; (outcome, trade_state)."""
+    from bot.pay.client import PayError
+
     try:
         tx = await service.client.query(order.out_trade_no)
     except PayError as e:
@@ -165,6 +171,8 @@ async def orders_complete(ctx: Ctx) -> int:
 
 
 async def orders_close(ctx: Ctx) -> None:
+    from bot.pay.client import PayError
+
     order = await _order(ctx, ctx.args.no)
     if order.state not in (*OPEN, "failed"):
         hint = " (refund it instead)" if order.state == "paid" else ""
@@ -188,6 +196,9 @@ async def orders_close(ctx: Ctx) -> None:
 
 
 async def orders_refund(ctx: Ctx) -> None:
+    from bot.pay.client import PayError
+    from bot.pay.service import RefundRefused, credits_to_take_back
+
     a = ctx.args
     order = await _order(ctx, a.no)
     async with _pay(ctx) as service:

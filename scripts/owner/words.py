@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any
 
-from bot.rules.chain import word_filter
 from bot.rules.wordfilter import DictionaryError, WordFilter
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, table
 
@@ -26,6 +25,8 @@ def register(subparsers: Any) -> None:
 
 
 def _filter(ctx: Ctx) -> WordFilter:
+    from bot.rules.chain import word_filter
+
     try:
         return word_filter(ctx.cfg)
     except DictionaryError as e:
