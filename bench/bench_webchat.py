@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from openai import AsyncOpenAI, DefaultAioHttpClient  # noqa: E402
 
-from bench.bench_wechat import APP_ID, TOKEN, free_port, pct, wait_port  # noqa: E402
+from bench.bench_wechat import APP_ID, TOKEN, free_port, pct, stop, wait_port  # noqa: E402
 from tests.fakes.wechat import FakeWeChat  # noqa: E402
 from tests.harness import write_toml  # noqa: E402
 
@@ -167,15 +167,7 @@ async def run(calls: int, streams: int) -> dict:
         await wx.close()
         return res
     finally:
-        for p in procs:
-            if p.poll() is None:
-                if p.stdin:
-                    p.stdin.close()
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs)
 
 
 def report(res: dict, calls: int) -> str:

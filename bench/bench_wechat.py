@@ -72,6 +72,19 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """End the benchmark's processes (the fake provider leaves when its stdin closes)."""
+    for p in procs:
+        if p.poll() is None:
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -187,15 +200,7 @@ async def run(messages: int) -> dict:
         await wx.close()
         return res
     finally:
-        for p in procs:
-            if p.poll() is None:
-                if p.stdin:
-                    p.stdin.close()
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs)
 
 
 def report(res: dict, messages: int) -> str:
