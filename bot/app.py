@@ -24,6 +24,7 @@ from bot.chat.generation import Generator
 from bot.chat.service import ChatService
 from bot.config import Config
 from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, WECHAT, WECHAT_API
+from bot.metrics_http import setup_metrics
 from bot.pay.routes import setup_pay
 from bot.chat.commands import Commands
 from bot.chat.own_keys import OwnKeys
@@ -46,6 +47,7 @@ from bot.chat.web import WebChat
 from web_companion.chat import WEBCHAT, setup_webchat
 from web_companion.login import LoginCodes
 from web_companion.routes import setup_companion
+from web_companion.track import setup_tracking
 
 log = structlog.get_logger(__name__)
 
@@ -163,4 +165,6 @@ def create_app(cfg: Config) -> web.Application:
     app.add_routes(edge.routes)
     setup_companion(app, cfg)
     setup_webchat(app)
+    setup_tracking(app, cfg)
+    setup_metrics(app, cfg)  # last: its middleware goes outermost and it reads the router the chat context built
     return app
