@@ -121,15 +121,19 @@ def message_received(kind: str) -> None:
     WECHAT_MESSAGES.labels(type=_closed(kind, MESSAGE_KINDS)).inc()
 
 
-def delivery_outcome(*, status: str, own_message: bool, delivery: int, given_before: int) -> str:
-    """Which DELIVERY_OUTCOMES word fits an answer whose last part just went into a passive reply.
+def delivery_outcome(*, status: str, own_message: bool = True, delivery: int = 1, given_before: int = 0,
+                     pushed: bool = False) -> str:
+    """Which DELIVERY_OUTCOMES word fits an answer whose last part was just handed over.
 
-    `own_message`: the reply is to the question's own message (else a later message fetched it);
-    `delivery`: which of WeChat's deliveries of that message got the reply (1 = the first);
-    `given_before`: characters of the answer the user already had before this reply.
+    `pushed`: by a customer-service message; else in a passive reply, and then `own_message`: the
+    reply is to the question's own message (else a later message fetched it); `delivery`: which of
+    WeChat's deliveries of that message got the reply (1 = the first); `given_before`: characters
+    of the answer the user already had before this reply.
     """
     if status in ("failed", "timed_out"):
         return "failed"
+    if pushed:
+        return "pushed"
     if own_message:
         return "first_reply" if delivery <= 1 else "retry"
     return "partial_fetched" if given_before > 0 else "hint_fetched"

@@ -12,6 +12,7 @@ import time
 
 import structlog
 
+from bot import metrics
 from bot.chat.textparts import reserve, take_part, utf8_len
 from bot.config import Config
 from bot.wechat.api import WeChatAPI, WeChatAPIError
@@ -91,3 +92,6 @@ class Pusher:
         owed = bool(answer.text[upto:].strip())
         await self.answers.record_push(answer.id, self.owner, upto, owed=owed, done=True)
         bound.info("pushed", owed=owed)
+        if not owed and upto > answer.delivered_upto:
+            metrics.answer_delivered(metrics.delivery_outcome(status=answer.status, pushed=True),
+                                     self.clock() - answer.created_at)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot import metrics
 from bot.chat.commands import Commands
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
@@ -65,6 +66,8 @@ class ChatService:
             return cached
         arrived = self.clock()
         receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, self._instant_reply(msg))
+        if receipt.first:
+            metrics.message_received(msg.kind)
         if receipt.reply is not None:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
@@ -74,7 +77,7 @@ class ChatService:
                 return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
             target = decided
         last = receipt.deliveries >= self.cfg.wechat.deliveries
-        return await self._await_reply(msg, arrived, last, still_open, target)
+        return await self._await_reply(msg, arrived, last, still_open, target, receipt.deliveries)
 
     # -- the first delivery decides what the message is -------------------------------------------
 
@@ -151,7 +154,7 @@ class ChatService:
     # -- every delivery waits for the reply -------------------------------------------------------
 
     async def _await_reply(self, msg: Inbound, arrived: float, last: bool, still_open: Callable[[], bool],
-                           target: "Target | None") -> str:
+                           target: "Target | None", delivery: int = 1) -> str:
         w, c = self.cfg.wechat, self.cfg.chat
         give_up_at = arrived + w.window - w.reply_margin
         full_part = reserve(w.max_reply_bytes, self.cfg.texts.more_marker)
@@ -177,9 +180,11 @@ class ChatService:
                 big = utf8_len(text[answer.delivered_upto:]) > full_part
                 if ready or big or (last and now >= give_up_at):
                     live_text = await self.generator.reviewed(live) if generating_here else None
+                    planned: list[tuple[Answer, tuple[str, int, bool]]] = []
                     reply = await self.answers.take_reply(
-                        msg.msg_key, target.answer_id, lambda a: self.planner.plan(a, target.note), self.clock(),
+                        msg.msg_key, target.answer_id, _noting(planned, self.planner.plan, target.note), self.clock(),
                         live_text)
+                    _count_delivery(planned, msg.msg_key, delivery, self.clock())
                     return self.replies.keep(msg.msg_key, reply)
             elif last and now >= give_up_at:
                 # The first delivery is still deciding (or died deciding): say something valid.
@@ -196,6 +201,27 @@ class ChatService:
                     pass
             else:
                 await asyncio.sleep(pause)
+
+
+def _noting(seen: list, plan: Callable, note: str | None) -> Callable:
+    """The planner, remembering what it decided (for the delivery metrics)."""
+    def run(answer: Answer) -> tuple[str, int, bool]:
+        decided = plan(answer, note)
+        seen.append((answer, decided))
+        return decided
+    return run
+
+
+def _count_delivery(seen: list, msg_key: str, delivery: int, now: float) -> None:
+    """Count the answer as delivered when this reply handed over its last part (once per answer)."""
+    if not seen:
+        return  # another delivery had decided this reply
+    answer, (_, upto, owed) = seen[-1]
+    if owed or not answer.finished or upto <= answer.delivered_upto:
+        return
+    outcome = metrics.delivery_outcome(status=answer.status, own_message=answer.msg_key == msg_key,
+                                       delivery=delivery, given_before=answer.delivered_upto)
+    metrics.answer_delivered(outcome, now - answer.created_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,8 @@ def test_delivery_outcomes_name_how_the_last_part_reached_the_user():
     assert metrics.delivery_outcome(status="done", own_message=False, delivery=1, given_before=0) == "hint_fetched"
     assert metrics.delivery_outcome(status="failed", delivery=1, **own) == "failed"
     assert metrics.delivery_outcome(status="timed_out", own_message=False, delivery=1, given_before=0) == "failed"
+    assert metrics.delivery_outcome(status="done", pushed=True) == "pushed"
+    assert metrics.delivery_outcome(status="failed", pushed=True) == "failed"
 
 
 def test_an_unknown_message_kind_or_outcome_never_becomes_a_label_value():
