@@ -12,27 +12,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
 from bot.config import Config
-from bot.metrics_http import http_metrics, setup_metrics
-from web_companion.track import setup_tracking
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @asynccontextmanager
 async def serving(cfg: Config, sock: socket.socket | None = None) -> AsyncIterator[tuple[str, web.Application]]:
-    """The app factory's app (companion page, tracker, metrics) on a loopback socket: (base URL, app)."""
+    """The app factory's app on a loopback socket: (base URL, app). A start-up failure closes what opened."""
     if sock is None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
     app = create_app(cfg)
-    named = app.router.named_resources()
-    if "companion_index" not in named:  # until the factory mounts the companion page
-        from web_companion.routes import setup_companion
-        setup_companion(app, cfg)
-    if "track" not in named and cfg.analytics.enabled:  # until the factory mounts the tracker
-        setup_tracking(app, cfg)
-    if http_metrics not in app.middlewares:  # until the factory mounts metrics
-        setup_metrics(app, cfg)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     try:
         await runner.setup()
