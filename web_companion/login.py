@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot import metrics
 from bot.config import Config
 from storage.db import Database
 from storage.login import LoginCodeRepo, Refusal
@@ -65,6 +66,7 @@ class LoginCodes:
         candidate = code if CODE.fullmatch(code) else "x"
         result = await self.repo.redeem(candidate, ip, self.clock(), window=c.failure_window,
                                         ip_limit=c.ip_failures, global_limit=c.global_failures)
+        metrics.login_attempted("code", "ok" if result.openid is not None else str(result.refusal))
         if result.openid is not None:
             log.info("companion.code_redeemed", user=result.openid[-6:])
             return result.openid

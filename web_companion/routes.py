@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bot import metrics
 from bot.config import Config
 from bot.keys import DB, HTTP
 from bot.pay.routes import PAY
@@ -209,12 +210,15 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
     # The state ties the callback to the browser that started it (no logging in someone else's session).
     if not code or not expected or not secrets.compare_digest(state.encode(), expected.encode()):
         log.warning("companion.oauth_bad_state", has_code=bool(code))
+        metrics.login_attempted("oauth", "invalid")
         return failed
     try:
         openid = await oauth.exchange(request.app[HTTP], cfg, code)
     except oauth.OAuthFailed as e:
         log.warning("companion.oauth_failed", problem=str(e))
+        metrics.login_attempted("oauth", "error")
         return failed
+    metrics.login_attempted("oauth", "ok")
     response = _redirect("/")
     response.del_cookie(STATE_COOKIE, path="/")
     return await _logged_in(request, response, openid, "oauth")

@@ -103,3 +103,20 @@ async def test_channel_health_and_host_figures_are_read_at_scrape_time(tmp_path,
     assert value(samples, "mpgpt_channel_in_flight", channel="fake") == 0
     assert value(samples, "mpgpt_system_memory_bytes", kind="total") > 0
     assert value(samples, "process_resident_memory_bytes") > 0
+
+
+async def test_companion_logins_are_counted_by_outcome(tmp_path, llm):
+    from tests.companionkit import code_in
+
+    async with serving(make_config(tmp_path, llm.base_url)) as (base, _), aiohttp.ClientSession() as http:
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            code = code_in((await wx.send_text("o_login_metrics", "登录")).content or "")
+        before = await scrape(base + "/metrics")
+        wrong = "000000" if code != "000000" else "111111"
+        for attempt in (wrong, code):
+            async with http.post(f"{base}/api/login", json={"code": attempt}) as resp:
+                assert resp.status in (200, 401)
+        after = await scrape(base + "/metrics")
+    for outcome in ("invalid", "ok"):
+        name = "mpgpt_login_attempts_total"
+        assert value(after, name, method="code", outcome=outcome) == value(before, name, method="code", outcome=outcome) + 1
