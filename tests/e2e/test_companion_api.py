@@ -236,3 +236,23 @@ async def test_the_page_and_everything_it_loads_stay_under_50_kb(tmp_path, llm):
                 assert resp.status == 200, path
                 total += len(await resp.read())
     assert total < 50_000
+
+
+async def test_after_a_top_up_a_verified_account_tells_the_follower_in_wechat(tmp_path, llm, fake_pay):
+    import asyncio
+
+    from tests.fakes.wechat import FakeWeChatAPI
+    from tests.harness import APP_SECRET
+
+    async with FakeWeChatAPI(APP_ID, APP_SECRET) as api:
+        async with serving(tmp_path, llm.base_url, fake_pay,
+                           wechat={"mode": "active", "api_base": api.base_url}) as (base, app), \
+                browser_session() as http:
+            await logged_in(base, app, http)
+            _, order = await post(http, f"{base}/api/orders", {"product_id": "p6"})
+            assert await fake_pay.pay(order["out_trade_no"]) == 204
+            for _ in range(50):  # the notice goes out after the commit, in the background
+                if api.sent:
+                    break
+                await asyncio.sleep(0.02)
+    assert api.sent == [(OPENID, "充值成功，已到账 600 点额度。感谢支持！")]
