@@ -316,7 +316,12 @@
   $("pay-again").onclick = function () { if (state.order && state.order.jsapi) { payInWeChat(state.order.jsapi); } };
   var tabButtons = document.querySelectorAll("#tabs button");
   for (var t = 0; t < tabButtons.length; t++) {
-    tabButtons[t].onclick = function () { selectTab(this.getAttribute("data-tab")); };
+    tabButtons[t].onclick = function () {
+      var name = this.getAttribute("data-tab");
+      selectTab(name);
+      if (name === "account") { loadMe(true); }  // questions asked in the chat tab changed it
+    };
   }
   loadMe(true);
+  window.mpgptPage = { api: api, when: when };  // for chat.js
 })();
