@@ -26,6 +26,7 @@ from bot.config import Config
 from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, WECHAT, WECHAT_API
 from bot.metrics_http import setup_metrics
 from bot.pay.routes import setup_pay
+from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.own_keys import OwnKeys
 from bot.providers.router import Router
@@ -113,12 +114,12 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db))
     app[GENERATOR] = generator
     app[ROUTER] = router
+    admission = Admission(cfg, router, chain, commands, own_keys)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
-                            conversations=ConversationRepo(db), generator=generator, router=router, chain=chain,
-                            commands=commands, own_keys=own_keys, owner=owner)
+                            conversations=ConversationRepo(db), generator=generator, admission=admission,
+                            commands=commands, owner=owner)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=ConversationRepo(db), generator=generator,
-                           router=router, chain=chain, commands=commands, own_keys=own_keys, ledger=Ledger(db),
-                           owner=owner)
+                           admission=admission, router=router, commands=commands, ledger=Ledger(db), owner=owner)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).

@@ -18,17 +18,15 @@ from dataclasses import dataclass
 import structlog
 
 from bot import metrics
+from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
 from bot.chat.generation import Generator
-from bot.chat.own_keys import OwnKeys
-from bot.providers.router import ModelUnavailable, Router
-from bot.rules.base import Refusal
-from bot.rules.chain import Chain
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
 from bot.config import Config
+from bot.rules.base import Refusal
 from storage.answers import Answer, AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
@@ -39,13 +37,11 @@ log = structlog.get_logger(__name__)
 
 class ChatService:
     def __init__(self, cfg: Config, *, inbound: InboundRepo, answers: AnswerRepo, users: UserRepo,
-                 conversations: ConversationRepo, generator: Generator, router: Router, chain: Chain,
-                 commands: Commands, own_keys: OwnKeys | None, owner: str, clock=time.time) -> None:
+                 conversations: ConversationRepo, generator: Generator, admission: Admission, commands: Commands,
+                 owner: str, clock=time.time) -> None:
         self.cfg = cfg
-        self.router = router
-        self.chain = chain
+        self.admission = admission
         self.commands = commands
-        self.own_keys = own_keys
         self.inbound = inbound
         self.answers = answers
         self.users = users
@@ -120,26 +116,17 @@ class ChatService:
 
     async def _ask(self, msg: Inbound, question: str, now: float) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
-        chosen = await self.commands.chosen_model(msg.openid)
-        try:
-            model = self.router.resolve(chosen)
-        except ModelUnavailable:
-            return self.cfg.texts.model_unavailable.format(model=chosen)
-        own_key = await self.own_keys.key_for(msg.openid) if self.own_keys else None
-        info = self.router.catalogue.info(model)
-        # a follower's own key costs no credits; an unknown model is refused by the chain, never free
-        cost = 0 if own_key else (info.cost if info else None)
-        verdict = await self.chain.check(msg.openid, model, question, gen_key=msg.msg_key, cost=cost)
-        if isinstance(verdict, Refusal):
-            return verdict.text
+        admitted = await self.admission.admit(msg.openid, question, msg.msg_key)
+        if isinstance(admitted, Refusal):
+            return admitted.text
         new = await self.answers.create(
-            openid=msg.openid, msg_key=msg.msg_key, question=verdict.text, model=model,
+            openid=msg.openid, msg_key=msg.msg_key, question=admitted.question, model=admitted.model,
             route="push" if active else "reply", now=now, deadline_at=now + c.generation_deadline,
             owner=self.owner, lease_until=now + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
         )
         if new.created:
-            self.generator.start(new.answer, new.turns, own_key)
+            self.generator.start(new.answer, new.turns, admitted.own_key)
             log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)
         if new.owed_id is not None:
             # this message's reply carries the older answer; the new one is fetched (or pushed) later

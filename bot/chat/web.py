@@ -16,21 +16,17 @@ from typing import Any
 
 import structlog
 
+from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.generation import Generator, LiveAnswer
-from bot.chat.own_keys import OwnKeys
 from bot.config import Config
-from bot.providers.router import ModelUnavailable, Router
+from bot.providers.router import Router
 from bot.rules.base import Refusal
-from bot.rules.chain import Chain
 from storage.answers import AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
 
 log = structlog.get_logger(__name__)
-
-MODEL_UNAVAILABLE = "model_unavailable"
-
 
 @dataclass(frozen=True, slots=True)
 class Started:
@@ -51,16 +47,15 @@ class Event:
 
 class WebChat:
     def __init__(self, cfg: Config, *, answers: AnswerRepo, conversations: ConversationRepo, generator: Generator,
-                 router: Router, chain: Chain, commands: Commands, own_keys: OwnKeys | None, ledger: Ledger,
-                 owner: str, clock=time.time) -> None:
+                 admission: Admission, router: Router, commands: Commands, ledger: Ledger, owner: str,
+                 clock=time.time) -> None:
         self.cfg = cfg
         self.answers = answers
         self.conversations = conversations
         self.generator = generator
+        self.admission = admission
         self.router = router
-        self.chain = chain
         self.commands = commands
-        self.own_keys = own_keys
         self.ledger = ledger
         self.owner = owner
         self.clock = clock
@@ -79,29 +74,21 @@ class WebChat:
                   conversation_id: int | None = None) -> Refusal | Started:
         """Run the rules and start the answer; a Refusal says why not (nothing charged)."""
         now = self.clock()
-        chosen = model or await self.commands.chosen_model(openid)
-        try:
-            model = self.router.resolve(chosen)
-        except ModelUnavailable:
-            return Refusal(MODEL_UNAVAILABLE, self.cfg.texts.model_unavailable.format(model=chosen[:40]))
         if conversation_id is not None and not await self.conversations.reopen(openid, conversation_id, now):
             raise LookupError(f"conversation {conversation_id} is not this follower's")
-        own_key = await self.own_keys.key_for(openid) if self.own_keys else None
-        info = self.router.catalogue.info(model)
-        cost = 0 if own_key else (info.cost if info else None)
         gen_key = f"web:{uuid.uuid4().hex}"
-        verdict = await self.chain.check(openid, model, message, gen_key=gen_key, cost=cost)
-        if isinstance(verdict, Refusal):
-            return verdict
+        admitted = await self.admission.admit(openid, message, gen_key, model)
+        if isinstance(admitted, Refusal):
+            return admitted
         c = self.cfg.chat
         new = await self.answers.create(
-            openid=openid, msg_key=gen_key, question=verdict.text, model=model, route="web", now=now,
+            openid=openid, msg_key=gen_key, question=admitted.question, model=admitted.model, route="web", now=now,
             deadline_at=now + c.generation_deadline, owner=self.owner, lease_until=now + c.lease_seconds,
             asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns,
         )
-        self.generator.start(new.answer, new.turns, own_key)
-        log.info("web_question", answer=new.answer.id, user=openid[-6:], model=model)
-        return Started(new.answer.id, gen_key, new.answer.conversation_id, model,
+        self.generator.start(new.answer, new.turns, admitted.own_key)
+        log.info("web_question", answer=new.answer.id, user=openid[-6:], model=admitted.model)
+        return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,
                        self.generator.live[new.answer.id])
 
     async def stream(self, started: Started) -> AsyncIterator[Event]:
