@@ -21,7 +21,7 @@
   var RULE = /^\s{0,3}([-*_])(?:\s*\1){2,}\s*$/;
   var ITEM = /^(\s*)(?:[-*+]|(\d{1,9})[.)])\s+(.*)$/;
   var QUOTE = /^\s{0,3}>\s?(.*)$/;
-  var TABLE_RULE = /^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$/;
+  var TABLE_RULE = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
 
   function el(tag) { return document.createElement(tag); }
   function add(parent, tag) { return parent.appendChild(el(tag)); }
