@@ -204,6 +204,10 @@ async def test_on_a_desktop_history_model_picker_and_new_conversation_work_with_
         await page.click("#chat-convs li:nth-child(2) button")
         await page.wait_for_function("() => document.querySelectorAll('.turn').length === 4")
         assert "在微信里问的" in await page.inner_text("#chat-turns")
+
+        await page.click("#logout")  # a shared computer: nothing of the conversation stays in the page
+        await page.wait_for_selector("#login:not([hidden])")
+        assert await page.locator(".turn, #chat-convs li").count() == 0
         keep(tmp_path, "chat-desktop.png")
 
 

@@ -334,6 +334,11 @@
       loadModels();
       loadConversations(true, true);
     }
+    if (!on && $("tabs").hasAttribute("hidden")) {  // logged out: nothing of this follower stays on screen
+      st.started = false;
+      clearView(null);
+      $("chat-convs").textContent = "";
+    }
     // #chat keeps the tab across a reload, and a bookmark can open it.
     if (history.replaceState) { history.replaceState(null, "", location.pathname + location.search + (on ? "#chat" : "")); }
   }
