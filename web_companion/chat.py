@@ -96,6 +96,7 @@ async def conversation(request: web.Request) -> web.StreamResponse:
 async def new_conversation(request: web.Request) -> web.StreamResponse:
     """The page's "new conversation": the same as 新对话 in WeChat."""
     openid = await _user(request)
+    await _json_body(request)  # JSON only: another site's plain form cannot end the follower's conversation
     await request.app[WEBCHAT].conversations.close_all(openid)
     return web.json_response({"ok": True})
 

@@ -109,7 +109,9 @@ async def test_one_conversation_continues_across_wechat_and_the_page(site, llm):
     async with browser.get(f"{base}/api/conversations") as r:
         conversations = (await r.json())["conversations"]
     assert len(conversations) == 1 and conversations[0]["turns"] == 6
-    async with browser.post(f"{base}/api/conversations/new") as r:
+    async with browser.post(f"{base}/api/conversations/new", data={"x": "1"}) as r:
+        assert r.status == 415  # a cross-site form cannot do it
+    async with browser.post(f"{base}/api/conversations/new", json={}) as r:
         assert r.status == 200
     await wx.send_text("o_web", "新话题")
     assert [m["content"] for m in llm.requests[-1].messages][1:] == ["新话题"]
