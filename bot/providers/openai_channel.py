@@ -21,25 +21,20 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from bot.providers.base import ChatMessage, Delta, ProviderError
 from bot.providers.chunks import read_chunks, sse_pieces
+from bot.providers.slots import StreamSlots
 from bot.providers.errors import classify_status, is_connect_failure
 
 log = structlog.get_logger(__name__)
 
 
-class OpenAIChannel:
+class OpenAIChannel(StreamSlots):
     provider = "openai"
 
     def __init__(self, name: str, base_url: str, api_key: str, models: Sequence[str], *,
                  connect_timeout: float = 5.0, first_token_timeout: float = 30.0, total_timeout: float = 120.0,
                  max_streams: int = 64) -> None:
-        self.name = name
-        self.models = tuple(models)
-        self.connect_timeout = connect_timeout
-        self.first_token_timeout = first_token_timeout
-        self.total_timeout = total_timeout
-        self.max_streams = max_streams
-        self.in_flight = 0
-        self._slots = asyncio.Semaphore(max_streams)
+        super().__init__(name, models, connect_timeout=connect_timeout, first_token_timeout=first_token_timeout,
+                         total_timeout=total_timeout, max_streams=max_streams)
         limits = openai.DEFAULT_CONNECTION_LIMITS.__class__(max_connections=max_streams,
                                                             max_keepalive_connections=max_streams)
         timeout = openai.Timeout(total_timeout, connect=connect_timeout, pool=connect_timeout)
@@ -52,46 +47,30 @@ class OpenAIChannel:
         await self._client.close()
 
     async def stream(self, model: str, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        total_at = start + self.total_timeout
-        first_at = min(total_at, start + self.first_token_timeout)
-        await self._acquire(min(first_at, start + self.connect_timeout))
-        self.in_flight += 1
         opened = False
-        try:
+        async with self.slot() as deadlines:
             try:
                 # The SDK makes the request (auth, base_url, error statuses); we read the SSE lines
                 # ourselves instead of having it build a pydantic model per chunk.
                 async with AsyncExitStack() as stack:
-                    async with asyncio.timeout_at(first_at):
+                    async with asyncio.timeout_at(deadlines.first_at):
                         response = await stack.enter_async_context(
                             self._client.chat.completions.with_streaming_response.create(
                                 model=model, messages=[{"role": m.role, "content": m.content} for m in messages],
                                 stream=True, stream_options={"include_usage": True},
                             ))
                     opened = True
-                    async for item in read_chunks(sse_pieces(response.iter_lines()), first_at, total_at, messages):
+                    pieces = sse_pieces(response.iter_lines())
+                    async for item in read_chunks(pieces, deadlines.first_at, deadlines.total_at, messages):
                         yield item
             except ProviderError:
                 raise
             except TimeoutError:
-                waited = "first token" if loop.time() < total_at else "whole answer"
-                raise ProviderError("timeout", f"{self.name}: no {waited} in time") from None
+                raise deadlines.timed_out(self.name, asyncio.get_running_loop().time()) from None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - no raw SDK or transport error leaves a channel
                 raise _to_provider_error(self.name, exc, opened) from None
-        finally:
-            self.in_flight -= 1
-            self._slots.release()
-
-    async def _acquire(self, deadline: float) -> None:
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ProviderError("rate_limited", f"{self.name}: all {self.max_streams} streams busy") from None
 
 
 def _to_provider_error(channel: str, exc: Exception, opened: bool) -> ProviderError:

@@ -24,6 +24,7 @@ from zhipuai.core import _errors as zerr
 
 from bot.providers.base import ChatMessage, Delta, ProviderError
 from bot.providers.chunks import read_chunks, sdk_pieces
+from bot.providers.slots import StreamSlots
 from bot.providers.errors import classify_status, is_connect_failure
 
 log = structlog.get_logger(__name__)
@@ -61,21 +62,15 @@ class _Call:
             yield item
 
 
-class ZhipuAIChannel:
+class ZhipuAIChannel(StreamSlots):
     provider = "zhipuai"
 
     def __init__(self, name: str, base_url: str, api_key: str, models: Sequence[str], *,
                  executor: ThreadPoolExecutor, connect_timeout: float = 5.0, first_token_timeout: float = 30.0,
                  total_timeout: float = 120.0, max_streams: int = 64) -> None:
-        self.name = name
-        self.models = tuple(models)
-        self.first_token_timeout = first_token_timeout
-        self.total_timeout = total_timeout
-        self.connect_timeout = connect_timeout
-        self.max_streams = max_streams
-        self.in_flight = 0
+        super().__init__(name, models, connect_timeout=connect_timeout, first_token_timeout=first_token_timeout,
+                         total_timeout=total_timeout, max_streams=max_streams)
         self._executor = executor
-        self._slots = asyncio.Semaphore(max_streams)
         # The read timeout is per socket read: it bounds both the wait for headers and a lingering worker.
         timeout = httpx.Timeout(first_token_timeout, connect=connect_timeout)
         self._http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_streams,
@@ -88,33 +83,23 @@ class ZhipuAIChannel:
 
     async def stream(self, model: str, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        total_at = start + self.total_timeout
-        first_at = min(total_at, start + self.first_token_timeout)
-        try:
-            async with asyncio.timeout_at(min(first_at, start + self.connect_timeout)):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ProviderError("rate_limited", f"{self.name}: all {self.max_streams} streams busy") from None
-        self.in_flight += 1
-        call = _Call(loop)
-        payload = [{"role": m.role, "content": m.content} for m in messages]
-        try:
-            loop.run_in_executor(self._executor, self._pump, call, model, payload)
+        async with self.slot() as deadlines:
+            call = _Call(loop)
+            payload = [{"role": m.role, "content": m.content} for m in messages]
             try:
-                async for item in read_chunks(sdk_pieces(call.items()), first_at, total_at, messages):
-                    yield item
-            except ProviderError:
-                raise
-            except TimeoutError:
-                waited = "first token" if loop.time() < total_at else "whole answer"
-                raise ProviderError("timeout", f"{self.name}: no {waited} in time") from None
-            except Exception as exc:  # noqa: BLE001 - no raw SDK or transport error leaves a channel
-                raise _to_provider_error(self.name, exc, call.opened) from None
-        finally:
-            call.stop.set()
-            self.in_flight -= 1
-            self._slots.release()
+                loop.run_in_executor(self._executor, self._pump, call, model, payload)
+                try:
+                    pieces = sdk_pieces(call.items())
+                    async for item in read_chunks(pieces, deadlines.first_at, deadlines.total_at, messages):
+                        yield item
+                except ProviderError:
+                    raise
+                except TimeoutError:
+                    raise deadlines.timed_out(self.name, loop.time()) from None
+                except Exception as exc:  # noqa: BLE001 - no raw SDK or transport error leaves a channel
+                    raise _to_provider_error(self.name, exc, call.opened) from None
+            finally:
+                call.stop.set()
 
     def _pump(self, call: _Call, model: str, payload: list[dict[str, str]]) -> None:
         """Runs in a worker thread: read the SDK's stream, hand each chunk over at once."""
