@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import platform
-import secrets
 import socket
 import subprocess
 import sys

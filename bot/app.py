@@ -19,16 +19,17 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from bot.chat.admission import Admission
+from bot.chat.commands import Commands
 from bot.chat.delivery import Pusher
 from bot.chat.generation import Generator
+from bot.chat.own_keys import OwnKeys
 from bot.chat.service import ChatService
+from bot.chat.web import WebChat
 from bot.config import Config
 from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, WECHAT, WECHAT_API
 from bot.metrics_http import setup_metrics
 from bot.pay.routes import setup_pay
-from bot.chat.admission import Admission
-from bot.chat.commands import Commands
-from bot.chat.own_keys import OwnKeys
 from bot.providers.router import Router
 from bot.rules.chain import answer_check, build_chain, word_filter
 from bot.wechat import edge
@@ -44,7 +45,6 @@ from storage.own_keys import OwnKeyRepo
 from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
-from bot.chat.web import WebChat
 from web_companion.chat import WEBCHAT, setup_webchat
 from web_companion.login import LoginCodes
 from web_companion.routes import setup_companion

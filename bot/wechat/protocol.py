@@ -24,7 +24,6 @@ from werobot.replies import TextReply
 from bot.chat.messages import Inbound
 from bot.config import WechatConfig
 
-
 # The envelope of an encrypted message is tiny and fixed; reading it with a regex saves a full XML
 # parse per message. The Encrypt value is authenticated by msg_signature before use, and the
 # decrypted message itself always goes through werobot's parser.
