@@ -39,9 +39,11 @@ async def receive(request: web.Request) -> web.Response:
         timestamp, nonce = protocol.check_url(request.query)
         if request.content_length is not None and request.content_length > cap:
             raise EdgeError(413, "body too large")
-        body = await request.content.read(cap + 1)
-        if len(body) > cap:
-            raise EdgeError(413, "body too large")
+        try:
+            # the app's client_max_size is the same cap: a larger chunked body stops here
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise EdgeError(413, "body too large") from None
         fields, encrypted = protocol.open_body(request.query, body)
         msg = protocol.to_inbound(fields)
     except EdgeError as e:

@@ -149,3 +149,20 @@ async def test_other_message_types_get_a_text_only_reply(plain, llm):
     d = await plain.send_image("o_hank")
     assert "文字" in (d.content or "")
     assert llm.requests == []
+
+
+async def test_an_oversized_chunked_body_is_refused_with_413_too(tmp_path, llm):
+    import aiohttp
+
+    async with running(make_config(tmp_path, llm.base_url)) as (url, _):
+        async with FakeWeChat(f"{url}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            query = wx.signed_query({"openid": "o_eve"})
+
+        async def chunks():
+            for _ in range(80):
+                yield b"x" * 1024
+
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/wechat", params=query, data=chunks()) as resp:
+                assert resp.status == 413
+    assert llm.requests == []
