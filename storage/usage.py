@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.db import Database
-
-
-@dataclass(frozen=True, slots=True)
-class Movement:
-    id: int
-    kind: str
-    # Signed change to the lasting balance and to today's free credits.
-    amount: int
-    daily_amount: int
-    ref: str
-    created_at: float
+from storage.ledger import Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +21,13 @@ class UsageRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def movements(self, openid: str, limit: int, offset: int) -> list[Movement]:
+    async def movements(self, openid: str, limit: int, offset: int) -> list[Entry]:
         """Ledger rows that moved credits, newest first (a settle row moves nothing: its reserve did)."""
         rows = await self.db.fetchall(
             "SELECT id, kind, amount, daily_amount, ref, created_at FROM ledger"
             " WHERE openid = ? AND (amount != 0 OR daily_amount != 0) ORDER BY id DESC LIMIT ? OFFSET ?",
             (openid, limit, offset))
-        return [Movement(*tuple(r)) for r in rows]
+        return [Entry(*tuple(r)) for r in rows]
 
     async def recent(self, openid: str, limit: int) -> list[Use]:
         """The user's latest generations (a channel that failed over is not one: its successor is)."""
