@@ -108,10 +108,6 @@ class AnswerRepo:
         row = await self.db.fetchone("SELECT * FROM answers WHERE id = ?", (answer_id,))
         return _answer(row) if row else None
 
-    async def get_by_key(self, msg_key: str) -> Answer | None:
-        row = await self.db.fetchone("SELECT * FROM answers WHERE msg_key = ?", (msg_key,))
-        return _answer(row) if row else None
-
     async def save_progress(self, answer_id: int, owner: str, text: str, lease_until: float,
                             first_token_at: float | None) -> bool:
         """Write the growing text and renew the lease; False when the lease was lost."""

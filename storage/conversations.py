@@ -20,30 +20,28 @@ def current_conversation(conn: sqlite3.Connection, openid: str, now: float, idle
     return int(cur.lastrowid)
 
 
-def recent_turns(conn: sqlite3.Connection, conversation_id: int, limit: int) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?", (conversation_id, limit)
-    ).fetchall()
+_RECENT_TURNS = "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?"
+
+
+def _oldest_first(rows: list) -> list[tuple[str, str]]:
     return [(r["role"], r["content"]) for r in reversed(rows)]
+
+
+def recent_turns(conn: sqlite3.Connection, conversation_id: int, limit: int) -> list[tuple[str, str]]:
+    """Inside a write: the last `limit` turns, oldest first."""
+    return _oldest_first(conn.execute(_RECENT_TURNS, (conversation_id, limit)).fetchall())
 
 
 class ConversationRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def current(self, openid: str, now: float, idle: float) -> int:
-        return await self.db.write(lambda conn: current_conversation(conn, openid, now, idle))
-
     async def close_all(self, openid: str) -> None:
         await self.db.write(lambda conn: conn.execute(
             "UPDATE conversations SET closed = 1 WHERE openid = ? AND closed = 0", (openid,)))
 
     async def recent_turns(self, conversation_id: int, limit: int) -> list[tuple[str, str]]:
-        rows = await self.db.fetchall(
-            "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
-            (conversation_id, limit),
-        )
-        return [(r["role"], r["content"]) for r in reversed(rows)]
+        return _oldest_first(await self.db.fetchall(_RECENT_TURNS, (conversation_id, limit)))
 
     async def reopen(self, openid: str, conversation_id: int, now: float) -> bool:
         """Make one of the user's conversations the current one (on every surface); False if not theirs."""

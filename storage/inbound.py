@@ -60,11 +60,6 @@ class InboundRepo:
         row = await self.db.fetchone("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,))
         return _receipt(row, False) if row else None
 
-    async def cached_reply(self, msg_key: str) -> str | None:
-        """The reply already given to this message, for WeChat's retries (the fast path)."""
-        row = await self.db.fetchone("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,))
-        return row["reply"] if row else None
-
     async def set_reply(self, msg_key: str, reply: str, now: float) -> str:
         """Store the reply unless one is stored already; return the one that stands."""
         def run(conn: sqlite3.Connection) -> str:

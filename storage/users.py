@@ -9,14 +9,6 @@ class UserRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def touch(self, openid: str, now: float) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO users (openid, first_seen, last_seen) VALUES (?, ?, ?)"
-                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen",
-                (openid, now, now),
-            )
-
     async def set_subscribed(self, openid: str, subscribed: bool, now: float) -> None:
         column = "subscribed_at" if subscribed else "unsubscribed_at"
         async with self.db.transaction() as conn:
