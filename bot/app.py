@@ -109,17 +109,18 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         if pusher is not None and answer.route == "push":
             await pusher.push_pending(answer.id)
 
-    generator = Generator(cfg, answers, ConversationRepo(db), router, Ledger(db), answer_check(cfg, words), owner,
+    conversations, ledger = ConversationRepo(db), Ledger(db)
+    generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db))
     app[GENERATOR] = generator
     app[ROUTER] = router
     admission = Admission(cfg, router, chain, commands, own_keys)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
-                            conversations=ConversationRepo(db), generator=generator, admission=admission,
+                            conversations=conversations, generator=generator, admission=admission,
                             commands=commands, owner=owner)
-    app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=ConversationRepo(db), generator=generator,
-                           admission=admission, router=router, commands=commands, ledger=Ledger(db), owner=owner)
+    app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
+                           admission=admission, router=router, commands=commands, ledger=ledger, owner=owner)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).
