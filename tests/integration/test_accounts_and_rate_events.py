@@ -15,12 +15,6 @@ from storage.rate_events import RateEvents
 ALICE = "oAlice0000000000000000000001"
 
 
-@pytest.fixture
-async def db(tmp_path: Path):
-    async with Database(tmp_path / "accounts.db") as database:
-        yield database
-
-
 async def test_freeze_and_unfreeze_report_whether_anything_changed(db):
     accounts, ledger = Accounts(db), Ledger(db)
     await ledger.ensure_account(ALICE, trial_credits=10)

@@ -24,12 +24,6 @@ class Clock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    async with Database(tmp_path / "credits.db") as database:
-        yield database
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

@@ -24,12 +24,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def db(tmp_path):
-    async with Database(tmp_path / "mpgpt.db") as db:
-        yield db
-
-
 def codes(tmp_path, db, clock, **companion) -> LoginCodes:
     cfg = make_config(tmp_path, "http://127.0.0.1:9", companion=companion,
                       server={"public_url": "https://mp.example.com/"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -17,12 +16,6 @@ from storage.ledger import InsufficientCredits, Ledger
 from storage.products import Product, ProductRepo
 
 USER = "o6_bmjrPTlm6_owner_store1"
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async with Database(tmp_path / "mpgpt.db") as database:
-        yield database
 
 
 async def test_a_change_and_its_audit_row_commit_together_and_the_ledger_row_names_it(db):

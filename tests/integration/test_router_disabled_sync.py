@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 
 from bot.config import RouterConfig
 from bot.providers.base import ChatMessage, Usage
@@ -28,12 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database(tmp_path / "mpgpt.db") as database:
-        yield database
 
 
 async def make_router(llm: FakeLLM, db: Database, clock: Clock) -> Router:

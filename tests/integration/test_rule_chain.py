@@ -50,12 +50,6 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    async with Database(tmp_path / "chain.db") as database:
-        yield database
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
