@@ -22,7 +22,9 @@ or text.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 import time
 import unicodedata
 from bisect import bisect_right
@@ -46,20 +48,38 @@ def fold_char(ch: str) -> str:
                    and unicodedata.category(c) not in ("Mn", "Me"))
 
 
-class _FoldTable(dict[int, str | None]):
-    """str.translate table computed lazily per code point (None deletes the character)."""
+class _MarkTable(dict[int, str]):
+    """str.translate table computed lazily per code point: the normalised character(s), or NUL for a
+    character normalising to nothing. Marking instead of deleting keeps the usual text (no character
+    expands) aligned with the original, so mapping a hit back costs a few str.count calls."""
 
-    def __missing__(self, cp: int) -> str | None:
-        folded = fold_char(chr(cp)) or None
+    def __missing__(self, cp: int) -> str:
+        folded = fold_char(chr(cp)) or _NUL
         self[cp] = folded
         return folded
 
 
-_FOLD = _FoldTable()
+_NUL = "\x00"  # a control character: it always normalises to nothing itself
+_MARK = _MarkTable()
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+@functools.cache
+def _bmp_table() -> list[int | str]:
+    """_MARK for the whole Basic Multilingual Plane as a list: str.translate indexes a list about twice
+    as fast as it looks up a dict, and questions are almost always BMP-only. Single characters are
+    stored as code points (ints are smaller than one-character strings: ~2 MB for the plane)."""
+    return [ord(m) if len(m := fold_char(chr(cp)) or _NUL) == 1 else m for cp in range(0x10000)]
+
+
+def _mark(text: str) -> str:
+    # A list table leaves characters beyond its end untouched, so texts with any (emoji, rare CJK)
+    # take the lazily filled dict.
+    return text.translate(_MARK if _ASTRAL.search(text) else _bmp_table())
 
 
 def normalise(text: str) -> str:
-    return text.translate(_FOLD)
+    return _mark(text).replace(_NUL, "")
 
 
 def _utf8(text: str) -> str:
@@ -70,7 +90,7 @@ class _LengthTable(dict[int, str]):
     """str.translate table: each character becomes chr(how many normalised characters it yields)."""
 
     def __missing__(self, cp: int) -> str:
-        n = chr(len(_FOLD[cp] or ""))
+        n = chr(len(fold_char(chr(cp))))
         self[cp] = n
         return n
 
@@ -78,17 +98,36 @@ class _LengthTable(dict[int, str]):
 _LENGTHS = _LengthTable()
 
 
-class _Origins:
-    """Maps positions in the normalised text back to the original: built at C speed, only for texts
-    that need it (a hit, a streaming cut)."""
+class _Normalised:
+    """A text as the matcher sees it, and the way back from its positions to the original's."""
+
+    __slots__ = ("text", "marked", "aligned", "_produced")
 
     def __init__(self, text: str) -> None:
-        # produced[i]: normalised characters produced by text[:i + 1]
-        self.produced = list(accumulate(text.translate(_LENGTHS).encode("latin-1")))
+        self.text = text
+        marked = _mark(text)
+        # Equal lengths: every character became exactly one (itself, its fold, or NUL).
+        self.aligned = len(marked) == len(text)
+        self.marked = marked
+        self._produced: list[int] | None = None
 
-    def of(self, k: int) -> int:
+    @property
+    def value(self) -> str:
+        return self.marked.replace(_NUL, "") if _NUL in self.marked else self.marked
+
+    def origin(self, k: int) -> int:
         """The index of the original character that normalised character `k` came from."""
-        return bisect_right(self.produced, k)
+        if self.aligned:
+            # The original index i has exactly i - k NULs before it and is not one itself: the fixed
+            # point of i = k + NULs in marked[:i + 1], approached from below.
+            marked, i = self.marked, k
+            while (j := k + marked.count(_NUL, 0, i + 1)) != i:
+                i = j
+            return i
+        if self._produced is None:
+            # produced[i]: normalised characters produced by text[:i + 1]
+            self._produced = list(accumulate(self.text.translate(_LENGTHS).encode("latin-1")))
+        return bisect_right(self._produced, k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +211,7 @@ class WordFilter:
         self.clock = clock
         self._checked_at = clock()
         self._lock = asyncio.Lock()
+        _bmp_table()  # built here (~40 ms), not on the first question
         self._current = self._build(self._signature())
 
     @property
@@ -256,7 +296,8 @@ class WordFilter:
         current = self._current
         if current.matcher is None:
             return _CLEAN
-        encoded = _utf8(normalise(text))
+        norm = _Normalised(text)
+        encoded = _utf8(norm.value)
         found = [(end + 1 - entry.nbytes, end + 1, entry) for end, entry in current.matcher.iter(encoded)]
         if not found:
             return _CLEAN
@@ -265,12 +306,11 @@ class WordFilter:
                   if entry.action and not any(xs <= s and e <= xe for xs, xe in spans)]
         if not listed:
             return _CLEAN
-        origins = _Origins(text)
 
         def char_index(byte: int) -> int:  # byte offset in `encoded` -> normalised character index
             return len(encoded[:byte].encode("latin-1").decode("utf-8"))
 
-        return Scan(tuple(Hit(origins.of(char_index(s)), origins.of(char_index(e) - 1) + 1, entry.action,
+        return Scan(tuple(Hit(norm.origin(char_index(s)), norm.origin(char_index(e) - 1) + 1, entry.action,
                               entry.dictionaries) for s, e, entry in listed))
 
     def safe_end(self, text: str) -> int:
@@ -279,7 +319,8 @@ class WordFilter:
         hold = max(0, self._current.longest - 1)
         if hold == 0:
             return len(text)
-        produced = len(normalise(text))
+        norm = _Normalised(text)
+        produced = len(norm.value)
         if produced <= hold:
             return 0
-        return _Origins(text).of(produced - hold)
+        return norm.origin(produced - hold)
