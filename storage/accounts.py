@@ -62,7 +62,7 @@ class Accounts:
             return bool(list(rows))
 
     async def whitelisted(self, openid: str) -> bool:
-        return await self.db.fetchone("SELECT 1 FROM whitelist WHERE openid = ?", (openid,)) is not None
+        return await self.db.lookup("SELECT 1 FROM whitelist WHERE openid = ?", (openid,)) is not None
 
     async def whitelist(self) -> list[Listed]:
         rows = await self.db.fetchall("SELECT openid, note, added_at FROM whitelist ORDER BY added_at, openid")

@@ -105,7 +105,7 @@ class AnswerRepo:
         return await self.db.write(run)
 
     async def get(self, answer_id: int) -> Answer | None:
-        row = await self.db.fetchone("SELECT * FROM answers WHERE id = ?", (answer_id,))
+        row = await self.db.lookup("SELECT * FROM answers WHERE id = ?", (answer_id,))
         return _answer(row) if row else None
 
     async def save_progress(self, answer_id: int, owner: str, text: str, lease_until: float,

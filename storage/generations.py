@@ -62,7 +62,7 @@ class ModelChoiceRepo:
         self.db = db
 
     async def get(self, openid: str) -> str | None:
-        row = await self.db.fetchone("SELECT model FROM users WHERE openid = ?", (openid,))
+        row = await self.db.lookup("SELECT model FROM users WHERE openid = ?", (openid,))
         return row["model"] if row else None
 
     async def set(self, openid: str, model: str | None, now: float) -> None:

@@ -57,7 +57,7 @@ class InboundRepo:
         return await self.db.write(run)
 
     async def get(self, msg_key: str) -> Receipt | None:
-        row = await self.db.fetchone("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,))
+        row = await self.db.lookup("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,))
         return _receipt(row, False) if row else None
 
     async def set_reply(self, msg_key: str, reply: str, now: float) -> str:

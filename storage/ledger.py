@@ -181,12 +181,12 @@ class Ledger:
     # -- accounts -------------------------------------------------------------------------------
 
     async def account(self, openid: str) -> Account | None:
-        row = await self.db.fetchone(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
+        row = await self.db.lookup(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
         return _account(row) if row else None
 
     async def ensure_account(self, openid: str, trial_credits: int) -> Account:
         """The account, created on first contact with its trial grant (written once, even as 0)."""
-        row = await self.db.fetchone(
+        row = await self.db.lookup(
             f"SELECT {_ACCOUNT_COLS}, EXISTS (SELECT 1 FROM ledger l WHERE l.openid = a.openid"
             " AND l.kind = 'trial') AS has_trial FROM accounts a WHERE openid = ?", (openid,))
         if row is not None and row["has_trial"]:
@@ -213,7 +213,7 @@ class Ledger:
 
         Idempotent per day (True only for the call that opened it); a day earlier than the last one
         granted is ignored. Requires the account (ensure_account first)."""
-        row = await self.db.fetchone("SELECT daily_day FROM accounts WHERE openid = ?", (openid,))
+        row = await self.db.lookup("SELECT daily_day FROM accounts WHERE openid = ?", (openid,))
         if row is None or (row["daily_day"] is not None and row["daily_day"] >= day):
             return False
         now = self.clock()
@@ -297,7 +297,7 @@ class Ledger:
         return amount is not None
 
     async def reservation(self, gen_key: str) -> Reservation | None:
-        row = await self.db.fetchone("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))
+        row = await self.db.lookup("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))
         if row is None:
             return None
         return Reservation(row["gen_key"], row["openid"], row["amount"], row["from_daily"], row["state"],

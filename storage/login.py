@@ -120,7 +120,7 @@ class SessionRepo:
 
     async def active(self, session_id: str, now: float) -> Session | None:
         """The session if it exists, is not revoked and has not expired."""
-        row = await self.db.fetchone(
+        row = await self.db.lookup(
             "SELECT id, openid, method, created_at, expires_at FROM sessions"
             " WHERE id = ? AND revoked_at IS NULL AND expires_at > ?", (session_id, now))
         return Session(*tuple(row)) if row else None

@@ -20,5 +20,5 @@ class OwnKeyRepo:
             lambda conn: conn.execute("DELETE FROM own_keys WHERE openid = ?", (openid,)).rowcount == 1)
 
     async def get(self, openid: str) -> bytes | None:
-        row = await self.db.fetchone("SELECT ciphertext FROM own_keys WHERE openid = ?", (openid,))
+        row = await self.db.lookup("SELECT ciphertext FROM own_keys WHERE openid = ?", (openid,))
         return bytes(row["ciphertext"]) if row else None

@@ -20,5 +20,5 @@ class UserRepo:
             )
 
     async def get(self, openid: str) -> dict | None:
-        row = await self.db.fetchone("SELECT * FROM users WHERE openid = ?", (openid,))
+        row = await self.db.lookup("SELECT * FROM users WHERE openid = ?", (openid,))
         return dict(row) if row else None

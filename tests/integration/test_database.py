@@ -1,0 +1,42 @@
+"""storage.db.Database itself: group-committed writes and point reads on the event loop's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+
+
+def _insert(openid: str):
+    def run(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO users (openid, first_seen, last_seen) VALUES (?, 0, 0)", (openid,))
+        return openid
+    return run
+
+
+async def test_writes_arriving_together_commit_together_and_a_failing_one_rolls_back_alone(db: Database):
+    await db.write(_insert("o_taken"))
+    results = await asyncio.gather(*(db.write(_insert(o)) for o in ("o_a", "o_taken", "o_b")),
+                                   return_exceptions=True)
+    assert results[0] == "o_a" and results[2] == "o_b"
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    rows = await db.fetchall("SELECT openid FROM users ORDER BY openid")
+    assert [r["openid"] for r in rows] == ["o_a", "o_b", "o_taken"]
+
+
+async def test_a_lookup_sees_what_another_process_committed_at_once(db: Database, tmp_path: Path):
+    assert await db.lookup("SELECT openid FROM users WHERE openid = ?", ("o_other",)) is None
+    other = sqlite3.connect(tmp_path / "mpgpt.db", isolation_level=None)
+    other.execute("INSERT INTO users (openid, first_seen, last_seen) VALUES ('o_other', 0, 0)")
+    other.close()
+    row = await db.lookup("SELECT openid FROM users WHERE openid = ?", ("o_other",))
+    assert row is not None and row["openid"] == "o_other"
+
+
+async def test_lookup_refuses_to_write(db: Database):
+    with pytest.raises(sqlite3.OperationalError):
+        await db.lookup("INSERT INTO users (openid, first_seen, last_seen) VALUES ('o_w', 0, 0) RETURNING openid")
