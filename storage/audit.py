@@ -52,6 +52,9 @@ class InTransaction:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    # Inside the transaction a read by key must see its uncommitted changes: same connection.
+    lookup = fetchone
+
 
 @dataclass
 class Change:
