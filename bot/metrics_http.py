@@ -1,9 +1,10 @@
-"""The HTTP side of metrics: a middleware timing every request by route name, and `GET /metrics`.
+"""The HTTP side of metrics: every request counted and timed by route name, and `GET /metrics`.
 
     setup_metrics(app, cfg)    # in the app factory
 
-adds the middleware (outermost, so a 500 from any handler is counted) and serves /metrics on the
-main server — or, with `[metrics] port`, on a server of its own that only Prometheus needs to reach.
+serves /metrics on the main server — or, with `[metrics] port`, on a server of its own that only
+Prometheus needs to reach. The app's one middleware calls `record_request` for every request (one
+layer for timing and the last line of defence: each middleware layer costs every request).
 With `[metrics] token`, a scrape must send `Authorization: Bearer <token>`.
 """
 
@@ -56,22 +57,12 @@ def _series(route: str, method: str, status: int) -> tuple[Any, Any]:
     return found
 
 
-@web.middleware
-async def http_metrics(request: web.Request, handler) -> web.StreamResponse:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        method = request.method if request.method in _METHODS else metrics.OTHER
-        requests, seconds = _series(route_label(request), method, status)
-        requests.inc()
-        seconds.observe(time.perf_counter() - started)
+def record_request(request: web.Request, status: int, seconds: float) -> None:
+    """Count and time one answered request (called by the app's request middleware)."""
+    method = request.method if request.method in _METHODS else metrics.OTHER
+    requests, timing = _series(route_label(request), method, status)
+    requests.inc()
+    timing.observe(seconds)
 
 
 def metrics_handler(settings: MetricsConfig):  # type: ignore[no-untyped-def]
@@ -100,9 +91,8 @@ async def _watch_router(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_metrics(app: web.Application, cfg: Config) -> None:
-    """Time every request, and serve /metrics where the config says (nothing when disabled)."""
+    """Serve /metrics where the config says (nothing when disabled); requests are timed either way."""
     metrics.configure(cfg)
-    app.middlewares.insert(0, http_metrics)
     app.cleanup_ctx.append(_watch_router)
     m = cfg.metrics
     if not m.enabled:

@@ -3,6 +3,8 @@ bearer token; a port of its own."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiohttp
 import pytest
 
@@ -120,3 +122,20 @@ async def test_companion_logins_are_counted_by_outcome(tmp_path, llm):
     for outcome in ("invalid", "ok"):
         name = "mpgpt_login_attempts_total"
         assert value(after, name, method="code", outcome=outcome) == value(before, name, method="code", outcome=outcome) + 1
+
+
+async def test_a_failure_no_handler_foresaw_is_a_plain_500_logged_once_and_counted(tmp_path, llm):
+    async with serving(make_config(tmp_path, llm.base_url)) as (base, _):
+        before = await scrape(base + "/metrics")
+        # The database broken under the running server (a tool run by hand, a bad restore).
+        with sqlite3.connect(tmp_path / "mpgpt.db") as broken:
+            broken.execute("DROP TABLE inbound")
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            body, query = wx.build_request(wx.text_message("o_broken_db", "帮助"))
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/wechat", data=body, params=query) as resp:
+                    assert resp.status == 500
+                    assert await resp.json() == {"error": "internal error"}
+        after = await scrape(base + "/metrics")
+    labels = {"route": "wechat", "method": "POST", "status": "500"}
+    assert value(after, "mpgpt_http_requests_total", **labels) == value(before, "mpgpt_http_requests_total", **labels) + 1
