@@ -53,9 +53,14 @@ async def receive(request: web.Request) -> web.Response:
         transport = request.transport
         return transport is not None and not transport.is_closing()
 
-    with structlog.contextvars.bound_contextvars(msg_id=msg.msg_key, user=msg.short_user):
+    # bind/reset rather than bound_contextvars(), which copies the whole context on entry (it showed
+    # in the per-message profile); the handler runs in one task, so the tokens reset where they were set
+    tokens = structlog.contextvars.bind_contextvars(msg_id=msg.msg_key, user=msg.short_user)
+    try:
         reply = await request.app[CHAT].handle(msg, still_open)
         if not reply:
             return web.Response(text="success")
         return web.Response(text=protocol.render(fields, reply, encrypted, timestamp, nonce),
                             content_type="application/xml")
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
