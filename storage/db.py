@@ -146,11 +146,11 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` atomically in the database thread and return its result.
 
-        The hot paths use this instead of `transaction()`. `fn` is plain synchronous SQL. Writes that
-        arrive together share one BEGIN IMMEDIATE … COMMIT (group commit), each inside its own
-        SAVEPOINT so one failing `fn` rolls back only itself: under load a state change costs a
-        fraction of a hand-over to aiosqlite's thread instead of one per statement. The result (or
-        error) is delivered only after the COMMIT.
+        The hot paths use this instead of `transaction()`. `fn` is plain synchronous SQL, and may run
+        twice (see _run_batch): it must have no effects outside the connection. Writes that arrive
+        together share one BEGIN IMMEDIATE … COMMIT (group commit), and one failing `fn` rolls back
+        only itself: under load a state change costs a fraction of a hand-over to aiosqlite's thread
+        instead of one per statement. The result (or error) is delivered only after the COMMIT.
         """
         assert self._writer is not None, "database is not open"
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -252,19 +252,32 @@ def _lookup_connection(path: str) -> sqlite3.Connection:
 
 
 def _run_batch(writer: aiosqlite.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
-    """On the database thread: one transaction, one savepoint per state change."""
+    """On the database thread: one transaction for the batch; one failing change rolls back only itself.
+
+    Changes almost never fail (conflicts are handled in their SQL), so the batch first runs without
+    savepoints; only if one raises is it rolled back and run again with a savepoint per change. This
+    thread's Python work holds the GIL the event loop needs, and savepoints were half its statements.
+    A change must therefore be repeatable: SQL on the connection, no effects outside it.
+    """
     conn = writer._conn
-    outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for fn in fns:
-            conn.execute("SAVEPOINT one_change")
-            try:
-                outcomes.append((True, fn(conn)))
-            except Exception as e:
-                conn.execute("ROLLBACK TO one_change")
-                outcomes.append((False, e))
-            conn.execute("RELEASE one_change")
+        try:
+            outcomes: list[tuple[bool, Any]] = [(True, fn(conn)) for fn in fns]
+        except Exception as e:
+            conn.execute("ROLLBACK")
+            if len(fns) == 1:
+                return [(False, e)]
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = []
+            for fn in fns:
+                conn.execute("SAVEPOINT one_change")
+                try:
+                    outcomes.append((True, fn(conn)))
+                except Exception as e:
+                    conn.execute("ROLLBACK TO one_change")
+                    outcomes.append((False, e))
+                conn.execute("RELEASE one_change")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

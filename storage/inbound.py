@@ -44,15 +44,13 @@ class InboundRepo:
                 " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen",
                 (openid, now, now),
             )
-            cur = conn.execute(
+            # A new row starts at one delivery; a retry counts itself on the stored one.
+            row = conn.execute(
                 "INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (msg_key) DO NOTHING",
+                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = deliveries + 1 RETURNING *",
                 (msg_key, openid, kind, now, reply, None if reply is None else now),
-            )
-            first = cur.rowcount == 1
-            if not first:
-                conn.execute("UPDATE inbound SET deliveries = deliveries + 1 WHERE msg_key = ?", (msg_key,))
-            return _receipt(conn.execute("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone(), first)
+            ).fetchall()[0]
+            return _receipt(row, row["deliveries"] == 1)
 
         return await self.db.write(run)
 

@@ -247,24 +247,22 @@ class Ledger:
             raise ValueError(msg)
         now = self.clock()
 
-        def run(conn: sqlite3.Connection) -> tuple[bool, bool]:
-            """(reserved, newly charged)"""
+        def run(conn: sqlite3.Connection) -> tuple[bool, bool, bool]:
+            """(reserved, newly charged, the gen_key is another user's)"""
             row = conn.execute(
                 "SELECT (SELECT openid FROM reservations WHERE gen_key = :k) AS holder,"
                 " (SELECT daily FROM accounts WHERE openid = :o) AS daily", {"k": gen_key, "o": openid}).fetchone()
             holder, daily = row["holder"], row["daily"]
             if holder is not None:
-                if holder != openid:
-                    log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
-                return holder == openid, False
+                return holder == openid, False, holder != openid
             if daily is None:
-                return False, False
+                return False, False, False
             taken = conn.execute(
                 "UPDATE accounts SET daily = daily - MIN(daily, :a), balance = balance - (:a - MIN(daily, :a))"
                 " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
                 {"a": amount, "o": openid}).fetchall()
             if not taken:
-                return False, False
+                return False, False, False
             from_daily = daily - taken[0]["daily"]
             conn.execute(
                 "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -272,9 +270,11 @@ class Ledger:
             conn.execute(
                 "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
                 " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
-            return True, True
+            return True, True, False
 
-        reserved, charged = await self.db.write(run)
+        reserved, charged, foreign = await self.db.write(run)
+        if foreign:
+            log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
         if charged:
             metrics.credits_moved("reserved", amount)  # after the commit
         return reserved

@@ -40,3 +40,21 @@ async def test_a_lookup_sees_what_another_process_committed_at_once(db: Database
 async def test_lookup_refuses_to_write(db: Database):
     with pytest.raises(sqlite3.OperationalError):
         await db.lookup("INSERT INTO users (openid, first_seen, last_seen) VALUES ('o_w', 0, 0) RETURNING openid")
+
+
+async def test_a_change_that_fails_half_way_leaves_nothing_and_its_batch_mates_commit_once(db: Database):
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO users (openid, first_seen, last_seen) VALUES ('o_half', 0, 0)")
+        raise RuntimeError("failed after its first statement")
+
+    def count_up(conn: sqlite3.Connection) -> int:
+        # run twice by the retry, it would still count once: its first run was rolled back
+        conn.execute("INSERT INTO users (openid, first_seen, last_seen) VALUES ('o_count', 0, 0)"
+                     " ON CONFLICT (openid) DO UPDATE SET last_seen = last_seen + 1")
+        return conn.execute("SELECT last_seen FROM users WHERE openid = 'o_count'").fetchone()[0]
+
+    results = await asyncio.gather(db.write(_insert("o_before")), db.write(half_then_fail), db.write(count_up),
+                                   return_exceptions=True)
+    assert results[0] == "o_before" and isinstance(results[1], RuntimeError) and results[2] == 0
+    assert await db.lookup("SELECT 1 FROM users WHERE openid = 'o_half'") is None
+    assert (await db.lookup("SELECT last_seen FROM users WHERE openid = 'o_count'"))["last_seen"] == 0
