@@ -1,8 +1,8 @@
 """/wechat benchmark in safe (AES) mode at 64 concurrent senders, each figure against a baseline
 measured in the same run (these machines are noisy: only ratios carry over).
 
-1. The edge — messages that need no model — against a bare aiohttp handler (its own process)
-   receiving the same encrypted messages and answering `success`:
+1. The edge — messages that need no model — against a bare aiohttp handler (its own process, on
+   uvloop like mpgpt serve) receiving the same encrypted messages and answering `success`:
    a. a command (帮助: verify, decrypt, parse, record the MsgId, reply, encrypt), each a new MsgId;
    b. WeChat's retry of an already answered MsgId (the stored reply, encrypted again).
 2. End to end with an instant fake model (its own process): new questions through mpgpt against
@@ -41,15 +41,17 @@ TOKEN = "bench-token"
 APP_ID = "wxbench000000000"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
+# On the same event loop as mpgpt serve's default (uvloop), so the ratio compares handlers, not loops.
 BARE_SERVER = """
 import sys
+import uvloop
 from aiohttp import web
 async def handle(request):
     await request.read()
     return web.Response(text="success")
 app = web.Application()
 app.router.add_post("/wechat", handle)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=uvloop.new_event_loop())
 """
 
 

@@ -125,7 +125,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).
     gc.freeze()
-    log.info("chat_ready", mode=cfg.wechat.mode, owner=owner)
+    log.info("chat_ready", mode=cfg.wechat.mode, owner=owner,
+             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
     yield
     loop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -37,6 +37,8 @@ class ServerConfig:
     public_url: str = ""
     # WeChat's messages are a few hundred bytes; anything far larger is not WeChat.
     max_body_bytes: int = 64 * 1024
+    # "auto": uvloop when installed (it is a dependency off Windows), else asyncio's own loop.
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -526,6 +528,8 @@ def _validate(cfg: Config) -> None:
     _positive("storage.retention_days", cfg.storage.retention_days)
     if not 1 <= cfg.server.port <= 65535:
         raise ConfigError("server.port", "must be between 1 and 65535")
+    if cfg.server.event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError("server.event_loop", f"must be 'auto', 'uvloop' or 'asyncio' (got {cfg.server.event_loop!r})")
     if cfg.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
     if cfg.log.level not in ("debug", "info", "warning", "error"):

@@ -26,6 +26,7 @@ def _run(*args: str, env: dict | None = None, timeout: float = 20) -> subprocess
     ({"wechat": {"encoding_aes_key": "short"}}, "wechat.encoding_aes_key"),
     ({"chat": {"default_model": "nope"}}, "chat.default_model"),
     ({"wechat": {"window": -1}}, "wechat.window"),
+    ({"server": {"event_loop": "trio"}}, "server.event_loop"),
 ])
 def test_a_bad_config_makes_serve_exit_with_one_line_naming_the_key(tmp_path, change, key):
     path = write_toml(tmp_path / "bad.toml", merge(config_data(tmp_path, "http://127.0.0.1:9/v1"), change))

@@ -108,3 +108,17 @@ async def test_a_finished_answer_waiting_for_fetch_survives_a_restart(config_fil
     finally:
         await wx.close()
         second.stop()
+
+
+@pytest.mark.parametrize("event_loop,runs_on", [("auto", "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_answers_on_the_event_loop_the_config_names(tmp_path, llm, event_loop, runs_on):
+    data = config_data(tmp_path, llm.base_url, log={"level": "info"}, server={"event_loop": event_loop})
+    server = ServerProcess(write_toml(tmp_path / "config.toml", data), free_port()).start()
+    try:
+        llm.default = Script(text="在哪个循环上都一样。")
+        async with FakeWeChat(f"{server.url}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            reply = await wx.send_text("o_loop", "问题")
+    finally:
+        server.stop()
+    assert reply.content == "在哪个循环上都一样。"
+    assert f'"event_loop": "{runs_on}"' in server.log_path.read_text()
