@@ -51,13 +51,16 @@ class OpenAIChannel(StreamSlots):
         async with self.slot() as deadlines:
             try:
                 # The SDK makes the request (auth, base_url, error statuses); we read the SSE lines
-                # ourselves instead of having it build a pydantic model per chunk.
+                # ourselves instead of having it build a pydantic model per chunk. The messages go as
+                # extra_body: the SDK walks every message of `messages` through its type transform
+                # in Python (~0.13 ms each; a 10-turn conversation cost 3.7 ms before the request
+                # left), while extra_body is sent as given, and its key replaces the empty list.
                 async with AsyncExitStack() as stack:
                     async with asyncio.timeout_at(deadlines.first_at):
                         response = await stack.enter_async_context(
                             self._client.chat.completions.with_streaming_response.create(
-                                model=model, messages=[{"role": m.role, "content": m.content} for m in messages],
-                                stream=True, stream_options={"include_usage": True},
+                                model=model, messages=[], stream=True, stream_options={"include_usage": True},
+                                extra_body={"messages": [{"role": m.role, "content": m.content} for m in messages]},
                             ))
                     opened = True
                     pieces = sse_pieces(response.iter_lines())
