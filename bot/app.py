@@ -112,7 +112,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     conversations, ledger = ConversationRepo(db), Ledger(db)
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
-    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db))
+    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db),
+                        open_account=chain.wallet.open_day)
     app[GENERATOR] = generator
     app[ROUTER] = router
     admission = Admission(cfg, router, chain, commands, own_keys)

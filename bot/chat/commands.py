@@ -47,6 +47,7 @@ def parse(cfg: Config, text: str) -> tuple[str, str] | None:
 class Commands:
     def __init__(self, cfg: Config, router: Router, models: ModelChoiceRepo, own_keys: OwnKeys | None,
                  balance: Callable[[str], Awaitable[str]], login: LoginIssuer | None = None,
+                 open_account: Callable[[str], Awaitable[object]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.router = router
@@ -54,6 +55,8 @@ class Commands:
         self.own_keys = own_keys
         self.balance = balance
         self.login = login
+        # 登录 is a message like any other: the follower's account (and trial) exists before the page shows it
+        self.open_account = open_account
         self.clock = clock
 
     async def run(self, openid: str, name: str, arg: str) -> str:
@@ -64,6 +67,8 @@ class Commands:
         if name == "balance":
             return await self.balance(openid)
         assert self.login is not None, "the login command needs a LoginCodes"
+        if self.open_account is not None:
+            await self.open_account(openid)
         return await self.login.issue(openid)
 
     async def chosen_model(self, openid: str) -> str:

@@ -41,6 +41,16 @@ async def test_a_code_sent_in_chat_logs_the_follower_in_and_the_page_knows_them(
     assert status == 200 and data["user"] == ALICE[-6:]
 
 
+async def test_a_follower_whose_first_message_is_the_login_word_sees_the_trial_credits(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url, quota={"trial_credits": 10, "daily_free": 2}) as (base, _), \
+            browser_session() as http:
+        status, _, _ = await login(http, base, await code_from_wechat(base, "o_first_words_login_00000000"))
+        assert status == 200
+        status, data = await me(http, base)
+    assert status == 200 and (data["balance"], data["paid"], data["daily"]) == (12, 10, 2)
+    assert [item["kind"] for item in data["history"]["items"]] == ["daily", "trial"]
+
+
 async def test_the_session_cookie_is_httponly_lax_and_lives_the_configured_days(tmp_path, llm):
     async with serving(tmp_path, llm.base_url, companion={"session_days": 2}) as (base, _), browser_session() as http:
         _, _, cookies = await login(http, base, await code_from_wechat(base))
