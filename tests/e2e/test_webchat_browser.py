@@ -66,7 +66,9 @@ async def test_an_answer_streams_into_the_chat_tab_and_the_balance_drops(tmp_pat
         page = await context.new_page()
         await log_in(page, base)
         assert await page.inner_text("#balance") == "5"
+        assert await page.title() == "我的积分"
         await open_chat(page)
+        assert await page.title() == "对话" and await page.inner_text("header.bar h1") == "对话"
         assert await page.is_visible("#chat-empty")
         llm.queue(Script(chunks=["**第一段**，", "第二段，", "第三段。"], chunk_delay=0.3))
         footer = await ask(page, "讲三段话")

@@ -170,7 +170,13 @@
     }
     var panels = document.querySelectorAll("[data-panel]");
     for (var j = 0; j < panels.length; j++) { show(panels[j], panels[j].getAttribute("data-panel") === name); }
+    // the bar (and WeChat's in-app browser title) names the open tab
+    var title = TITLES[name] || TITLES.account;
+    document.title = title;
+    document.querySelector("header.bar h1").textContent = title;
   }
+
+  var TITLES = { account: "我的积分", chat: "对话", topup: "充值" };
 
   // -- products and paying ----------------------------------------------------------------------------
 
