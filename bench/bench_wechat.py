@@ -215,7 +215,8 @@ def report(res: dict, messages: int) -> str:
     lines = [
         "## /wechat (issue 2)",
         "",
-        f"`python bench/bench_wechat.py --messages {messages}` — safe (AES) mode, {CONCURRENCY} concurrent senders, "
+        f"`python bench/bench_wechat.py --messages {messages}` — safe (AES) mode, {CONCURRENCY} concurrent senders "
+        "(one Python aiohttp client process), mpgpt and the bare handler both on uvloop, "
         f"{messages} messages per row, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
