@@ -90,7 +90,8 @@ class _LengthTable(dict[int, str]):
     """str.translate table: each character becomes chr(how many normalised characters it yields)."""
 
     def __missing__(self, cp: int) -> str:
-        n = chr(len(fold_char(chr(cp))))
+        mark = _MARK[cp]
+        n = chr(0 if mark == _NUL else len(mark))
         self[cp] = n
         return n
 
@@ -211,7 +212,6 @@ class WordFilter:
         self.clock = clock
         self._checked_at = clock()
         self._lock = asyncio.Lock()
-        _bmp_table()  # built here (~40 ms), not on the first question
         self._current = self._build(self._signature())
 
     @property
@@ -258,6 +258,7 @@ class WordFilter:
                                       old.dictionaries if old else (), True)
         if not entries:
             return _Automaton(None, 0, signature, 0)
+        _bmp_table()  # scans will need it: built here (~40 ms, once), not on the first question
         matcher = ahocorasick.Automaton()
         for key, entry in entries.items():
             matcher.add_word(_utf8(key), entry)
