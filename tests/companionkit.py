@@ -7,7 +7,6 @@ notifies the app over HTTP exactly as WeChat Pay would.
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from bot.app import create_app
 from bot.config import Config, config_from_dict
 from tests import paykit
 from tests.fakes.wechatpay import FakeWeChatPay
-from tests.harness import config_data, merge
+from tests.harness import config_data, loopback_socket, merge, served
 
 OPENID = paykit.OPENID
 
@@ -37,18 +36,10 @@ def companion_config(tmp_path: Path, llm_base_url: str, base: str, pay: FakeWeCh
 @asynccontextmanager
 async def serving(tmp_path: Path, llm_base_url: str, pay: FakeWeChatPay | None = None,
                   **overrides: Any) -> AsyncIterator[tuple[str, web.Application]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    cfg = companion_config(tmp_path, llm_base_url, base, pay, **overrides)
-    app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    try:
+    sock, base = loopback_socket()
+    app = create_app(companion_config(tmp_path, llm_base_url, base, pay, **overrides))
+    async with served(app, sock):
         yield base, app
-    finally:
-        await runner.cleanup()
 
 
 def browser_session() -> aiohttp.ClientSession:

@@ -58,19 +58,40 @@ def make_config(tmp_path: Path, llm_base_url: str, **overrides: Any) -> Config:
     return config_from_dict(config_data(tmp_path, llm_base_url, **overrides), base_dir=str(tmp_path))
 
 
+def loopback_socket() -> tuple[socket.socket, str]:
+    """A loopback socket bound before the app exists, and its base URL: a config can then name the
+    app's own address (pay.notify_url, server.public_url)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def served(app: web.Application, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """`app` on a loopback socket (a new one unless given); yields its base URL. A start-up failure
+    closes what the cleanup contexts before it opened."""
+    if sock is None:
+        sock, _ = loopback_socket()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        raise
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
 @asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[tuple[str, web.Application]]:
     """The real app on a real loopback socket; yields (base_url, app)."""
     app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield base, app
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
 from bot.config import Config
+from tests.harness import served
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -19,22 +20,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @asynccontextmanager
 async def serving(cfg: Config, sock: socket.socket | None = None) -> AsyncIterator[tuple[str, web.Application]]:
     """The app factory's app on a loopback socket: (base URL, app). A start-up failure closes what opened."""
-    if sock is None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
     app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    try:
-        await runner.setup()
-    except BaseException:  # a start-up failure: close what the contexts before it opened
-        await runner.cleanup()
-        sock.close()
-        raise
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    finally:
-        await runner.cleanup()
+    async with served(app, sock) as base:
+        yield base, app
 
 
 def parse(text: str) -> Samples:

@@ -4,7 +4,6 @@ with the fake WeChat Pay answering both."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from bot.pay.service import ProductNotFound
 from storage.ledger import Ledger
 from tests.fakes.llm import FakeLLM
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
-from tests.harness import config_data, merge, write_toml
+from tests.harness import config_data, loopback_socket, merge, served, write_toml
 from tests.ownerkit import assert_one_line_failure, mpgpt, ok
 from tests.paykit import OPENID
 from tests.paykit import config_data as pay_config_data
@@ -36,9 +35,8 @@ async def pay():
 async def shop(tmp_path: Path, llm: FakeLLM, pay: FakeWeChatPay) -> AsyncIterator[tuple[Path, web.Application, str]]:
     """The real app with WeChat Pay on a socket bound first (so notify_url can name it); yields
     (config path for the commands, app, notify URL)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    notify_url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/pay/notify"
+    sock, base = loopback_socket()
+    notify_url = f"{base}/api/pay/notify"
     shop_data = pay_config_data(tmp_path, pay, notify_url=notify_url)
     # The background jobs stay out of the way: here the owner, not the query job, catches a lost notify.
     shop_data["pay"].update(query_after=3600.0, job_interval=3600.0)
@@ -46,13 +44,8 @@ async def shop(tmp_path: Path, llm: FakeLLM, pay: FakeWeChatPay) -> AsyncIterato
     data["products"] = shop_data["products"]
     path = write_toml(tmp_path / "mpgpt.toml", data)
     app = create_app(load_config(path))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    try:
+    async with served(app, sock):
         yield path, app, notify_url
-    finally:
-        await runner.cleanup()
 
 
 async def balance(app: web.Application, openid: str = OPENID) -> int:

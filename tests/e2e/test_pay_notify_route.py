@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +21,7 @@ from bot.pay.routes import MAX_NOTIFY_BYTES, PAY, setup_pay
 from storage.db import Database
 from storage.ledger import apply_entry
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
+from tests.harness import loopback_socket, served
 from tests.paykit import OPENID, balance, books_balance, config_data, topups
 
 
@@ -36,9 +36,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 @asynccontextmanager
 async def serving(tmp_path, fake, *, pay: bool = True, **setup_kw):
     """The app on a loopback socket bound first, so notify_url can name its port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, base = loopback_socket()
     data = config_data(tmp_path, fake, notify_url=f"{base}/api/pay/notify")
     if not pay:
         del data["pay"]
@@ -48,13 +46,8 @@ async def serving(tmp_path, fake, *, pay: bool = True, **setup_kw):
     app.cleanup_ctx.append(_database)
     mounted = setup_pay(app, cfg, **{"run_jobs": False, **setup_kw})
     assert mounted == pay
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    try:
+    async with served(app, sock):
         yield base, app
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
