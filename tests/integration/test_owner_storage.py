@@ -69,7 +69,8 @@ async def test_audit_ids_stay_unique_when_two_connections_write_at_once(tmp_path
 
 
 async def test_seeding_adds_new_config_products_and_keeps_the_owners_changes(tmp_path, db):
-    config = [ProductConfig("p6", "600 积分", 600, 600), ProductConfig("p30", "3500 积分", 3500, 3000)]
+    config = [ProductConfig(id="p6", name="600 积分", credits=600, price_fen=600),
+              ProductConfig(id="p30", name="3500 积分", credits=3500, price_fen=3000)]
     repo = ProductRepo(db)
     other = await Database(tmp_path / "mpgpt.db").open()
     try:
@@ -79,7 +80,7 @@ async def test_seeding_adds_new_config_products_and_keeps_the_owners_changes(tmp
     assert sorted(added, key=len) == [[], ["p6", "p30"]]
     before, after = await repo.update("p6", price_fen=500, enabled=False)
     assert (before.price_fen, before.enabled, after.price_fen, after.enabled) == (600, True, 500, False)
-    assert await repo.seed([*config, ProductConfig("p100", "12000 积分", 12000, 10000)]) == ["p100"]
+    assert await repo.seed([*config, ProductConfig(id="p100", name="12000 积分", credits=12000, price_fen=10000)]) == ["p100"]
     assert [(p.id, p.price_fen, p.enabled) for p in await repo.all()] == [
         ("p6", 500, False), ("p30", 3000, True), ("p100", 10000, True)]
     assert not await repo.add(Product("p30", "again", 1, 1)) and await repo.update("nope", name="x") is None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from bot import config as c
 
@@ -20,19 +20,19 @@ def _sections(readme: str) -> dict[str, str]:
 def _expected() -> dict[str, list[str]]:
     expected: dict[str, list[str]] = {}
 
-    def walk(cls: type, heading: str, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(tp, f"[{prefix}{f.name}]", f"{prefix}{f.name}.")
-            else:
-                expected.setdefault(heading, []).append(f.name)
+    def is_table(tp: object) -> bool:
+        return isinstance(tp, type) and issubclass(tp, BaseModel)
 
-    hints = typing.get_type_hints(c.Config)
-    for f in dataclasses.fields(c.Config):
-        if dataclasses.is_dataclass(hints[f.name]):
-            walk(hints[f.name], f"[{f.name}]", f"{f.name}.")
+    def walk(cls: type[BaseModel], heading: str, prefix: str) -> None:
+        for name, f in cls.model_fields.items():
+            if is_table(f.annotation):
+                walk(f.annotation, f"[{prefix}{name}]", f"{prefix}{name}.")  # type: ignore[arg-type]
+            else:
+                expected.setdefault(heading, []).append(name)
+
+    for name, f in c.Config.model_fields.items():
+        if is_table(f.annotation):
+            walk(f.annotation, f"[{name}]", f"{name}.")  # type: ignore[arg-type]
     walk(c.ChannelConfig, "[[channels]]", "")
     walk(c.ModelConfig, "[models.NAME]", "")
     walk(c.ProductConfig, "[[products]]", "")

@@ -1,0 +1,26 @@
+"""[commands]: the words followers type for each command."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from bot.config.base import Section, Strs
+from bot.config.errors import problem
+
+
+class CommandsConfig(Section):
+    more: Strs = ("继续",)
+    reset: Strs = ("新对话",)
+    help: Strs = ("帮助",)
+    model: Strs = ("模型",)
+    key: Strs = ("key", "KEY", "Key")
+    balance: Strs = ("余额",)
+    # Ask for a 6-digit code to log in on the companion page.
+    login: Strs = ("登录",)
+
+    @model_validator(mode="after")
+    def _login_words(self) -> CommandsConfig:
+        for i, word in enumerate(self.login):
+            if not word.strip():
+                raise problem(f"login[{i}]", "must not be empty")
+        return self

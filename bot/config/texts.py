@@ -1,0 +1,38 @@
+"""[texts]: what the bot says (placeholders in braces)."""
+
+from __future__ import annotations
+
+from bot.config.base import Section
+
+
+class TextsConfig(Section):
+    welcome: str = "感谢关注！直接发送文字即可和 AI 对话。发送「帮助」查看用法。"
+    help: str = (
+        "直接发送文字即可提问。\n"
+        "「继续」获取较长回答的后续内容\n"
+        "「新对话」开始新的话题\n"
+        "「帮助」显示本说明"
+    )
+    thinking: str = "正在思考中，请稍候回复「继续」获取回答。"
+    more_marker: str = "（未完，回复「继续」查看后续）"
+    text_only: str = "目前只支持文字消息，请直接发送文字。"
+    voice_unrecognized: str = "没有识别出语音内容，请再说一次或直接发送文字。"
+    model_error: str = "抱歉，AI 服务暂时出了点问题，请稍后再试。"
+    refused: str = "抱歉，这个问题暂时无法回答，换个问题试试吧。"
+    deadline: str = "抱歉，这次回答超时了，请稍后重试。"
+    cut: str = "（回答中断，以上为已生成的部分）"
+    nothing_waiting: str = "目前没有待取的回答，直接发送问题即可。"
+    new_question_started: str = "——\n你的新问题已开始回答，稍后回复「继续」获取。"
+    new_question_pushed: str = "——\n你的新问题已开始回答，答案稍后发给你。"
+    reset_done: str = "好的，已开始新的对话。"
+    topup_done: str = "充值成功，已到账 {credits} 点额度。感谢支持！"
+    model_unavailable: str = "你选择的模型 {model} 暂时不可用，发送「模型」查看可用的模型。"
+    model_list: str = "可用的模型（发送「模型 名称」切换）：\n{models}"
+    model_switched: str = "已切换到 {model}，之后的提问将使用它。"
+    model_no_such: str = "没有名为「{model}」的模型。发送「模型」查看可用的模型。"
+    own_key_off: str = "本公众号没有开放使用自己的 API key。"
+    own_key_saved: str = "已保存你的 API key，之后的提问将使用它，不消耗额度。发送「key 删除」可移除。"
+    own_key_removed: str = "已删除你的 API key，之后的提问将使用公众号的额度。"
+    own_key_none: str = "你还没有保存 API key。发送「key sk-…」保存。"
+    own_key_bad: str = "这看起来不是一个有效的 API key，请发送「key sk-…」。"
+    own_key_rejected: str = "你的 API key 被服务商拒绝了，请检查后重新发送「key sk-…」，或发送「key 删除」改用公众号的额度。"
