@@ -27,7 +27,7 @@ from bot.chat.own_keys import OwnKeys
 from bot.chat.service import ChatService
 from bot.chat.web import WebChat
 from bot.config import Config
-from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, WECHAT, WECHAT_API
+from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WECHAT, WECHAT_API
 from bot.metrics_http import record_request, setup_metrics
 from bot.pay.routes import setup_pay
 from bot.providers.router import Router
@@ -45,6 +45,7 @@ from storage.own_keys import OwnKeyRepo
 from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
+from storage.wechat_requests import SignedRequests
 from web_companion.chat import WEBCHAT, setup_webchat
 from web_companion.login import LoginCodes
 from web_companion.routes import setup_companion
@@ -63,6 +64,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
     await db.open()
     app[DB] = db
+    app[SIGNED_REQUESTS] = SignedRequests(db)
     yield
     await db.close()
 
@@ -75,7 +77,7 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
 
 async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher: Pusher | None) -> None:
     """Crash recovery and housekeeping, safe in every process at once (each step claims its work)."""
-    ledger, rate_events = Ledger(db), RateEvents(db)
+    ledger, rate_events, signed = Ledger(db), RateEvents(db), SignedRequests(db)
     stale_after = cfg.chat.generation_deadline + cfg.chat.lease_seconds
     while True:
         try:
@@ -85,6 +87,7 @@ async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher
             # reservations of generations that can no longer finish (their process died)
             await ledger.sweep_stale(stale_after)
             await rate_events.prune(time.time() - cfg.rules.rate_window)
+            await signed.prune(time.time() - cfg.wechat.timestamp_tolerance)
         except Exception:  # storage hiccups must not end the loop
             log.exception("recovery_failed")
         await asyncio.sleep(cfg.chat.recovery_interval)

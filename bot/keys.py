@@ -12,6 +12,7 @@ from bot.providers.router import Router
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from storage.db import Database
+from storage.wechat_requests import SignedRequests
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", Database)
@@ -21,3 +22,4 @@ WECHAT = web.AppKey("wechat", WeChatProtocol)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)  # only in active mode (verified accounts)
 ROUTER = web.AppKey("router", Router)
+SIGNED_REQUESTS = web.AppKey("signed_requests", SignedRequests)  # plaintext /wechat: (timestamp, nonce) seen

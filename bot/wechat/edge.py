@@ -6,10 +6,13 @@ forged or stale reaches the chat service (and so never a model call).
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 import structlog
 from aiohttp import web
 
-from bot.keys import CHAT, CONFIG, WECHAT
+from bot.keys import CHAT, CONFIG, SIGNED_REQUESTS, WECHAT
 from bot.wechat.protocol import EdgeError
 
 log = structlog.get_logger(__name__)
@@ -19,6 +22,17 @@ routes = web.RouteTableDef()
 def _reject(request: web.Request, e: EdgeError) -> web.Response:
     log.warning("wechat_rejected", status=e.status, reason=e.reason, peer=request.remote)
     return web.Response(status=e.status, text=e.reason)
+
+
+async def _once(request: web.Request, timestamp: str, nonce: str, body: bytes) -> None:
+    """Plaintext mode: a signed (timestamp, nonce) carries one body only. The signature does not cover
+    the body, so whoever saw a request URL could otherwise post anything as anyone until it goes stale."""
+    tolerance = request.app[CONFIG].wechat.timestamp_tolerance
+    digest = hashlib.sha256(body).digest()
+    fresh = await request.app[SIGNED_REQUESTS].admit(timestamp, nonce, digest, int(timestamp) + tolerance)
+    if not fresh:
+        log.warning("wechat_replayed_url", peer=request.remote)
+        raise EdgeError(403, "this signature was already used for another message")
 
 
 @routes.get("/wechat", name="wechat_verify")
@@ -44,6 +58,8 @@ async def receive(request: web.Request) -> web.Response:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise EdgeError(413, "body too large") from None
+        if not protocol.encrypts:
+            await _once(request, timestamp, nonce, body)
         fields, encrypted = protocol.open_body(request.query, body)
         msg = protocol.to_inbound(fields)
     except EdgeError as e:

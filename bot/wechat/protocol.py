@@ -83,15 +83,21 @@ class WeChatProtocol:
 
                 raise ConfigError("wechat.encoding_aes_key", "is not a valid EncodingAESKey") from None
 
+    @property
+    def encrypts(self) -> bool:
+        """An EncodingAESKey is configured: only encrypted, msg_signature-checked messages are read."""
+        return self._crypt is not None
+
     def check_url(self, query: Mapping[str, str]) -> tuple[str, str]:
         """Verify signature and freshness of a request; return (timestamp, nonce)."""
         signature, timestamp, nonce = (query.get(k, "") for k in ("signature", "timestamp", "nonce"))
         if not (signature and timestamp and nonce):
             raise EdgeError(400, "missing signature, timestamp or nonce")
-        try:
-            ts = int(timestamp)
-        except ValueError:
-            raise EdgeError(400, "timestamp is not a number") from None
+        if len(nonce) > 64 or len(signature) > 64:
+            raise EdgeError(400, "nonce or signature too long")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise EdgeError(400, "timestamp is not a number")
+        ts = int(timestamp)
         if abs(self.clock() - ts) > self.cfg.timestamp_tolerance:
             raise EdgeError(403, "stale timestamp")
         if not _same(sign(self.cfg.token, timestamp, nonce), signature):
@@ -100,13 +106,17 @@ class WeChatProtocol:
 
     def open_body(self, query: Mapping[str, str], body: bytes) -> tuple[dict, bool]:
         """Parse (and decrypt, in compatible/safe mode) the XML body; return (fields, encrypted)."""
-        if query.get("encrypt_type", "raw") != "aes":
+        if self._crypt is None:
+            if query.get("encrypt_type", "raw") == "aes":
+                raise EdgeError(400, "encrypted message but no encoding_aes_key is configured")
             fields = _parse_xml(body)
             if "Encrypt" in fields and "MsgType" not in fields:
                 raise EdgeError(400, "encrypted body without encrypt_type=aes")
             return fields, False
-        if self._crypt is None:
-            raise EdgeError(400, "encrypted message but no encoding_aes_key is configured")
+        # With a key configured (compatible or safe mode) only the encrypted part counts: the URL
+        # signature covers no body, so plaintext fields (or a plaintext request) could be anyone's.
+        if query.get("encrypt_type") != "aes":
+            raise EdgeError(400, "this account encrypts its messages: encrypt_type=aes and msg_signature required")
         envelope = _ENVELOPE.match(body)
         encrypt = envelope.group(1).decode() if envelope else _parse_xml(body).get("Encrypt")
         msg_signature = query.get("msg_signature", "")
