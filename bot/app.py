@@ -27,6 +27,7 @@ from bot.chat.own_keys import OwnKeys
 from bot.chat.service import ChatService
 from bot.chat.web import WebChat
 from bot.config import Config
+from bot.economics.codes import Redeemer
 from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WECHAT, WECHAT_API
 from bot.metrics_http import record_request, setup_metrics
 from bot.pay.routes import setup_pay
@@ -36,6 +37,7 @@ from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from storage.answers import AnswerRepo
+from storage.codes import CodeRepo
 from storage.conversations import ConversationRepo
 from storage.db import Database
 from storage.generations import DisabledChannelRepo, GenerationRepo, ModelChoiceRepo
@@ -115,8 +117,9 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     conversations, ledger = ConversationRepo(db), Ledger(db)
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
+    redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db),
-                        open_account=chain.wallet.open_day)
+                        open_account=chain.wallet.open_day, redeemer=redeemer)
     app[GENERATOR] = generator
     app[ROUTER] = router
     admission = Admission(cfg, router, chain, commands, own_keys)

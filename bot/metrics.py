@@ -66,6 +66,8 @@ CREDITS = Counter("mpgpt_credits_total", "Credits reserved for answers, then set
 ORDER_EVENTS = ("created", "create_failed", "paid", "held", "closed")
 ORDERS = Counter("mpgpt_orders_total", "WeChat Pay orders created, paid, held for the owner, closed.", ["event"])
 PAID_FEN = Counter("mpgpt_orders_paid_fen_total", "Money received and credited, in fen.")
+REDEEM_OUTCOMES = ("redeemed", "mine", "used", "expired", "disabled", "invalid", "limited")
+REDEMPTIONS = Counter("mpgpt_code_redemptions_total", "Redemption-code attempts (兑换), by outcome.", ["outcome"])
 
 # -- companion page -----------------------------------------------------------------------------------
 
@@ -82,6 +84,8 @@ for _op in CREDIT_OPS:
     CREDITS.labels(op=_op)
 for _event in ORDER_EVENTS:
     ORDERS.labels(event=_event)
+for _outcome in REDEEM_OUTCOMES:
+    REDEMPTIONS.labels(outcome=_outcome)
 for _method in LOGIN_METHODS:
     for _outcome in LOGIN_OUTCOMES:
         LOGINS.labels(method=_method, outcome=_outcome)
@@ -167,6 +171,10 @@ def order_event(event: str, paid_fen: int = 0) -> None:
     ORDERS.labels(event=_closed(event, ORDER_EVENTS)).inc()
     if paid_fen > 0:
         PAID_FEN.inc(paid_fen)
+
+
+def code_redeemed(outcome: str) -> None:
+    REDEMPTIONS.labels(outcome=_closed(outcome, REDEEM_OUTCOMES)).inc()
 
 
 def login_attempted(method: str, outcome: str) -> None:

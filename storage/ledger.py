@@ -31,7 +31,8 @@ from storage.db import Database
 log = structlog.get_logger(__name__)
 
 # The kinds `apply_entry` may write; the others belong to grant_daily and the reservation methods.
-ENTRY_KINDS = ("trial", "topup", "admin")
+# redeem: a redemption code (storage.codes); invite: an invitation reward.
+ENTRY_KINDS = ("trial", "topup", "admin", "redeem", "invite")
 
 
 class InsufficientCredits(Exception):
@@ -101,13 +102,13 @@ def _check_entry(kind: str, amount: int) -> None:
     if kind not in ENTRY_KINDS:
         msg = f"apply_entry writes {', '.join(ENTRY_KINDS)} entries, not {kind!r}"
         raise ValueError(msg)
-    if (kind == "topup" and amount <= 0) or (kind == "admin" and amount == 0) or (kind == "trial" and amount < 0):
+    if (kind in ("topup", "redeem", "invite") and amount <= 0) or (kind == "admin" and amount == 0) or (kind == "trial" and amount < 0):
         msg = f"a {kind} entry cannot have amount {amount}"
         raise ValueError(msg)
 
 
 def apply_entry_now(conn: sqlite3.Connection, openid: str, kind: str, amount: int, ref: str, now: float) -> bool:
-    """Add one trial/topup/admin row and move the balance, inside an open transaction on `conn`.
+    """Add one trial/topup/admin/redeem/invite row and move the balance, inside an open transaction on `conn`.
 
     False when (openid, kind, ref) is in the ledger already: nothing changes. The account is created if
     it does not exist (a payment is never dropped). A debit below zero raises InsufficientCredits, which

@@ -23,9 +23,11 @@ from aiohttp import web
 
 from bot import metrics
 from bot.config import Config
+from bot.economics.codes import Redeemer
 from bot.keys import DB, HTTP
 from bot.pay.routes import PAY
 from bot.pay.service import OrderFailed, ProductNotFound
+from storage.codes import CodeRepo
 from web_companion import oauth
 from web_companion.account import HISTORY_PAGE, AccountView
 from web_companion.login import LoginCodes, LoginRefused
@@ -46,6 +48,7 @@ class Companion:
     login: LoginCodes
     sessions: Sessions
     account: AccountView
+    redeemer: Redeemer
 
 
 COMPANION = web.AppKey("companion", Companion)
@@ -280,6 +283,32 @@ async def get_order(request: web.Request) -> web.StreamResponse:
     return web.json_response(view)
 
 
+# -- redemption codes ---------------------------------------------------------------------------------
+
+# Outcome -> HTTP status; the body carries the sentence the follower reads either way.
+_REDEEM_STATUS = {"redeemed": 200, "mine": 200, "used": 409, "expired": 410, "disabled": 410, "invalid": 400,
+                  "limited": 429}
+
+
+@_refusals
+async def redeem(request: web.Request) -> web.StreamResponse:
+    openid = await _user(request)
+    body = await _json_body(request)
+    code = body.get("code")
+    companion = request.app[COMPANION]
+    if not isinstance(code, str) or not code.strip():
+        return _error(400, companion.cfg.texts.redeem_usage, "code_required")
+    result, text = await companion.redeemer.redeem(openid, code[:64])
+    status = _REDEEM_STATUS[result.outcome]
+    if status != 200:
+        response = _error(status, text, result.outcome)
+        if status == 429:
+            response.headers["Retry-After"] = str(max(1, int(result.retry_after + 0.999)))
+        return response
+    return web.json_response({"ok": True, "outcome": result.outcome, "credits": result.credits, "message": text,
+                              "balance": await companion.account.balance(openid)})
+
+
 # -- mounting -----------------------------------------------------------------------------------------
 
 
@@ -289,8 +318,10 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
 
     async def companion_ctx(app: web.Application) -> AsyncIterator[None]:
         db = app[DB]
-        app[COMPANION] = Companion(cfg, LoginCodes(cfg, db, clock), await Sessions.open(cfg, db, clock),
-                                   AccountView(cfg, db, clock))
+        account = AccountView(cfg, db, clock)
+        redeemer = Redeemer(cfg, CodeRepo(db, clock), account.balance, open_account=account.wallet.open_day)
+        app[COMPANION] = Companion(cfg, LoginCodes(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
+                                   redeemer)
         yield
 
     app.cleanup_ctx.append(companion_ctx)
@@ -303,5 +334,6 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
     r.add_get("/api/products", products, name="companion_products")
     r.add_post("/api/orders", create_order, name="companion_create_order")
     r.add_get("/api/orders/{no}", get_order, name="companion_order")
+    r.add_post("/api/redeem", redeem, name="companion_redeem")
     r.add_get("/auth/wechat", oauth_start, name="companion_oauth")
     r.add_get(oauth.CALLBACK_PATH, oauth_callback, name="companion_oauth_callback")

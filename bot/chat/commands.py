@@ -1,7 +1,9 @@
-"""Chat commands that change or report a follower's settings: 模型, key, 余额, 登录.
+"""Chat commands that change or report a follower's settings: 模型, key, 余额, 登录, 兑换.
 
 A command is its word alone, or its word, white space and an argument. `key` only counts when
-what follows looks like an API key (or 删除): "key points of …" stays a question.
+what follows looks like an API key (or 删除): "key points of …" stays a question; `兑换` only when
+what follows looks like a code (letters and digits, dashes or spaces between): "兑换 美元怎么算"
+stays a question too.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ log = structlog.get_logger(__name__)
 
 _API_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{15,255}")
 _REMOVE = ("删除", "delete", "remove")
+_CODE_LIKE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[\- ](?=[A-Za-z0-9])){11,47}")
 
 
 class LoginIssuer(Protocol):
     async def issue(self, openid: str) -> str: ...
 
 
+class CodeRedeemer(Protocol):
+    async def redeem(self, openid: str, text: str) -> tuple[object, str]: ...
+
+
 def parse(cfg: Config, text: str) -> tuple[str, str] | None:
     """(command, argument) when `text` is one of the settings commands, else None."""
     words = cfg.commands
-    for name in ("model", "key", "balance", "login"):
+    for name in ("model", "key", "balance", "login", "redeem"):
         for word in getattr(words, name, ()):
             if text == word:
                 return name, ""
@@ -39,7 +46,9 @@ def parse(cfg: Config, text: str) -> tuple[str, str] | None:
                 arg = text[len(word):].strip()
                 if name == "key" and not (arg in _REMOVE or _API_KEY.fullmatch(arg)):
                     continue
-                if name in ("model", "key"):
+                if name == "redeem" and not _CODE_LIKE.fullmatch(arg):
+                    continue
+                if name in ("model", "key", "redeem"):
                     return name, arg
     return None
 
@@ -48,7 +57,7 @@ class Commands:
     def __init__(self, cfg: Config, router: Router, models: ModelChoiceRepo, own_keys: OwnKeys | None,
                  balance: Callable[[str], Awaitable[str]], login: LoginIssuer | None = None,
                  open_account: Callable[[str], Awaitable[object]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 redeemer: CodeRedeemer | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.router = router
         self.models = models
@@ -57,6 +66,7 @@ class Commands:
         self.login = login
         # 登录 is a message like any other: the follower's account (and trial) exists before the page shows it
         self.open_account = open_account
+        self.redeemer = redeemer
         self.clock = clock
 
     async def run(self, openid: str, name: str, arg: str) -> str:
@@ -66,6 +76,10 @@ class Commands:
             return await self._key(openid, arg)
         if name == "balance":
             return await self.balance(openid)
+        if name == "redeem":
+            if self.redeemer is None:
+                return self.cfg.texts.redeem_invalid
+            return (await self.redeemer.redeem(openid, arg))[1]
         assert self.login is not None, "the login command needs a LoginCodes"
         if self.open_account is not None:
             await self.open_account(openid)

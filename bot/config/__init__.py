@@ -13,6 +13,7 @@ the file and the environment. pydantic rather than hand-written conversion: it i
 from bot.config.analytics import AnalyticsConfig
 from bot.config.channels import PROVIDERS, ChannelConfig
 from bot.config.chat import ChatConfig
+from bot.config.codes import CodesConfig
 from bot.config.commands import CommandsConfig
 from bot.config.companion import CompanionConfig
 from bot.config.errors import ConfigError
@@ -33,7 +34,7 @@ from bot.config.wechat import WechatConfig
 from bot.config.words import WordListConfig, WordsConfig
 
 __all__ = [
-    "AnalyticsConfig", "ChannelConfig", "ChatConfig", "CommandsConfig", "CompanionConfig", "Config",
+    "AnalyticsConfig", "ChannelConfig", "ChatConfig", "CodesConfig", "CommandsConfig", "CompanionConfig", "Config",
     "ConfigError", "ENV_KEYS", "LogConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
     "ProductConfig", "QuotaConfig", "RULE_NAMES", "RefusalTextsConfig", "RouterConfig", "RulesConfig",
     "ServerConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",

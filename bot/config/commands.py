@@ -17,6 +17,8 @@ class CommandsConfig(Section):
     balance: Strs = ("余额",)
     # Ask for a 6-digit code to log in on the companion page.
     login: Strs = ("登录",)
+    # `兑换 CODE`: redeem a redemption code the owner made (`mpgpt codes create`).
+    redeem: Strs = ("兑换",)
 
     @model_validator(mode="after")
     def _login_words(self) -> CommandsConfig:

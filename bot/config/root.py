@@ -11,6 +11,7 @@ from bot.config.analytics import AnalyticsConfig
 from bot.config.base import AsTuple, Frozen, Section, empty_map, resolve
 from bot.config.channels import ChannelConfig
 from bot.config.chat import ChatConfig
+from bot.config.codes import CodesConfig
 from bot.config.commands import CommandsConfig
 from bot.config.companion import CompanionConfig
 from bot.config.errors import problem
@@ -44,6 +45,7 @@ class Config(Section):
     pay: PayConfig = Field(default_factory=lambda: PayConfig(enabled=False))
     products: Annotated[tuple[ProductConfig, ...], AsTuple] = ()
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    codes: CodesConfig = Field(default_factory=CodesConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     words: WordsConfig = Field(default_factory=WordsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bot.config.base import Section
+from pydantic import model_validator
+
+from bot.config.base import Section, check_placeholders
+from bot.config.errors import problem
+
+# Reply templates and the placeholders each is filled with.
+_PLACEHOLDERS = {"redeem_done": ("credits", "balance"), "redeem_mine": ("credits",), "redeem_limited": ("minutes",),
+                 "redeem_used": (), "redeem_expired": (), "redeem_disabled": (), "redeem_invalid": (),
+                 "redeem_usage": ()}
 
 
 class TextsConfig(Section):
@@ -36,3 +44,20 @@ class TextsConfig(Section):
     own_key_none: str = "你还没有保存 API key。发送「key sk-…」保存。"
     own_key_bad: str = "这看起来不是一个有效的 API key，请发送「key sk-…」。"
     own_key_rejected: str = "你的 API key 被服务商拒绝了，请检查后重新发送「key sk-…」，或发送「key 删除」改用公众号的额度。"
+    # Replies to 兑换 (placeholders in braces).
+    redeem_done: str = "兑换成功，{credits} 积分已到账，当前可用 {balance} 积分。"
+    redeem_mine: str = "这个兑换码你已经兑换过了（{credits} 积分），不会重复到账。"
+    redeem_used: str = "这个兑换码已经被使用过了。"
+    redeem_expired: str = "这个兑换码已过期。"
+    redeem_disabled: str = "这个兑换码已失效。"
+    redeem_invalid: str = "兑换码不正确，请检查后重新发送「兑换 兑换码」。"
+    redeem_limited: str = "兑换码输错次数过多，请 {minutes} 分钟后再试。"
+    redeem_usage: str = "请发送「兑换 兑换码」，例如：兑换 ABCDE-FGHJK-MNPQR-STVWX"
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> TextsConfig:
+        for name, allowed in _PLACEHOLDERS.items():
+            wrong = check_placeholders(getattr(self, name), allowed)
+            if wrong:
+                raise problem(name, wrong)
+        return self

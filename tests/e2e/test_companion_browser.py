@@ -190,3 +190,29 @@ async def test_the_history_loads_more_rows_on_demand(tmp_path, llm, browser):
         await page.wait_for_function("() => document.querySelectorAll('#history li').length === 25")
         assert await page.is_hidden("#history-more")
         assert await page.inner_text("#balance") == "25"
+
+
+async def test_a_follower_redeems_a_code_on_the_top_up_tab_and_sees_the_balance(tmp_path, llm, browser):
+    from bot.economics.codes import hash_of, new_code
+    from bot.keys import DB
+    from storage.codes import CodeRepo
+
+    async with serving(tmp_path, llm.base_url, **NO_CREDITS) as (base, app):
+        code = new_code()
+        await CodeRepo(app[DB]).add_batch("browser", 25, [hash_of(code)], None)  # type: ignore[list-item]
+        page = await browser.new_page(viewport=PHONE, is_mobile=True)
+        await log_in(page, base)
+        await page.click("#tabs button[data-tab=topup]")
+        await page.fill("#redeem-code", "wrong-code")
+        await page.click("#redeem-btn")
+        await page.wait_for_selector("#redeem-result.error")
+        assert "兑换码不正确" in await page.inner_text("#redeem-result")
+        await page.fill("#redeem-code", code.lower())
+        await page.click("#redeem-btn")
+        await page.wait_for_selector("#redeem-result.ok")
+        assert "25 积分已到账" in await page.inner_text("#redeem-result")
+        assert await page.input_value("#redeem-code") == ""
+        await page.click("#tabs button[data-tab=account]")
+        await page.wait_for_selector("#history li")
+        assert "兑换码" in await page.inner_text("#history")
+        assert await page.inner_text("#balance") == "25"

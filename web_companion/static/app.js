@@ -5,7 +5,7 @@
   var POLL_MS = 2000;
   var KINDS = {
     trial: "新用户赠送", daily: "每日免费额度", expire: "免费额度过期", reserve: "提问",
-    refund: "提问失败退回", topup: "充值", admin: "人工调整"
+    refund: "提问失败退回", topup: "充值", admin: "人工调整", redeem: "兑换码", invite: "邀请奖励"
   };
   var OUTCOMES = { ok: "完成", cut: "中断", refused: "未回答", timed_out: "超时", failed: "失败" };
   var ORDER_STATES = {
@@ -307,6 +307,25 @@
     });
   }
 
+  // -- redemption codes -------------------------------------------------------------------------------
+
+  function onRedeem(ev) {
+    if (ev) { ev.preventDefault(); }
+    var input = $("redeem-code"), out = $("redeem-result");
+    var code = input.value.replace(/^\s+|\s+$/g, "");
+    if (!code) { text(out, "请输入兑换码"); out.className = "status error"; show(out, true); return; }
+    $("redeem-btn").disabled = true;
+    api("POST", "/api/redeem", { code: code }, function (status, data) {
+      $("redeem-btn").disabled = false;
+      if (status === 401) { showLogin(data); return; }
+      var ok = status === 200;
+      text(out, ok ? data.message : (data.error || "兑换失败"));
+      out.className = ok ? "status ok" : "status error";
+      show(out, true);
+      if (ok) { input.value = ""; text($("balance"), data.balance); }
+    });
+  }
+
   function closeCheckout() {
     stopPolling();
     state.order = null;
@@ -319,6 +338,7 @@
   $("logout").onclick = onLogout;
   $("history-more").onclick = moreHistory;
   $("pay-cancel").onclick = closeCheckout;
+  $("redeem-form").onsubmit = onRedeem;
   $("pay-again").onclick = function () { if (state.order && state.order.jsapi) { payInWeChat(state.order.jsapi); } };
   var tabButtons = document.querySelectorAll("#tabs button");
   for (var t = 0; t < tabButtons.length; t++) {

@@ -1,0 +1,1 @@
+"""The owner's economics beyond top-ups: redemption codes (more to come: plans, invitations)."""
