@@ -23,15 +23,20 @@ from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.delivery import Pusher
 from bot.chat.generation import Generator
+from bot.chat.media import PictureQuestions, VoiceQuestions
 from bot.chat.own_keys import OwnKeys
 from bot.chat.service import ChatService
 from bot.chat.web import WebChat
 from bot.config import Config
 from bot.economics.codes import Redeemer
+from bot.media.guard import HostGuard
+from bot.media.pictures import PictureSource, QuestionPictures
+from bot.media.voice import Listener
 from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WECHAT, WECHAT_API
 from bot.metrics_http import record_request, setup_metrics
 from bot.pay.routes import setup_pay
 from bot.providers.router import Router
+from bot.providers.speech import SpeechChannel
 from bot.rules.chain import answer_check, build_chain, word_filter
 from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
@@ -44,6 +49,7 @@ from storage.generations import DisabledChannelRepo, GenerationRepo, ModelChoice
 from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from storage.own_keys import OwnKeyRepo
+from storage.pictures import PictureRepo
 from storage.rate_events import RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
@@ -105,10 +111,16 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     chain = build_chain(cfg, db, words)
     own_keys = OwnKeys(cfg.chat.key_secret, OwnKeyRepo(db)) if cfg.chat.allow_own_keys else None
     pusher = None
+    # media/get (voice, pictures) needs the shared access_token, on every account type
+    api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db)) if cfg.wechat.app_id and cfg.wechat.app_secret else None
     if cfg.wechat.mode == "active":
-        api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db))
+        assert api is not None  # the config demands app_id and app_secret in active mode
         app[WECHAT_API] = api
         pusher = Pusher(cfg, api, answers, owner)
+    speech, voice = _speech(cfg, api)
+    picture_repo = PictureRepo(db)
+    picture_source = PictureSource(app[HTTP], HostGuard(cfg.media.hosts, cfg.wechat.api_base), api,
+                                   max_bytes=cfg.media.max_picture_bytes, timeout=cfg.media.timeout)
 
     async def after_finish(answer) -> None:
         if pusher is not None and answer.route == "push":
@@ -116,16 +128,23 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
 
     conversations, ledger = ConversationRepo(db), Ledger(db)
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
-                          own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish)
+                          own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
+                          pictures=QuestionPictures(picture_repo, picture_source))
     redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db),
                         open_account=chain.wallet.open_day, redeemer=redeemer)
     app[GENERATOR] = generator
     app[ROUTER] = router
     admission = Admission(cfg, router, chain, commands, own_keys)
+
+    async def tier_of(openid: str) -> str:
+        account = await ledger.account(openid)
+        return account.tier if account is not None else "free"
+
+    pictures = PictureQuestions(cfg, picture_repo, picture_source, router.catalogue, commands, tier_of)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
                             conversations=conversations, generator=generator, admission=admission,
-                            commands=commands, owner=owner)
+                            commands=commands, owner=owner, voice=voice, pictures=pictures)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
                            admission=admission, router=router, commands=commands, ledger=ledger, owner=owner)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
@@ -140,6 +159,19 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         await loop_task
     await generator.aclose()
     await router.aclose()
+    if speech is not None:
+        await speech.aclose()
+
+
+def _speech(cfg: Config, api: WeChatAPI | None) -> tuple[SpeechChannel | None, VoiceQuestions]:
+    """The speech channel ([speech] channel) and what hears voice messages with it."""
+    s = cfg.speech
+    if not s.channel or api is None:
+        return None, VoiceQuestions(cfg, None)
+    channel = SpeechChannel(next(ch for ch in cfg.channels if ch.name == s.channel), s)
+    listener = Listener(api, channel, ffmpeg=s.ffmpeg, convert_timeout=s.convert_timeout, max_bytes=s.max_bytes,
+                        download_timeout=cfg.media.timeout)
+    return channel, VoiceQuestions(cfg, listener)
 
 
 @web.middleware

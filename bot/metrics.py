@@ -34,7 +34,7 @@ HTTP_SECONDS = Histogram("mpgpt_http_request_duration_seconds", "Time to answer 
 
 # -- WeChat ---------------------------------------------------------------------------------------------
 
-MESSAGE_KINDS = ("text", "voice", "subscribe", "unsubscribe", "event", "other")
+MESSAGE_KINDS = ("text", "voice", "image", "subscribe", "unsubscribe", "event", "other")
 WECHAT_MESSAGES = Counter("mpgpt_wechat_messages_total", "WeChat messages and events received (once per MsgId).",
                           ["type"])
 # How an answer reached the user, counted once, when the last of it was handed over.
@@ -44,6 +44,14 @@ ANSWERS_DELIVERED = Counter("mpgpt_wechat_answers_delivered_total",
 ANSWER_DELIVERY_SECONDS = Histogram(
     "mpgpt_wechat_answer_delivery_seconds", "Time from the question's arrival to its answer being fully delivered.",
     ["outcome"], buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120, 300, 900, 3600))
+
+# -- media: voice heard, pictures fetched ----------------------------------------------------------------
+
+# download, convert, transcribe (voice); fetch (picture); each with a closed outcome
+MEDIA_STEPS = ("download", "convert", "transcribe", "picture")
+MEDIA_OUTCOMES = ("ok", "refused", "failed", "missing_converter", "empty")
+MEDIA_SECONDS = Histogram("mpgpt_media_step_seconds", "Time of one step on a follower's voice or picture.",
+                          ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10))
 
 # -- generations (one per channel attempt, recorded by the router) --------------------------------------
 
@@ -123,6 +131,10 @@ def model_label(name: str) -> str:
 
 def message_received(kind: str) -> None:
     WECHAT_MESSAGES.labels(type=_closed(kind, MESSAGE_KINDS)).inc()
+
+
+def media_step(step: str, outcome: str, seconds: float) -> None:
+    MEDIA_SECONDS.labels(step=_closed(step, MEDIA_STEPS), outcome=_closed(outcome, MEDIA_OUTCOMES)).observe(seconds)
 
 
 def delivery_outcome(*, status: str, own_message: bool = True, delivery: int = 1, given_before: int = 0,

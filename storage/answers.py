@@ -36,6 +36,10 @@ class Answer:
     created_at: float
     deadline_at: float
     attempts: int
+    # a voice question: what was heard (shown above the answer); None for typed questions
+    heard: str | None = None
+    # the picture the question is about (storage.pictures), if any
+    picture_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -49,7 +53,8 @@ class Answer:
 def _answer(row) -> Answer:
     return Answer(row["id"], row["openid"], row["msg_key"], row["conversation_id"], row["question"], row["model"],
                   row["status"], row["text"], row["delivered_upto"], bool(row["awaiting_fetch"]), row["route"],
-                  row["lease_owner"], row["lease_until"], row["created_at"], row["deadline_at"], row["attempts"])
+                  row["lease_owner"], row["lease_until"], row["created_at"], row["deadline_at"], row["attempts"],
+                  row["heard"], row["picture_id"])
 
 
 # (answer, stored reply or None) -> (reply text, new delivered_upto, still owed to the user)
@@ -79,7 +84,7 @@ class AnswerRepo:
 
     async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str, now: float,
                      deadline_at: float, owner: str, lease_until: float, asked_before: float, idle: float,
-                     max_turns: int) -> NewQuestion:
+                     max_turns: int, heard: str | None = None, picture_id: int | None = None) -> NewQuestion:
         """Insert the answer for a question, in one step with everything its first delivery needs.
 
         Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
@@ -92,10 +97,11 @@ class AnswerRepo:
             conversation_id = current_conversation(conn, openid, now, idle)
             cur = conn.execute(
                 "INSERT INTO answers (openid, msg_key, conversation_id, question, model, route, lease_owner,"
-                " lease_until, created_at, deadline_at, awaiting_fetch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " lease_until, created_at, deadline_at, awaiting_fetch, heard, picture_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_key) DO NOTHING",
                 (openid, msg_key, conversation_id, question, model, route, owner, lease_until, now, deadline_at,
-                 int(owed_id is not None and route == "reply")),
+                 int(owed_id is not None and route == "reply"), heard, picture_id),
             )
             created = cur.rowcount == 1
             answer = _answer(conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())

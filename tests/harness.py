@@ -28,6 +28,7 @@ FAST = {
     "wechat": {"window": 0.6, "reply_margin": 0.2, "deliveries": 3},
     "chat": {"poll_interval": 0.02, "progress_flush_interval": 0.05, "lease_seconds": 0.6,
              "recovery_interval": 0.1, "generation_deadline": 10.0},
+    "media": {"picture_wait": 0.3},
 }
 
 

@@ -35,7 +35,11 @@ class Admission:
         self.commands = commands
         self.own_keys = own_keys
 
-    async def admit(self, openid: str, question: str, gen_key: str, model: str | None = None) -> Admitted | Refusal:
+    async def admit(self, openid: str, question: str, gen_key: str, model: str | None = None, *,
+                    pictures: int = 0, heard_cost: int = 0) -> Admitted | Refusal:
+        """`pictures` sent with the question add the model's image_cost each; `heard_cost` is what
+        hearing a voice message costs ([speech] cost): both join the question's one reservation, so
+        they are settled or refunded with it, exactly once."""
         chosen = model or await self.commands.chosen_model(openid)
         try:
             resolved = self.router.resolve(chosen)
@@ -44,7 +48,9 @@ class Admission:
         own_key = await self.own_keys.key_for(openid) if self.own_keys else None
         info = self.router.catalogue.info(resolved)
         # an unknown model has no cost: the chain refuses it, never free
-        cost = 0 if own_key else (info.cost if info else None)
+        cost = 0 if own_key else (info.cost + pictures * info.image_cost if info else None)
+        if cost is not None:
+            cost += heard_cost
         verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost)
         if isinstance(verdict, Refusal):
             return verdict

@@ -20,6 +20,7 @@ import structlog
 
 from bot.chat.textparts import to_plain
 from bot.config import Config
+from bot.media.pictures import PictureUnavailable, QuestionPictures
 from bot.providers.base import ChatMessage, Delta, ProviderError, Usage, estimate_tokens
 from bot.providers.router import ModelUnavailable
 from bot.rules.answers import AnswerCheck
@@ -69,7 +70,8 @@ class Generator:
     def __init__(self, cfg: Config, answers: AnswerRepo, conversations: ConversationRepo, models: ModelSide,
                  ledger: Ledger, check: AnswerCheck, owner: str, *,
                  own_key_for: Callable[[str], Awaitable[str | None]] | None = None,
-                 after_finish: Callable[[Answer], Awaitable[None]] | None = None, clock=time.time) -> None:
+                 after_finish: Callable[[Answer], Awaitable[None]] | None = None,
+                 pictures: QuestionPictures | None = None, clock=time.time) -> None:
         self.cfg = cfg
         self.answers = answers
         self.conversations = conversations
@@ -81,6 +83,8 @@ class Generator:
         self.own_key_for = own_key_for
         # called once a generation is final (active mode pushes from here)
         self.after_finish = after_finish
+        # the pictures questions are about (fetched when the generation starts)
+        self.pictures = pictures
         self.clock = clock
         self.live: dict[int, LiveAnswer] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -124,7 +128,18 @@ class Generator:
         kept.reverse()
         if kept and kept[0].role == "assistant":
             kept = kept[1:]
-        return [ChatMessage("system", c.system_prompt), *kept, ChatMessage("user", answer.question)]
+        image = None
+        if answer.picture_id is not None:
+            if self.pictures is None:
+                raise PictureUnavailable("pictures are off")
+            image = await self.pictures.image(answer.picture_id)
+        return [ChatMessage("system", c.system_prompt), *kept, ChatMessage("user", answer.question, image)]
+
+    def heading(self, answer: Answer) -> str:
+        """What goes above the answer: for a voice question, what was heard."""
+        if answer.heard is None:
+            return ""
+        return self.cfg.texts.voice_heard.format(text=answer.heard) + "\n\n"
 
     async def _keep_lease(self, answer: Answer, live: LiveAnswer) -> None:
         c = self.cfg.chat
@@ -164,6 +179,8 @@ class Generator:
         started = self.clock()
         status, note = "done", None
         usage: Usage | None = None
+        head = self.heading(answer)
+        live.raw = head
         keeper = asyncio.create_task(self._keep_lease(answer, live))
         try:
             messages = await self._context(answer, turns)
@@ -181,18 +198,22 @@ class Generator:
             self.live.pop(answer.id, None)
             return
         except TimeoutError:
-            status, note = ("cut", texts.cut) if live.raw else ("timed_out", texts.deadline)
+            status, note = ("cut", texts.cut) if live.raw != head else ("timed_out", texts.deadline)
+        except PictureUnavailable:
+            status, note = "failed", texts.picture_failed
         except ProviderError as e:
-            bound.warning("generation_failed", kind=e.kind, status=e.status, had_text=bool(live.raw))
-            status, note = ("cut", texts.cut) if live.raw else ("failed", self._failure_text(e, answer, own_key))
+            bound.warning("generation_failed", kind=e.kind, status=e.status, had_text=live.raw != head)
+            status, note = ("cut", texts.cut) if live.raw != head else ("failed", self._failure_text(e, answer, own_key))
         except Exception:  # a bug must not leave the user without an answer, nor the answer dangling
             bound.exception("generation_crashed")
-            status, note = ("cut", texts.cut) if live.raw else ("failed", texts.model_error)
+            status, note = ("cut", texts.cut) if live.raw != head else ("failed", texts.model_error)
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        body = (await self.check.review(live.shown())).text if live.raw else ""
+        body = (await self.check.review(live.shown())).text if live.raw != head else ""
         finished = await self._close(answer, status, body, note)
+        if answer.picture_id is not None and self.pictures is not None:
+            await self.pictures.done(answer.picture_id)
         live.done.set()
         live.notify()
         self.live.pop(answer.id, None)
@@ -213,7 +234,12 @@ class Generator:
         else:
             await self.ledger.refund(answer.msg_key)
         text = "\n".join(part for part in (body, note) if part)
-        turns = (answer.question, body) if status in ("done", "cut") and body else None
+        # the conversation keeps what was said: a picture as a placeholder, the answer without its heading
+        question = answer.question
+        if answer.picture_id is not None:
+            question = f"{self.cfg.media.picture_placeholder} {question}"
+        said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
+        turns = (question, said) if status in ("done", "cut") and said else None
         return await self.answers.finish(answer.id, self.owner, status, text, self.clock(), turns)
 
     async def recover(self) -> int:

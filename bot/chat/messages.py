@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["text", "voice", "subscribe", "unsubscribe", "event", "other"]
+Kind = Literal["text", "voice", "image", "subscribe", "unsubscribe", "event", "other"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,11 @@ class Inbound:
     # text content, or a voice message's recognised text ("" when recognition gave nothing)
     content: str = ""
     event_key: str = ""
+    # voice and image: where WeChat keeps the file (media/get, 3 days); image: its PicUrl too
+    media_id: str = ""
+    pic_url: str = ""
+    # a voice message WeChat transcribed itself (a non-empty <Recognition>)
+    recognized: bool = False
 
     @property
     def short_user(self) -> str:

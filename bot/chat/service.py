@@ -23,6 +23,7 @@ from bot.chat.commands import Commands
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
 from bot.chat.generation import Generator
+from bot.chat.media import Heard, PictureQuestions, VoiceQuestions
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
 from bot.config import Config
@@ -38,7 +39,8 @@ log = structlog.get_logger(__name__)
 class ChatService:
     def __init__(self, cfg: Config, *, inbound: InboundRepo, answers: AnswerRepo, users: UserRepo,
                  conversations: ConversationRepo, generator: Generator, admission: Admission, commands: Commands,
-                 owner: str, clock=time.time) -> None:
+                 owner: str, voice: VoiceQuestions | None = None, pictures: PictureQuestions | None = None,
+                 clock=time.time) -> None:
         self.cfg = cfg
         self.admission = admission
         self.commands = commands
@@ -50,6 +52,8 @@ class ChatService:
         self.planner = ReplyPlanner(cfg)
         self.replies = ReplyCache()
         self.owner = owner
+        self.voice = voice or VoiceQuestions(cfg, None)
+        self.pictures = pictures if pictures is not None and pictures.on else None
         self.clock = clock
         w = cfg.wechat
         # A question's own deliveries span this long; after it, what it is owed is fetched.
@@ -82,8 +86,12 @@ class ChatService:
         texts, question = self.cfg.texts, msg.content.strip()
         if msg.kind == "event":
             return ""
-        if msg.kind == "other":
+        if msg.kind == "other" or (msg.kind == "image" and self.pictures is None):
             return texts.text_only
+        if msg.kind == "image":
+            return None
+        if msg.kind == "voice" and self.voice.needs_hearing(msg):
+            return None  # heard (or not) when the message is started
         if msg.kind == "voice" and not question:
             return texts.voice_unrecognized
         if msg.kind in ("text", "voice") and (not question or question in self.cfg.commands.help):
@@ -99,7 +107,15 @@ class ChatService:
         if msg.kind == "unsubscribe":
             await self.users.set_subscribed(msg.openid, False, now)
             return ""
-        question = msg.content.strip()
+        heard = None
+        if msg.kind == "image":
+            return await self._picture(msg, now)
+        if msg.kind == "voice":
+            decided = await self.voice.hear(msg)
+            if isinstance(decided, str):
+                return decided
+            heard = decided
+        question = heard.text if heard is not None else msg.content.strip()
         if question in words.reset:
             await self.conversations.close_all(msg.openid)
             return texts.reset_done
@@ -112,11 +128,36 @@ class ChatService:
         command = parse_command(self.cfg, question)
         if command is not None:
             return await self.commands.run(msg.openid, *command)
-        return await self._ask(msg, question, now)
+        picture_id, model = None, None
+        if self.pictures is not None and msg.kind == "text":
+            picture = await self.pictures.waiting_for(msg.openid, msg.msg_key, now)
+            if picture is not None:
+                model = await self.pictures.model_for(msg.openid)
+                picture_id = picture.id if model is not None else None
+        return await self._ask(msg, question, now, heard=heard if msg.kind == "voice" else None,
+                               picture_id=picture_id, model=model)
 
-    async def _ask(self, msg: Inbound, question: str, now: float) -> "str | Target":
+    async def _picture(self, msg: Inbound, now: float) -> "str | Target":
+        """A picture: refused, or kept for the follower's next text, or asked about with the default prompt."""
+        assert self.pictures is not None
+        if self.pictures.refusal(msg) is not None:
+            return self.cfg.texts.picture_failed
+        if await self.pictures.model_for(msg.openid) is None:
+            return self.pictures.no_vision_reply()
+        picture_id = await self.pictures.keep(msg, now)
+        if not await self.pictures.wait_for_text(picture_id, msg.msg_key, now):
+            return ""  # the follower's text took it: that text's reply carries the answer
+        model = await self.pictures.model_for(msg.openid)
+        if model is None:
+            return self.pictures.no_vision_reply()
+        return await self._ask(msg, self.cfg.media.picture_prompt, self.clock(), picture_id=picture_id, model=model)
+
+    async def _ask(self, msg: Inbound, question: str, now: float, *, heard: Heard | None = None,
+                   picture_id: int | None = None, model: str | None = None) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
-        admitted = await self.admission.admit(msg.openid, question, msg.msg_key)
+        admitted = await self.admission.admit(msg.openid, question, msg.msg_key, model,
+                                              pictures=int(picture_id is not None),
+                                              heard_cost=heard.cost if heard is not None else 0)
         if isinstance(admitted, Refusal):
             return admitted.text
         new = await self.answers.create(
@@ -124,6 +165,7 @@ class ChatService:
             route="push" if active else "reply", now=now, deadline_at=now + c.generation_deadline,
             owner=self.owner, lease_until=now + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
+            heard=admitted.question if heard is not None else None, picture_id=picture_id,
         )
         if new.created:
             self.generator.start(new.answer, new.turns, admitted.own_key)
@@ -153,6 +195,10 @@ class ChatService:
                     return self.replies.keep(msg.msg_key, receipt.reply)
                 if receipt is not None and receipt.answer_id is not None:
                     target = Target(receipt.answer_id, receipt.note, None)
+            if not last and not still_open():
+                # WeChat gave up on this delivery (the first may have been busy hearing a voice):
+                # whatever it took would reach nobody; its retry, or the next message, carries on
+                return ""
             now = self.clock()
             live = self.generator.live.get(target.answer_id) if target else None
             if target is not None:

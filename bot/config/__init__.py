@@ -19,6 +19,7 @@ from bot.config.companion import CompanionConfig
 from bot.config.errors import ConfigError
 from bot.config.load import ENV_KEYS, config_from_dict, load_config
 from bot.config.log import LogConfig
+from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
 from bot.config.models import ModelConfig
 from bot.config.pay import PayConfig
@@ -28,6 +29,7 @@ from bot.config.root import Config
 from bot.config.router import RouterConfig
 from bot.config.rules import RULE_NAMES, RefusalTextsConfig, RulesConfig
 from bot.config.server import ServerConfig
+from bot.config.speech import SpeechConfig
 from bot.config.storage import StorageConfig
 from bot.config.texts import TextsConfig
 from bot.config.wechat import WechatConfig
@@ -35,8 +37,8 @@ from bot.config.words import WordListConfig, WordsConfig
 
 __all__ = [
     "AnalyticsConfig", "ChannelConfig", "ChatConfig", "CodesConfig", "CommandsConfig", "CompanionConfig", "Config",
-    "ConfigError", "ENV_KEYS", "LogConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
+    "ConfigError", "ENV_KEYS", "LogConfig", "MediaConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
     "ProductConfig", "QuotaConfig", "RULE_NAMES", "RefusalTextsConfig", "RouterConfig", "RulesConfig",
-    "ServerConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",
+    "ServerConfig", "SpeechConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",
     "config_from_dict", "load_config",
 ]

@@ -17,6 +17,10 @@ class ModelConfig(Section):
     cost: int = Field(1, ge=0)
     context_tokens: PositiveInt = 8192
     max_output_tokens: PositiveInt = 2048
+    # This model is sent pictures (OpenAI-style image_url parts; GLM-4V takes the same).
+    vision: bool = False
+    # Credits per picture, on top of `cost`.
+    image_cost: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _fits(self) -> ModelConfig:

@@ -16,6 +16,7 @@ from bot.config.commands import CommandsConfig
 from bot.config.companion import CompanionConfig
 from bot.config.errors import problem
 from bot.config.log import LogConfig
+from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
 from bot.config.models import ModelConfig
 from bot.config.pay import PayConfig
@@ -24,6 +25,7 @@ from bot.config.quota import QuotaConfig
 from bot.config.router import RouterConfig
 from bot.config.rules import RulesConfig
 from bot.config.server import ServerConfig
+from bot.config.speech import SpeechConfig
 from bot.config.storage import StorageConfig
 from bot.config.texts import TextsConfig
 from bot.config.wechat import WechatConfig
@@ -41,6 +43,8 @@ class Config(Section):
     channels: Annotated[tuple[ChannelConfig, ...], AsTuple] = ()
     models: Annotated[Mapping[str, ModelConfig], Frozen] = Field(default_factory=empty_map)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
     # Without a [pay] table top-ups are off and everything else works.
     pay: PayConfig = Field(default_factory=lambda: PayConfig(enabled=False))
     products: Annotated[tuple[ProductConfig, ...], AsTuple] = ()
@@ -88,6 +92,21 @@ class Config(Section):
             for i, model in enumerate(models):
                 if model not in known:
                     raise problem(f"rules.tier_models.{tier}[{i}]", f"unknown model {model!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _media(self) -> Config:
+        """Voice needs a speech channel that exists and media/get's credentials; a picture's wait fits
+        inside one delivery."""
+        s, w = self.speech, self.wechat
+        if s.channel:
+            if s.channel not in {ch.name for ch in self.channels}:
+                raise problem("speech.channel", f"{s.channel!r} names no [[channels]] entry")
+            if not (w.app_id and w.app_secret):
+                missing = "wechat.app_secret" if w.app_id else "wechat.app_id"
+                raise problem(missing, "is required when speech.channel is set (voice is downloaded with media/get)")
+        if any(m.vision for m in self.models.values()) and self.media.picture_wait >= w.window - w.reply_margin:
+            raise problem("media.picture_wait", "must be shorter than wechat.window - wechat.reply_margin")
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from bot.config.errors import problem
 # Reply templates and the placeholders each is filled with.
 _PLACEHOLDERS = {"redeem_done": ("credits", "balance"), "redeem_mine": ("credits",), "redeem_limited": ("minutes",),
                  "redeem_used": (), "redeem_expired": (), "redeem_disabled": (), "redeem_invalid": (),
-                 "redeem_usage": ()}
+                 "redeem_usage": (), "voice_heard": ("text",), "picture_no_vision": ("models",)}
 
 
 class TextsConfig(Section):
@@ -53,6 +53,11 @@ class TextsConfig(Section):
     redeem_invalid: str = "兑换码不正确，请检查后重新发送「兑换 兑换码」。"
     redeem_limited: str = "兑换码输错次数过多，请 {minutes} 分钟后再试。"
     redeem_usage: str = "请发送「兑换 兑换码」，例如：兑换 ABCDE-FGHJK-MNPQR-STVWX"
+    # Above the answer to a voice message: what was heard, so a mis-hearing is visible.
+    voice_heard: str = "「{text}」"
+    voice_unavailable: str = "抱歉，暂时无法处理语音消息，请直接发送文字。"
+    picture_no_vision: str = "当前可用的模型看不了图片。能看图片的模型：{models}。"
+    picture_failed: str = "抱歉，这张图片无法读取，请重新发送。"
 
     @model_validator(mode="after")
     def _placeholders(self) -> TextsConfig:

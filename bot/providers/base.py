@@ -23,6 +23,15 @@ RETRYABLE: frozenset[str] = frozenset({"connect", "timeout", "rate_limited", "se
 class ChatMessage:
     role: Role
     content: str
+    # a picture sent with this message, as a data URL (vision models only)
+    image: str | None = None
+
+    def wire(self) -> dict:
+        """The message as OpenAI's chat API (and ZhipuAI's, GLM-4V included) takes it."""
+        if self.image is None:
+            return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": [{"type": "text", "text": self.content},
+                                                {"type": "image_url", "image_url": {"url": self.image}}]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ class ModelInfo:
     cost: int
     context_tokens: int
     max_output_tokens: int
+    vision: bool = False
+    image_cost: int = 0
 
 
 class Catalogue:
@@ -31,7 +33,7 @@ class Catalogue:
                 continue
             m = models.get(name, ModelConfig())
             self._info[name] = ModelInfo(name, m.display_name or name, m.aliases, m.cost, m.context_tokens,
-                                         m.max_output_tokens)
+                                         m.max_output_tokens, m.vision, m.image_cost)
         self._names: dict[str, str] = {}
         for info in self._info.values():
             for alias in (info.name, *info.aliases):

@@ -60,7 +60,7 @@ class OpenAIChannel(StreamSlots):
                         response = await stack.enter_async_context(
                             self._client.chat.completions.with_streaming_response.create(
                                 model=model, messages=[], stream=True, stream_options={"include_usage": True},
-                                extra_body={"messages": [{"role": m.role, "content": m.content} for m in messages]},
+                                extra_body={"messages": [m.wire() for m in messages]},
                             ))
                     opened = True
                     pieces = sse_pieces(response.iter_lines())

@@ -85,7 +85,7 @@ class ZhipuAIChannel(StreamSlots):
         loop = asyncio.get_running_loop()
         async with self.slot() as deadlines:
             call = _Call(loop)
-            payload = [{"role": m.role, "content": m.content} for m in messages]
+            payload = [m.wire() for m in messages]
             try:
                 loop.run_in_executor(self._executor, self._pump, call, model, payload)
                 try:

@@ -96,6 +96,34 @@ class WeChatAPI:
             token = await self.access_token(force_refresh=True)
             await self._post("/cgi-bin/menu/create", menu, {"access_token": token})
 
+    async def media_get(self, media_id: str, *, max_bytes: int, timeout: float,
+                        types: tuple[str, ...]) -> tuple[bytes, str]:
+        """A temporary media file (a follower's voice or picture, kept 3 days): (bytes, content type).
+
+        GET /cgi-bin/media/get answers the file, or a JSON error; an invalid token is refreshed once.
+        Raises MediaRefused (too large, wrong type) or MediaUnavailable.
+        """
+        from bot.media.guard import HostGuard, MediaUnavailable, fetch
+
+        guard = HostGuard((), self.cfg.api_base)
+        url = self.cfg.api_base.rstrip("/") + "/cgi-bin/media/get"
+        try:
+            token = await self.access_token()
+        except WeChatAPIError as e:
+            raise MediaUnavailable(f"no access_token: {e.errcode}") from None
+        for attempt in range(2):
+            try:
+                return await fetch(self.session, url, guard, max_bytes=max_bytes, timeout=timeout, types=types,
+                                   params={"access_token": token, "media_id": media_id})
+            except MediaUnavailable as e:
+                if attempt or not any(f"WeChat error {code}" == str(e) for code in TOKEN_INVALID):
+                    raise
+            try:
+                token = await self.access_token(force_refresh=True)
+            except WeChatAPIError as e:
+                raise MediaUnavailable(f"no access_token: {e.errcode}") from None
+        raise MediaUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
+
     async def send_text(self, openid: str, content: str) -> None:
         """One customer-service text message; refreshes the token once if WeChat says it is invalid."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}

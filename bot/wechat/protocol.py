@@ -153,9 +153,13 @@ class WeChatProtocol:
         if kind == "text":
             content = fields.get("Content")
             return Inbound("text", openid, msg_id, content=content if isinstance(content, str) else "")
+        media_id = _text(fields.get("MediaId"))
         if kind == "voice":
             rec = fields.get("Recognition")
-            return Inbound("voice", openid, msg_id, content=rec if isinstance(rec, str) else "")
+            return Inbound("voice", openid, msg_id, content=rec if isinstance(rec, str) else "", media_id=media_id,
+                           recognized=isinstance(rec, str) and bool(rec.strip()))
+        if kind == "image":
+            return Inbound("image", openid, msg_id, media_id=media_id, pic_url=_text(fields.get("PicUrl")))
         return Inbound("other", openid, msg_id, content=kind)
 
     def render(self, fields: dict, content: str, encrypted: bool, timestamp: str, nonce: str) -> str:
@@ -167,6 +171,11 @@ class WeChatProtocol:
         if encrypted and self._crypt is not None:
             return self._crypt.encrypt_message(xml, timestamp, nonce)
         return xml
+
+
+def _text(value: object) -> str:
+    """A field's text; a media id or URL is never longer than this (anything longer is not WeChat's)."""
+    return value.strip() if isinstance(value, str) and len(value) <= 2048 else ""
 
 
 def _parse_xml(body: bytes | str) -> dict:

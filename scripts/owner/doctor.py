@@ -3,7 +3,7 @@
 Checks: the config loads; the database opens and its schema is the latest; the books balance (the
 ledger invariant); WeChat takes our app id and secret (a stable_token fetch, never a forced
 refresh); each enabled channel answers a tiny question; WeChat Pay's keys load and one signed query
-comes back verified. Nothing is changed, except that the fetched access token is stored for the
+comes back verified; with [speech] on, the voice converter (ffmpeg) is installed. Nothing is changed, except that the fetched access token is stored for the
 servers to share.
 """
 
@@ -57,7 +57,20 @@ async def doctor(ctx: Ctx) -> int:
             checks += outside
         finally:
             await db.close()
+    if cfg.speech.channel:
+        checks.append(_converter(cfg))
     return _report(ctx, checks)
+
+
+def _converter(cfg: Config) -> Check:
+    import shutil
+
+    from bot.media.convert import converter_problem
+
+    problem = converter_problem(cfg.speech.ffmpeg)
+    if problem is not None:
+        return Check("speech", "fail", problem)
+    return Check("speech", "pass", f"voice converter {shutil.which(cfg.speech.ffmpeg)}")
 
 
 def _report(ctx: Ctx, checks: list[Check]) -> int:

@@ -138,7 +138,7 @@ async def test_subscribe_gets_the_welcome_and_unsubscribe_is_recorded(plain, llm
 
 async def test_voice_with_recognition_is_chat_and_without_it_gets_an_explanation(plain, llm):
     d = await plain.send_voice("o_gina", recognition="今天天气怎么样")
-    assert d.content == "你好，我是测试模型。"
+    assert d.content == "「今天天气怎么样」\n\n你好，我是测试模型。"
     assert llm.requests[-1].messages[-1]["content"] == "今天天气怎么样"
     d = await plain.send_voice("o_gina", recognition="")
     assert "语音" in (d.content or "")

@@ -37,6 +37,22 @@ UsageMode = Literal["final", "cumulative", "with_finish", "none"]
 
 OPENAI_PATH = "/v1/chat/completions"
 ZHIPU_PATH = "/api/paas/v4/chat/completions"
+TRANSCRIBE_PATHS = ("/v1/audio/transcriptions", "/api/paas/v4/audio/transcriptions")
+# OpenAI's list: anything else is answered 400 "Invalid file format", as the real endpoint does
+AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+
+
+@dataclass
+class Transcription:
+    """One multipart POST to /audio/transcriptions, as received."""
+
+    path: str
+    model: str
+    filename: str
+    content_type: str
+    audio: bytes
+    fields: dict[str, str]
+    api_key: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,10 @@ class FakeLLM:
         self.default = default or Script()
         self.script_for = script_for
         self.requests: list[RecordedRequest] = []
+        self.transcriptions: list[Transcription] = []
+        # what /audio/transcriptions hears: a text, or a callable of the request
+        self.heard: str | Callable[[Transcription], str] = "今天天气怎么样"
+        self.transcribe_delay = 0.0
         self._queue: deque[Script] = deque()
         self._zhipu_keys = {k.split(".", 1)[0]: k for k in zhipu_keys if "." in k}
         self._ids = itertools.count(1)
@@ -151,6 +171,8 @@ class FakeLLM:
         app = web.Application()
         app.router.add_post(OPENAI_PATH, self._handle)
         app.router.add_post(ZHIPU_PATH, self._handle)
+        for path in TRANSCRIBE_PATHS:
+            app.router.add_post(path, self._transcribe)
         return app
 
     async def start(self, port: int = 0) -> FakeLLM:
@@ -215,6 +237,34 @@ class FakeLLM:
         if not rec.stream:
             return await self._complete(rec, script)
         return await self._stream(request, rec, script)
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        """OpenAI's (and ZhipuAI's) speech-to-text: multipart `file` + `model`; answers {"text": ...}."""
+        def bad(message: str) -> web.Response:
+            return web.json_response({"error": {"message": message, "type": "invalid_request_error",
+                                                "param": None, "code": None}}, status=400)
+
+        if not request.content_type.startswith("multipart/form-data"):
+            return bad("Expected multipart/form-data")
+        fields: dict[str, str] = {}
+        audio, filename, ctype = None, "", ""
+        async for part in await request.multipart():
+            if part.name == "file":
+                filename, ctype = part.filename or "", part.headers.get("Content-Type", "")
+                audio = await part.read()
+            elif part.name:
+                fields[part.name] = await part.text()
+        if audio is None or not fields.get("model"):
+            return bad("You must provide a file and a model.")
+        if filename.rsplit(".", 1)[-1].lower() not in AUDIO_EXTENSIONS:
+            return bad(f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}")
+        rec = Transcription(request.path, fields["model"], filename, ctype, bytes(audio), fields,
+                            self._api_key(request.headers.get("Authorization", "")))
+        self.transcriptions.append(rec)
+        if self.transcribe_delay:
+            await asyncio.sleep(self.transcribe_delay)
+        text = self.heard(rec) if callable(self.heard) else self.heard
+        return web.json_response({"text": text})
 
     def _api_key(self, auth: str) -> str:
         token = auth.removeprefix("Bearer ").strip()

@@ -1,4 +1,4 @@
-"""A fake of api.weixin.qq.com: access tokens, customer-service messages, menus and web OAuth.
+"""A fake of api.weixin.qq.com: access tokens, customer-service messages, menus, media/get and web OAuth.
 
 It is a real aiohttp app on 127.0.0.1 with an ephemeral port. Answers follow WeChat's shapes: HTTP 200 with a
 JSON body that carries `errcode`/`errmsg` (errmsg ends in " rid: ..." as WeChat's do), never an HTTP error
@@ -26,6 +26,7 @@ ERRMSG = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40007: "invalid media_id",
     40008: "invalid message type",
     40013: "invalid appid",
     40016: "invalid button size",
@@ -84,6 +85,9 @@ class FakeWeChatAPI:
         self.sent: list[tuple[str, str]] = []
         self.menus: list[dict[str, Any]] = []
         self.calls: list[str] = []
+        # media/get: media_id -> (bytes, content type); the ids asked for, in order
+        self.media: dict[str, tuple[bytes, str]] = {}
+        self.media_gets: list[str] = []
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_invalid = False
@@ -110,6 +114,7 @@ class FakeWeChatAPI:
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
         app.router.add_post("/cgi-bin/menu/create", self._menu_create)
+        app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/sns/oauth2/access_token", self._oauth_access_token)
         return app
 
@@ -252,6 +257,26 @@ class FakeWeChatAPI:
             self._allowance[touser] = left - 1
         self.sent.append((touser, content))
         return _json({"errcode": 0, "errmsg": "ok"})
+
+    def add_media(self, data: bytes, content_type: str, media_id: str | None = None) -> str:
+        """A temporary media file (what a follower's voice or picture message points at); its MediaId."""
+        media_id = media_id or secrets.token_urlsafe(48)
+        self.media[media_id] = (data, content_type)
+        return media_id
+
+    async def _media_get(self, request: web.Request) -> web.Response:
+        """The file itself (with WeChat's Content-disposition), or a JSON error as text/plain: bad token,
+        or 40007 for an unknown (or expired) media_id."""
+        if (code := self._token_error(request)) is not None:
+            return _error(code, "text/plain")
+        media_id = request.query.get("media_id", "")
+        self.media_gets.append(media_id)
+        if media_id not in self.media:
+            return _error(40007, "text/plain")
+        data, content_type = self.media[media_id]
+        ext = content_type.rsplit("/", 1)[-1]
+        return web.Response(body=data, content_type=content_type,
+                            headers={"Content-disposition": f'attachment; filename="{media_id[:16]}.{ext}"'})
 
     async def _menu_create(self, request: web.Request) -> web.Response:
         """Records the menu after WeChat's size checks: 1-3 buttons (16 bytes), 0-5 sub-buttons (60 bytes)."""

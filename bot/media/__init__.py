@@ -1,0 +1,1 @@
+"""Pictures and voice from followers: fetching (with an SSRF guard), converting, transcribing."""
