@@ -150,7 +150,7 @@ class ChatService:
         model = await self.pictures.model_for(msg.openid)
         if model is None:
             return self.pictures.no_vision_reply()
-        return await self._ask(msg, self.cfg.media.picture_prompt, self.clock(), picture_id=picture_id, model=model)
+        return await self._ask(msg, self.cfg.media.picture_prompt, now, picture_id=picture_id, model=model)
 
     async def _ask(self, msg: Inbound, question: str, now: float, *, heard: Heard | None = None,
                    picture_id: int | None = None, model: str | None = None) -> "str | Target":
@@ -160,10 +160,13 @@ class ChatService:
                                               heard_cost=heard.cost if heard is not None else 0)
         if isinstance(admitted, Refusal):
             return admitted.text
+        # `now` is the message's arrival (its own deliveries count from then); the lease and the
+        # deadline start when the generation does — after a voice was heard, that is later
+        started = self.clock()
         new = await self.answers.create(
             openid=msg.openid, msg_key=msg.msg_key, question=admitted.question, model=admitted.model,
-            route="push" if active else "reply", now=now, deadline_at=now + c.generation_deadline,
-            owner=self.owner, lease_until=now + c.lease_seconds, asked_before=now - self.question_window,
+            route="push" if active else "reply", now=now, deadline_at=started + c.generation_deadline,
+            owner=self.owner, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
             heard=admitted.question if heard is not None else None, picture_id=picture_id,
         )
