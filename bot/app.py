@@ -55,7 +55,7 @@ from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from storage.wechat_requests import SignedRequests
 from web_companion.chat import WEBCHAT, setup_webchat
-from web_companion.login import LoginCodes
+from web_companion.login import Logins
 from web_companion.routes import setup_companion
 from web_companion.track import setup_tracking
 
@@ -131,7 +131,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
                           pictures=QuestionPictures(picture_repo, picture_source))
     redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
-    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, LoginCodes(cfg, db),
+    commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, Logins(cfg, db),
                         open_account=chain.wallet.open_day, redeemer=redeemer)
     app[GENERATOR] = generator
     app[ROUTER] = router

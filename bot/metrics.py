@@ -79,8 +79,8 @@ REDEMPTIONS = Counter("mpgpt_code_redemptions_total", "Redemption-code attempts 
 
 # -- companion page -----------------------------------------------------------------------------------
 
-LOGIN_METHODS = ("code", "oauth")
-LOGIN_OUTCOMES = ("ok", "invalid", "ip_limited", "global_limited", "error")
+LOGIN_METHODS = ("link", "code", "oauth")
+LOGIN_OUTCOMES = ("ok", "invalid", "limited", "error")
 LOGINS = Counter("mpgpt_login_attempts_total", "Companion-page login attempts, by method and outcome.",
                  ["method", "outcome"])
 TRACK_OUTCOMES = ("accepted", "invalid", "too_large", "rate_limited", "dropped")

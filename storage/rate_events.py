@@ -33,3 +33,27 @@ class RateEvents:
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall("DELETE FROM rate_events WHERE at < ? RETURNING rowid", (before,))
             return len(list(rows))
+
+
+class Attempts:
+    """Attempts per subject (a follower's 登录 codes, their orders), limited within a window."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def admit(self, subject: str, limit: int, window: float, now: float) -> bool:
+        """Count one attempt unless `subject` made `limit` within the last `window` seconds (one
+        INSERT ... SELECT decides, as in RateEvents.admit)."""
+        since = now - window
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM attempts WHERE subject = ? AND at <= ?", (subject, since))
+            return bool(conn.execute(
+                "INSERT INTO attempts (subject, at) SELECT ?, ?"
+                " WHERE (SELECT COUNT(*) FROM attempts WHERE subject = ? AND at > ?) < ? RETURNING rowid",
+                (subject, now, subject, since, limit)).fetchall())
+
+        return await self.db.write(run)
+
+    async def prune(self, before: float) -> int:
+        return await self.db.write(lambda conn: conn.execute("DELETE FROM attempts WHERE at < ?", (before,)).rowcount)

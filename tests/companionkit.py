@@ -47,7 +47,8 @@ def browser_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-def code_in(reply: str) -> str:
-    found = re.findall(r"\d{6}", reply)
+def token_in(reply: str) -> str:
+    """The token of the one-time login link in a 登录 reply (it sits in the link's fragment)."""
+    found = re.findall(r"/#login=([A-Za-z0-9_-]+)", reply)
     assert len(found) == 1, reply
     return found[0]

@@ -5,7 +5,7 @@
 adds the routes and one cleanup_ctx that builds the services (app[COMPANION]). Handlers are thin:
 parse, call a service, map its answer to a status. Errors are JSON `{"error": "<what the user
 reads>", "reason": "<machine word>"}`: 400/415 bad input, 401 not logged in, 404 unknown, 429 too
-many wrong codes, 502/503 WeChat Pay trouble or top-ups off.
+many requests, 502/503 WeChat Pay trouble or top-ups off.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bot.pay.service import OrderFailed, ProductNotFound
 from storage.codes import CodeRepo
 from web_companion import oauth
 from web_companion.account import HISTORY_PAGE, AccountView
-from web_companion.login import LoginCodes, LoginRefused
+from web_companion.login import Logins, TooManyWaits
 from web_companion.sessions import COOKIE, Sessions
 from web_companion.shop import NOT_OPEN, in_wechat, order_view, product_view
 
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STATE_COOKIE = "mpgpt_oauth_state"
+WAIT_COOKIE = "mpgpt_login_wait"
 # The page's own files only; QR codes arrive as data: images; WeixinJSBridge is WeChat's, not a script.
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -45,7 +46,7 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
 @dataclass
 class Companion:
     cfg: Config
-    login: LoginCodes
+    login: Logins
     sessions: Sessions
     account: AccountView
     redeemer: Redeemer
@@ -148,30 +149,40 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 # -- login --------------------------------------------------------------------------------------------
 
-_REFUSALS = {
-    "invalid": (401, "登录码不正确或已失效，请在公众号发送「{word}」获取新的登录码。"),
-    "ip_limited": (429, "尝试次数过多，请 {minutes} 分钟后再试。"),
-    "global_limited": (429, "登录尝试过多，请 {minutes} 分钟后再试。"),
-}
+@_refusals
+async def login(request: web.Request) -> web.StreamResponse:
+    """A one-time link's token (the page reads it from the link's fragment) logs this browser in."""
+    companion = request.app[COMPANION]
+    body = await _json_body(request)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        return _error(400, "缺少登录链接", "token_required")
+    openid = await companion.login.redeem_link(token[:128])
+    if openid is None:
+        word = (companion.cfg.commands.login or ("登录",))[0]
+        return _error(401, f"登录链接已失效或已使用，请在公众号重新发送「{word}」。", "invalid")
+    return await _logged_in(request, web.json_response({"ok": True}), openid, "code")
 
 
 @_refusals
-async def login(request: web.Request) -> web.StreamResponse:
+async def login_wait(request: web.Request) -> web.StreamResponse:
+    """A browser without the link: its short code to send in chat, or (once claimed) its session."""
     companion = request.app[COMPANION]
-    body = await _json_body(request)
-    code = body.get("code")
-    if not isinstance(code, str) or not code.strip():
-        return _error(400, "请输入登录码", "code_required")
-    result = await companion.login.redeem(code[:32], _client_ip(request, companion.cfg))
-    if isinstance(result, LoginRefused):
-        status, text = _REFUSALS[result.reason]
-        minutes = max(1, int(result.retry_after // 60) + 1)
-        word = (companion.cfg.commands.login or ("登录",))[0]
-        response = _error(status, text.format(word=word, minutes=minutes), result.reason)
-        if status == 429:
-            response.headers["Retry-After"] = str(max(1, int(result.retry_after + 0.999)))
-        return response
-    return await _logged_in(request, web.json_response({"ok": True}), result, "code")
+    await _json_body(request)
+    try:
+        state = await companion.login.wait(request.cookies.get(WAIT_COOKIE), _client_ip(request, companion.cfg))
+    except TooManyWaits:
+        return _error(429, "请求登录码太频繁，请稍后再试。", "limited")
+    if state.openid is not None:
+        response = web.json_response({"ok": True})
+        response.del_cookie(WAIT_COOKIE, path="/")
+        return await _logged_in(request, response, state.openid, "code")
+    word = (companion.cfg.commands.login or ("登录",))[0]
+    response = web.json_response({"ok": False, "code": state.code, "expires_in": round(state.expires_in, 1),
+                                  "send": f"{word} {state.code}"})
+    if state.secret is not None:
+        _set_cookie(request, response, WAIT_COOKIE, state.secret, companion.cfg.companion.login_code_ttl)
+    return response
 
 
 async def _logged_in(request: web.Request, response: web.StreamResponse, openid: str, method: str) -> web.StreamResponse:
@@ -320,7 +331,7 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
         db = app[DB]
         account = AccountView(cfg, db, clock)
         redeemer = Redeemer(cfg, CodeRepo(db, clock), account.balance, open_account=account.wallet.open_day)
-        app[COMPANION] = Companion(cfg, LoginCodes(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
+        app[COMPANION] = Companion(cfg, Logins(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
                                    redeemer)
         yield
 
@@ -329,6 +340,7 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
     r.add_get("/", index, name="companion_index")
     r.add_static("/static/", STATIC, name="companion_static")
     r.add_post("/api/login", login, name="companion_login")
+    r.add_post("/api/login/wait", login_wait, name="companion_login_wait")
     r.add_post("/api/logout", logout, name="companion_logout")
     r.add_get("/api/me", me, name="companion_me")
     r.add_get("/api/products", products, name="companion_products")

@@ -25,10 +25,13 @@ log = structlog.get_logger(__name__)
 _API_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{15,255}")
 _REMOVE = ("删除", "delete", "remove")
 _CODE_LIKE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[\- ](?=[A-Za-z0-9])){11,47}")
+_LOGIN_CODE = re.compile(r"\d{6}")
 
 
 class LoginIssuer(Protocol):
     async def issue(self, openid: str) -> str: ...
+
+    async def claim(self, openid: str, code: str) -> str: ...
 
 
 class CodeRedeemer(Protocol):
@@ -48,7 +51,10 @@ def parse(cfg: Config, text: str) -> tuple[str, str] | None:
                     continue
                 if name == "redeem" and not _CODE_LIKE.fullmatch(arg):
                     continue
-                if name in ("model", "key", "redeem"):
+                # `登录 123456`: the code a desktop browser shows; other text after the word is a question
+                if name == "login" and not _LOGIN_CODE.fullmatch(arg):
+                    continue
+                if name in ("model", "key", "redeem", "login"):
                     return name, arg
     return None
 
@@ -80,10 +86,10 @@ class Commands:
             if self.redeemer is None:
                 return self.cfg.texts.redeem_invalid
             return (await self.redeemer.redeem(openid, arg))[1]
-        assert self.login is not None, "the login command needs a LoginCodes"
+        assert self.login is not None, "the login command needs a Logins"
         if self.open_account is not None:
             await self.open_account(openid)
-        return await self.login.issue(openid)
+        return await self.login.claim(openid, arg) if arg else await self.login.issue(openid)
 
     async def chosen_model(self, openid: str) -> str:
         """The follower's model: their choice, else the configured default (aliases resolved)."""

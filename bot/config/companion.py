@@ -1,4 +1,4 @@
-"""[companion]: the page's code login, session cookies, web OAuth and brute-force limits."""
+"""[companion]: the page's login (one-time links, desktop codes), session cookies, web OAuth, limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from bot.config.base import Positive, PositiveInt, Section, check_placeholders
 
 
 class CompanionConfig(Section):
-    """The companion page (web_companion/): code login, session cookies, web OAuth, brute-force limits."""
+    """The companion page (web_companion/): login from chat, session cookies, web OAuth, request limits."""
 
     # Signs session cookies (at least 32 characters); empty: one is generated once and kept in storage.
     session_secret: str = ""
@@ -16,18 +16,25 @@ class CompanionConfig(Section):
     # Inside WeChat's browser, log in without a code through web OAuth snsapi_base (verified service
     # accounts only; needs wechat.app_id, wechat.app_secret and server.public_url: checked in Config).
     oauth: bool = False
-    # A login code lives this long (seconds) and can be used once.
+    # A login link (the 登录 reply) and a desktop browser's short code live this long (seconds).
     login_code_ttl: Positive = 300.0
-    # Wrong codes allowed per client IP, and over all clients, within `failure_window` seconds (counted
-    # in storage, so across processes); past either limit /api/login answers 429 until old ones age out.
-    ip_failures: PositiveInt = 10
-    global_failures: PositiveInt = 100
+    # `登录 CODE` messages one follower may send, and desktop codes one client address may ask for,
+    # within `failure_window` seconds (in storage, so across processes). Either limit only ever stops
+    # that follower or that address: there is no cap that all share.
+    code_attempts: PositiveInt = 5
+    ip_waits: PositiveInt = 20
     failure_window: Positive = 600.0
     # Behind a reverse proxy: the header holding the client's address (e.g. "X-Real-IP"; of a list,
-    # the last entry counts); "" = the peer address.
+    # the last entry counts), believed only from server.trusted_proxies; "" = the peer address.
     client_ip_header: str = ""
-    # The reply to the login command; placeholders {code}, {minutes}, {url}.
-    login_text: str = "你的登录码：{code}\n{minutes} 分钟内有效，仅可使用一次。请在页面中输入：{url}"
+    # The reply to the login command; placeholders {link} (the one-time link), {minutes}, {url}
+    # (server.public_url), {word} (the login word). Without public_url, lines with {link} or {url} go.
+    login_text: str = ("点击链接登录网页（{minutes} 分钟内有效，仅可使用一次）：\n{link}\n"
+                       "在电脑上登录：打开网页，把页面上显示的「{word} 数字」发到这里。")
+    login_code_done_text: str = "已登录网页，请回到浏览器继续。"
+    login_code_wrong_text: str = "登录码不正确或已过期，请刷新网页获取新的登录码。"
+    # placeholder {minutes}
+    login_code_limited_text: str = "登录码错误次数过多，请 {minutes} 分钟后再试。"
 
     @field_validator("session_secret")
     @classmethod
@@ -39,8 +46,22 @@ class CompanionConfig(Section):
     @field_validator("login_text")
     @classmethod
     def _login_text(cls, value: str) -> str:
-        if err := check_placeholders(value, ("code", "minutes", "url")):
+        if err := check_placeholders(value, ("link", "minutes", "url", "word")):
             raise ValueError(err)
-        if "{code}" not in value:
-            raise ValueError("must contain {code}")
+        if "{link}" not in value:
+            raise ValueError("must contain {link}")
+        return value
+
+    @field_validator("login_code_done_text", "login_code_wrong_text")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        if err := check_placeholders(value, ()):
+            raise ValueError(err)
+        return value
+
+    @field_validator("login_code_limited_text")
+    @classmethod
+    def _limited_text(cls, value: str) -> str:
+        if err := check_placeholders(value, ("minutes",)):
+            raise ValueError(err)
         return value

@@ -9,7 +9,7 @@ import stat
 
 import aiohttp
 
-from tests.companionkit import browser_session, code_in
+from tests.companionkit import browser_session, token_in
 from tests.companionkit import serving as serving_page
 from tests.fakes.wechat import FakeWeChat
 from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, write_toml
@@ -114,8 +114,8 @@ async def test_the_page_redeems_a_code_and_limits_wrong_ones(tmp_path, llm):
         await CodeRepo(app[DB]).add_batch("page", 12, [hash_of(code)], None)  # type: ignore[list-item]
         async with http.post(f"{base}/api/redeem", json={"code": code}) as resp:
             assert resp.status == 401
-        login = code_in(await app[COMPANION].login.issue("o_page"))
-        async with http.post(f"{base}/api/login", json={"code": login}) as resp:
+        login = token_in(await app[COMPANION].login.issue("o_page"))
+        async with http.post(f"{base}/api/login", json={"token": login}) as resp:
             assert resp.status == 200
         async with http.post(f"{base}/api/redeem", json={"code": code}) as resp:
             body = await resp.json()

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from bot.keys import DB
 from storage.ledger import Ledger
 from tests import paykit
-from tests.companionkit import OPENID, browser_session, code_in, serving
+from tests.companionkit import OPENID, browser_session, token_in, serving
 from tests.fakes.wechat import FakeWeChat
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
 from tests.harness import APP_ID, TOKEN
@@ -33,8 +33,8 @@ async def fake_pay():
 
 async def logged_in(base: str, app, http, openid: str = OPENID) -> None:
     """Log in as `openid` with a code issued the way the chat command issues it."""
-    code = code_in(await app[COMPANION].login.issue(openid))
-    async with http.post(f"{base}/api/login", json={"code": code}) as resp:
+    code = token_in(await app[COMPANION].login.issue(openid))
+    async with http.post(f"{base}/api/login", json={"token": code}) as resp:
         assert resp.status == 200
 
 

@@ -1,10 +1,11 @@
 """The companion page in headless Chromium (Debian's, driven by Playwright) on a phone-sized screen:
-a code from /wechat, log in, pick a product, pay (QR code, or WeChat's JS bridge inside its browser),
+a link from /wechat logs in (or a desktop code sent back in chat), pick a product, pay (QR code, or WeChat's JS bridge inside its browser),
 the fake WeChat Pay notifies the app, the page shows the new balance."""
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 import shutil
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.companionkit import OPENID, code_in, serving
+from tests.companionkit import OPENID, serving, token_in
 from tests.fakes.wechat import FakeWeChat
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
 from tests.harness import APP_ID, TOKEN
@@ -50,19 +51,22 @@ async def fake_pay():
         yield fake
 
 
-async def code_from_wechat(base: str) -> str:
+async def say(base: str, text: str) -> str:
     async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
-        delivery = await wx.send_text(OPENID, "登录")
-    return code_in(delivery.content or "")
+        delivery = await wx.send_text(OPENID, text)
+    return delivery.content or ""
+
+
+async def link_from_wechat(base: str) -> str:
+    """The one-time link 登录 answers, as the follower taps it."""
+    return f"{base}/#login={token_in(await say(base, '登录'))}"
 
 
 async def log_in(page, base: str) -> None:
     await page.clock.install()
-    await page.goto(base + "/")
-    await page.wait_for_selector("#login:not([hidden])")
-    await page.fill("#code", await code_from_wechat(base))
-    await page.click("#login-btn")
+    await page.goto(await link_from_wechat(base))
     await page.wait_for_selector("#tabs:not([hidden])")
+    assert page.url == base + "/"  # the token left the address bar (and history) at once
 
 
 async def paid_and_shown(page, fake_pay: FakeWeChatPay, credits: int) -> None:
@@ -124,17 +128,31 @@ async def test_inside_wechats_browser_the_page_pays_through_the_js_bridge(tmp_pa
         await context.close()
 
 
-async def test_a_wrong_code_is_explained_on_the_page(tmp_path, llm, browser):
+async def test_a_used_link_is_explained_on_the_page(tmp_path, llm, browser):
     async with serving(tmp_path, llm.base_url) as (base, _):
+        link = await link_from_wechat(base)
+        first = await browser.new_page(viewport=PHONE)
+        await first.goto(link)
+        await first.wait_for_selector("#tabs:not([hidden])")
         page = await browser.new_page(viewport=PHONE)
+        await page.goto(link)
+        await page.wait_for_selector("#notice:not([hidden])")
+        assert "登录链接已失效" in await page.inner_text("#notice")
+        assert await page.is_hidden("#tabs") and await page.is_visible("#login")
+
+
+async def test_on_a_desktop_the_page_shows_a_code_and_logs_in_once_it_is_sent_in_chat(tmp_path, llm, browser):
+    async with serving(tmp_path, llm.base_url) as (base, _):
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.clock.install()
         await page.goto(base + "/")
-        await page.wait_for_selector("#login:not([hidden])")
-        real = await code_from_wechat(base)
-        await page.fill("#code", "000000" if real != "000000" else "111111")
-        await page.click("#login-btn")
-        await page.wait_for_selector("#login-error:not([hidden])")
-        assert "登录码不正确或已失效" in await page.inner_text("#login-error")
-        assert await page.is_hidden("#tabs")
+        await page.wait_for_selector("#login-desktop:not([hidden])")
+        send = await page.inner_text("#login-send")
+        assert re.fullmatch(r"登录 \d{6}", send)
+        assert "已登录网页" in await say(base, send)
+        await page.clock.fast_forward(POLL_MS)
+        await page.wait_for_selector("#tabs:not([hidden])")
+        assert await page.is_hidden("#login")
 
 
 async def test_without_pay_the_page_says_top_ups_are_not_open_yet(tmp_path, llm, browser):

@@ -1,30 +1,43 @@
-"""Logging in on the companion page over real HTTP: a code from /wechat, the session cookie, limits, OAuth."""
+"""Logging in on the companion page over real HTTP: a one-time link or a desktop code from /wechat, the
+session cookie, limits that stop only whoever trips them, OAuth."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.parse
 
 import pytest
 from yarl import URL
 
-from tests.companionkit import browser_session, code_in, serving
+from tests.companionkit import browser_session, serving, token_in
 from tests.fakes.wechat import FakeWeChat, FakeWeChatAPI
 from tests.harness import APP_ID, APP_SECRET, TOKEN
 
 ALICE = "o_alice_companion_0000000000"
+MALLORY = "o_mallory_companion_00000000"
+
+
+async def say(base: str, openid: str, text: str) -> str:
+    async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+        delivery = await wx.send_text(openid, text)
+    assert delivery.is_valid, delivery.invalid_reason
+    return delivery.content or ""
 
 
 async def code_from_wechat(base: str, openid: str = ALICE) -> str:
-    async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
-        delivery = await wx.send_text(openid, "登录")
-    assert delivery.is_valid, delivery.invalid_reason
-    return code_in(delivery.content or "")
+    """The token of the one-time link 登录 answers (named for the tests that only need a login)."""
+    return token_in(await say(base, openid, "登录"))
 
 
-async def login(http, base: str, code: str, **headers: str):
-    async with http.post(f"{base}/api/login", json={"code": code}, headers=headers) as resp:
+async def login(http, base: str, token: str, **headers: str):
+    async with http.post(f"{base}/api/login", json={"token": token}, headers=headers) as resp:
         return resp.status, await resp.json(), resp.headers.getall("Set-Cookie", [])
+
+
+async def wait(http, base: str, **headers: str):
+    async with http.post(f"{base}/api/login/wait", json={}, headers=headers) as resp:
+        return resp.status, await resp.json()
 
 
 async def me(http, base: str, **params: str):
@@ -32,10 +45,19 @@ async def me(http, base: str, **params: str):
         return resp.status, await resp.json()
 
 
-async def test_a_code_sent_in_chat_logs_the_follower_in_and_the_page_knows_them(tmp_path, llm):
+async def test_the_login_word_answers_a_one_time_link_whose_token_never_reaches_a_server_log(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url) as (base, _):
+        reply = await say(base, ALICE, "登录")
+    (link,) = re.findall(r"\S+#login=\S+", reply)
+    url = urllib.parse.urlsplit(link)
+    assert f"{url.scheme}://{url.netloc}{url.path}" == base + "/" and url.query == ""
+    token = url.fragment.removeprefix("login=")  # a fragment: browsers never send it
+    assert len(token) >= 32 and len(set(token)) > 10  # 192 random bits, URL-safe base64
+
+
+async def test_the_link_logs_the_follower_in_and_the_page_knows_them(tmp_path, llm):
     async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
-        code = await code_from_wechat(base)
-        status, body, cookies = await login(http, base, code)
+        status, body, cookies = await login(http, base, await code_from_wechat(base))
         assert status == 200 and body == {"ok": True}
         status, data = await me(http, base)
     assert status == 200 and data["user"] == ALICE[-6:]
@@ -67,35 +89,31 @@ async def test_behind_an_https_proxy_the_session_cookie_is_secure(tmp_path, llm)
     assert "secure" in [p.strip().lower() for p in cookies[0].split(";")]
 
 
-async def test_asking_again_in_chat_while_the_code_is_live_sends_the_same_code(tmp_path, llm):
-    async with serving(tmp_path, llm.base_url) as (base, _):
-        assert await code_from_wechat(base) == await code_from_wechat(base)
-
-
-async def test_a_code_works_once(tmp_path, llm):
+async def test_each_login_word_sends_a_new_link_and_each_link_works_once(tmp_path, llm):
     async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
-        code = await code_from_wechat(base)
-        assert (await login(http, base, code))[0] == 200
-        status, body, cookies = await login(http, base, code)
-    assert status == 401 and "登录码不正确或已失效" in body["error"] and body["reason"] == "invalid" and not cookies
+        first, second = await code_from_wechat(base), await code_from_wechat(base)
+        assert first != second
+        assert (await login(http, base, first))[0] == 200
+        status, body, cookies = await login(http, base, first)
+        assert (await login(http, base, second))[0] == 200
+    assert status == 401 and "登录链接已失效" in body["error"] and body["reason"] == "invalid" and not cookies
 
 
-async def test_an_expired_code_is_refused_and_asking_again_brings_a_new_one(tmp_path, llm):
+async def test_an_expired_link_is_refused_and_asking_again_brings_a_new_one(tmp_path, llm):
     async with serving(tmp_path, llm.base_url, companion={"login_code_ttl": 0.3}) as (base, _), \
             browser_session() as http:
-        code = await code_from_wechat(base)
+        token = await code_from_wechat(base)
         await asyncio.sleep(0.35)
-        assert (await login(http, base, code))[0] == 401
-        fresh = await code_from_wechat(base)
-        assert (await login(http, base, fresh))[0] == 200
+        assert (await login(http, base, token))[0] == 401
+        assert (await login(http, base, await code_from_wechat(base)))[0] == 200
 
 
 @pytest.mark.parametrize(("body", "content_type", "status", "reason"), [
-    (b'{"code": 123456}', "application/json", 400, "code_required"),
-    (b'{}', "application/json", 400, "code_required"),
-    (b'{"code": ', "application/json", 400, "bad_json"),
-    (b'["123456"]', "application/json", 400, "bad_json"),
-    (b'code=123456', "application/x-www-form-urlencoded", 415, "json_required"),
+    (b'{"token": 123456}', "application/json", 400, "token_required"),
+    (b'{}', "application/json", 400, "token_required"),
+    (b'{"token": ', "application/json", 400, "bad_json"),
+    (b'["x"]', "application/json", 400, "bad_json"),
+    (b'token=abc', "application/x-www-form-urlencoded", 415, "json_required"),
 ])
 async def test_a_malformed_login_request_gets_a_clear_4xx(tmp_path, llm, body, content_type, status, reason):
     async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
@@ -104,27 +122,61 @@ async def test_a_malformed_login_request_gets_a_clear_4xx(tmp_path, llm, body, c
             assert (await resp.json())["reason"] == reason
 
 
-async def test_guessing_from_one_address_is_stopped_with_429_while_others_can_still_log_in(tmp_path, llm):
-    limits = {"ip_failures": 3, "client_ip_header": "X-Real-IP"}
-    async with serving(tmp_path, llm.base_url, companion=limits) as (base, _), browser_session() as http:
-        code = await code_from_wechat(base)
+async def test_a_flood_of_wrong_tokens_locks_nobody_out(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
+        token = await code_from_wechat(base)
+        statuses = {(await login(http, base, f"{i:032d}"))[0] for i in range(150)}
+        assert statuses == {401}
+        assert (await login(http, base, token))[0] == 200
+
+
+# -- a desktop browser: a short code sent back in chat ----------------------------------------------------
+
+
+async def test_a_desktop_browser_shows_a_code_and_sending_it_in_chat_logs_in_that_browser_only(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as desk, \
+            browser_session() as other:
+        status, shown = await wait(desk, base)
+        assert status == 200 and shown["ok"] is False and re.fullmatch(r"\d{6}", shown["code"])
+        assert shown["send"] == f"登录 {shown['code']}" and 0 < shown["expires_in"] <= 300
+        _, elsewhere = await wait(other, base)
+        assert elsewhere["code"] != shown["code"]
+        assert (await wait(desk, base))[1]["code"] == shown["code"]  # polling keeps the same code
+        assert "已登录网页" in await say(base, ALICE, f"登录 {shown['code']}")
+        status, done = await wait(desk, base)
+        assert status == 200 and done == {"ok": True}
+        assert (await me(desk, base))[1]["user"] == ALICE[-6:]
+        assert (await me(other, base))[0] == 401 and (await wait(other, base))[1]["ok"] is False
+
+
+async def test_a_code_already_claimed_cannot_be_claimed_again(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as desk:
+        code = (await wait(desk, base))[1]["code"]
+        assert "已登录网页" in await say(base, ALICE, f"登录 {code}")
+        assert "登录码不正确或已过期" in await say(base, MALLORY, f"登录 {code}")
+        await wait(desk, base)
+        assert (await me(desk, base))[1]["user"] == ALICE[-6:]
+
+
+async def test_wrong_codes_in_chat_limit_only_the_follower_who_sends_them(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url, companion={"code_attempts": 2}) as (base, _), \
+            browser_session() as desk:
+        code = (await wait(desk, base))[1]["code"]
         wrong = "000000" if code != "000000" else "111111"
+        for _ in range(2):
+            assert "登录码不正确" in await say(base, MALLORY, f"登录 {wrong}")
+        assert "错误次数过多" in await say(base, MALLORY, f"登录 {code}")  # even the right one, for them
+        assert "已登录网页" in await say(base, ALICE, f"登录 {code}")
+        assert (await wait(desk, base))[1] == {"ok": True}
+
+
+async def test_one_address_may_start_only_a_few_waits(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url, companion={"ip_waits": 2}) as (base, _):
+        statuses = []
         for _ in range(3):
-            assert (await login(http, base, wrong, **{"X-Real-IP": "203.0.113.7"}))[0] == 401
-        async with http.post(f"{base}/api/login", json={"code": code}, headers={"X-Real-IP": "203.0.113.7"}) as resp:
-            assert resp.status == 429 and (await resp.json())["reason"] == "ip_limited"
-            assert 1 <= int(resp.headers["Retry-After"]) <= 600
-        assert (await login(http, base, code, **{"X-Real-IP": "198.51.100.2"}))[0] == 200
-
-
-async def test_guessing_spread_over_many_addresses_meets_the_global_limit(tmp_path, llm):
-    limits = {"global_failures": 5, "client_ip_header": "X-Forwarded-For"}
-    async with serving(tmp_path, llm.base_url, companion=limits) as (base, _), browser_session() as http:
-        code = await code_from_wechat(base)
-        for i in range(5):
-            await login(http, base, "12345x", **{"X-Forwarded-For": f"10.9.9.9, 192.0.2.{i}"})
-        status, body, _ = await login(http, base, code, **{"X-Forwarded-For": "192.0.2.200"})
-    assert status == 429 and body["reason"] == "global_limited" and "分钟后再试" in body["error"]
+            async with browser_session() as fresh:
+                statuses.append((await wait(fresh, base))[0])
+    assert statuses == [200, 200, 429]
 
 
 async def test_without_a_session_the_api_answers_401_and_names_the_login_word(tmp_path, llm):

@@ -108,20 +108,20 @@ async def test_channel_health_and_host_figures_are_read_at_scrape_time(tmp_path,
 
 
 async def test_companion_logins_are_counted_by_outcome(tmp_path, llm):
-    from tests.companionkit import code_in
+    from tests.companionkit import token_in
 
-    async with serving(make_config(tmp_path, llm.base_url)) as (base, _), aiohttp.ClientSession() as http:
+    cfg = make_config(tmp_path, llm.base_url, server={"public_url": "https://mp.example.com/"})
+    async with serving(cfg) as (base, _), aiohttp.ClientSession() as http:
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
-            code = code_in((await wx.send_text("o_login_metrics", "登录")).content or "")
+            token = token_in((await wx.send_text("o_login_metrics", "登录")).content or "")
         before = await scrape(base + "/metrics")
-        wrong = "000000" if code != "000000" else "111111"
-        for attempt in (wrong, code):
-            async with http.post(f"{base}/api/login", json={"code": attempt}) as resp:
+        for attempt in ("x" * 32, token):
+            async with http.post(f"{base}/api/login", json={"token": attempt}) as resp:
                 assert resp.status in (200, 401)
         after = await scrape(base + "/metrics")
     for outcome in ("invalid", "ok"):
         name = "mpgpt_login_attempts_total"
-        assert value(after, name, method="code", outcome=outcome) == value(before, name, method="code", outcome=outcome) + 1
+        assert value(after, name, method="link", outcome=outcome) == value(before, name, method="link", outcome=outcome) + 1
 
 
 async def test_a_failure_no_handler_foresaw_is_a_plain_500_logged_once_and_counted(tmp_path, llm):

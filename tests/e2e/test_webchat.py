@@ -10,7 +10,7 @@ import pytest
 
 from bot.keys import DB, GENERATOR
 from storage.ledger import Ledger
-from tests.companionkit import browser_session, code_in, serving
+from tests.companionkit import browser_session, token_in, serving
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
 from tests.harness import APP_ID, TOKEN
@@ -33,8 +33,8 @@ async def read_events(response: aiohttp.ClientResponse, stop_after: int | None =
 async def site(tmp_path, llm):
     async with serving(tmp_path, llm.base_url) as (base, app):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
-            code = code_in((await wx.send_text("o_web", "登录")).content)
-            async with browser.post(f"{base}/api/login", json={"code": code}) as r:
+            code = token_in((await wx.send_text("o_web", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": code}) as r:
                 assert r.status == 200, await r.text()
             yield base, app, wx, browser
 
@@ -123,8 +123,8 @@ async def test_the_model_list_is_the_tiers_allow_list(tmp_path, llm):
     async with serving(tmp_path, llm.base_url, channels=channels,
                        rules={"tier_models": {"free": ["gpt-4o-mini"]}}) as (base, app):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
-            code = code_in((await wx.send_text("o_tier", "登录")).content)
-            await browser.post(f"{base}/api/login", json={"code": code})
+            code = token_in((await wx.send_text("o_tier", "登录")).content)
+            await browser.post(f"{base}/api/login", json={"token": code})
             async with browser.get(f"{base}/api/models") as r:
                 models = (await r.json())["models"]
             async with browser.post(f"{base}/api/chat", json={"message": "hi", "model": "gpt-4o"}) as r:

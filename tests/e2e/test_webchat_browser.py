@@ -13,7 +13,7 @@ import pytest
 
 from bot.keys import DB, GENERATOR
 from storage.ledger import Ledger
-from tests.companionkit import OPENID, browser_session, code_in, serving
+from tests.companionkit import OPENID, browser_session, token_in, serving
 from tests.e2e.test_companion_browser import CHROMIUM, PHONE, WECHAT_UA, browser, log_in  # noqa: F401
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
@@ -216,8 +216,8 @@ async def test_on_a_desktop_history_model_picker_and_new_conversation_work_with_
 async def test_a_long_conversation_shows_its_latest_turns_and_loads_earlier_ones_on_demand(tmp_path, llm, browser):
     async with serving(tmp_path, llm.base_url, quota={"trial_credits": 100}, rules={"rate_limit": 100}) as (base, _):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as http:
-            code = code_in((await wx.send_text(OPENID, "登录")).content or "")
-            await http.post(f"{base}/api/login", json={"code": code})
+            code = token_in((await wx.send_text(OPENID, "登录")).content or "")
+            await http.post(f"{base}/api/login", json={"token": code})
             for i in range(26):
                 llm.queue(Script(text=f"答{i}"))
                 async with http.post(f"{base}/api/chat", json={"message": f"问{i}"}) as r:

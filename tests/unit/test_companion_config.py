@@ -8,11 +8,11 @@ from bot.config import ConfigError, config_from_dict
 from tests.harness import config_data, make_config
 
 
-def test_the_defaults_are_a_week_long_session_five_minute_codes_and_oauth_off(tmp_path):
+def test_the_defaults_are_a_week_long_session_five_minute_links_and_oauth_off(tmp_path):
     cfg = make_config(tmp_path, "http://127.0.0.1:9")
     c = cfg.companion
     assert (c.session_days, c.login_code_ttl, c.oauth, c.session_secret) == (7.0, 300.0, False, "")
-    assert (c.ip_failures, c.global_failures, c.failure_window, c.client_ip_header) == (10, 100, 600.0, "")
+    assert (c.code_attempts, c.ip_waits, c.failure_window, c.client_ip_header) == (5, 20, 600.0, "")
     assert cfg.commands.login == ("登录",)
 
 
@@ -26,12 +26,14 @@ def test_the_session_secret_may_come_from_the_environment(tmp_path):
     ({"companion": {"session_secret": "too-short"}}, "companion.session_secret"),
     ({"companion": {"session_days": 0}}, "companion.session_days"),
     ({"companion": {"login_code_ttl": -1}}, "companion.login_code_ttl"),
-    ({"companion": {"ip_failures": 0}}, "companion.ip_failures"),
-    ({"companion": {"global_failures": 0}}, "companion.global_failures"),
+    ({"companion": {"code_attempts": 0}}, "companion.code_attempts"),
+    ({"companion": {"ip_waits": 0}}, "companion.ip_waits"),
     ({"companion": {"failure_window": 0}}, "companion.failure_window"),
     ({"companion": {"oauth": "yes"}}, "companion.oauth"),
-    ({"companion": {"login_text": "码：{code} {when}"}}, "companion.login_text"),
-    ({"companion": {"login_text": "没有码"}}, "companion.login_text"),
+    ({"companion": {"login_text": "链接：{link} {when}"}}, "companion.login_text"),
+    ({"companion": {"login_text": "没有链接"}}, "companion.login_text"),
+    ({"companion": {"login_code_limited_text": "{hours} 小时"}}, "companion.login_code_limited_text"),
+    ({"companion": {"login_code_wrong_text": "{code}"}}, "companion.login_code_wrong_text"),
     ({"companion": {"nonsense": 1}}, "companion.nonsense"),
     ({"companion": {"oauth": True}}, "server.public_url"),
     ({"companion": {"oauth": True}, "wechat": {"app_secret": ""}, "server": {"public_url": "https://a.example/"}},

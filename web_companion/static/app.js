@@ -13,7 +13,7 @@
     held: "支付金额异常，已转人工处理，请联系公众号客服。"
   };
 
-  var state = { historyOffset: 0, order: null, pollTimer: null, loggedIn: false };
+  var state = { historyOffset: 0, order: null, pollTimer: null, waitTimer: null, waiting: false, loggedIn: false };
 
   function $(id) { return document.getElementById(id); }
   function show(el, on) { if (on) { el.removeAttribute("hidden"); } else { el.setAttribute("hidden", ""); } }
@@ -59,29 +59,51 @@
     }
     var inWeChat = /MicroMessenger/i.test(navigator.userAgent);
     var failed = /[?&]login=failed/.test(location.search);
-    if (failed) { notice("微信授权登录没有成功，请使用登录码登录。"); }
-    if (info && info.oauth_url && inWeChat && !failed) { location.href = info.oauth_url; }
+    if (failed) { notice("微信授权登录没有成功，请在公众号发送「登录」获取登录链接。"); }
+    if (info && info.oauth_url && inWeChat && !failed) { location.href = info.oauth_url; return; }
+    if (!state.waiting) { waitForCode(); }
   }
 
-  function onLogin(ev) {
-    if (ev) { ev.preventDefault(); }
-    var code = $("code").value.replace(/\s+/g, "");
-    var err = $("login-error");
-    if (!/^\d{6}$/.test(code)) { text(err, "请输入 6 位数字登录码"); show(err, true); return; }
-    $("login-btn").disabled = true;
-    api("POST", "/api/login", { code: code }, function (status, data) {
-      $("login-btn").disabled = false;
-      if (status === 200) {
-        show(err, false);
-        $("code").value = "";
-        if (/[?&]login=failed/.test(location.search) && history.replaceState) { history.replaceState(null, "", "/"); }
-        notice("");
-        loadMe(true);
-      } else {
-        text(err, data.error || "登录失败");
-        show(err, true);
-      }
+  // A one-time link from chat carries its token in the fragment, which no server or proxy log sees.
+  function linkToken() {
+    var m = /^#login=([A-Za-z0-9_-]{32,64})$/.exec(location.hash);
+    return m ? m[1] : null;
+  }
+
+  function loginWithLink(token) {
+    if (history.replaceState) { history.replaceState(null, "", location.pathname + location.search); }
+    api("POST", "/api/login", { token: token }, function (status, data) {
+      if (status === 200) { notice(""); loadMe(true); return; }
+      showLogin(null);
+      notice(data.error || "登录失败");
     });
+  }
+
+  // A browser without the link shows a short code; the follower sends it in chat, and this browser
+  // (which holds the matching cookie) is logged in.
+  function waitForCode() {
+    state.waitTimer = null;
+    if (state.loggedIn) { state.waiting = false; return; }
+    state.waiting = true;
+    api("POST", "/api/login/wait", {}, function (status, data) {
+      if (state.loggedIn || !state.waiting) { return; }
+      if (status === 200 && data.ok) { state.waiting = false; notice(""); loadMe(true); return; }
+      if (status === 200) {
+        text($("login-send"), data.send);
+        show($("login-desktop"), true);
+        show($("login-error"), false);
+      } else {
+        text($("login-error"), data.error || "暂时无法获取登录码");
+        show($("login-error"), true);
+      }
+      state.waitTimer = setTimeout(waitForCode, POLL_MS);
+    });
+  }
+
+  function stopWaiting() {
+    if (state.waitTimer) { clearTimeout(state.waitTimer); }
+    state.waitTimer = null;
+    state.waiting = false;
   }
 
   function onLogout() {
@@ -102,6 +124,7 @@
 
   function enterApp() {
     state.loggedIn = true;
+    stopWaiting();
     show($("login"), false);
     show($("tabs"), true);
     show($("logout"), true);
@@ -334,7 +357,6 @@
 
   // -- start ------------------------------------------------------------------------------------------
 
-  $("login-form").onsubmit = onLogin;
   $("logout").onclick = onLogout;
   $("history-more").onclick = moreHistory;
   $("pay-cancel").onclick = closeCheckout;
@@ -348,6 +370,7 @@
       if (name === "account") { loadMe(true); }  // questions asked in the chat tab changed it
     };
   }
-  loadMe(true);
+  var token = linkToken();
+  if (token) { loginWithLink(token); } else { loadMe(true); }
   window.mpgptPage = { api: api, when: when };  // for chat.js
 })();
