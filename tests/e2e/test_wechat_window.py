@@ -150,12 +150,10 @@ async def test_a_retry_of_an_answered_message_gets_the_same_reply_without_a_new_
     assert len(llm.requests) == 1
 
 
-async def test_the_login_command_replies_with_a_six_digit_code_and_repeats_it_while_live(server, llm):
-    import re
-
+async def test_the_login_command_and_a_login_code_are_answered_without_a_model_call(server, llm):
     wx, _ = server
     first = await wx.send_text("o_login", "登录")
-    again = await wx.send_text("o_login", "登录")
-    code = re.search(r"\b(\d{6})\b", first.content)
-    assert code and code.group(1) in again.content
-    assert llm.requests == []
+    wrong = await wx.send_text("o_login", "登录 123456")
+    question = await wx.send_text("o_login", "登录 怎么用")  # not a code: a question like any other
+    assert "「登录 数字」" in first.content and "登录码不正确或已过期" in wrong.content
+    assert question.content == "你好，我是测试模型。" and len(llm.requests) == 1
