@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 
 from bot.config import WechatConfig
+from bot.wechat.protocol import xml_text
 from storage.tokens import TokenRepo
 
 log = structlog.get_logger(__name__)
@@ -126,7 +127,7 @@ class WeChatAPI:
 
     async def send_text(self, openid: str, content: str) -> None:
         """One customer-service text message; refreshes the token once if WeChat says it is invalid."""
-        payload = {"touser": openid, "msgtype": "text", "text": {"content": content}}
+        payload = {"touser": openid, "msgtype": "text", "text": {"content": xml_text(content)}}
         token = await self.access_token()
         try:
             await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})

@@ -165,7 +165,7 @@ class WeChatProtocol:
     def render(self, fields: dict, content: str, encrypted: bool, timestamp: str, nonce: str) -> str:
         """A text reply to `fields`' sender, encrypted when the request was."""
         # CDATA cannot contain "]]>": split it across two sections so model output cannot break the XML.
-        safe = content.replace("]]>", "]]]]><![CDATA[>")
+        safe = xml_text(content).replace("]]>", "]]]]><![CDATA[>")
         xml = TextReply(target=fields["FromUserName"], source=fields.get("ToUserName", ""), content=safe,
                         time=int(self.clock())).render()
         if encrypted and self._crypt is not None:
@@ -178,6 +178,22 @@ def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) and len(value) <= 2048 else ""
 
 
+# Characters XML 1.0 forbids anywhere in a document (most C0 controls, lone surrogates, U+FFFE/FFFF): a
+# model answer carrying one (NUL, ESC) made the reply unparseable, and WeChat showed 该公众号暂时无法提供服务.
+_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` without the characters no XML 1.0 document may contain (every outgoing text passes here)."""
+    return _FORBIDDEN.sub("", text)
+
+
+# WeChat's messages nest three levels at most (<xml><ScanCodeInfo><ScanResult>); this leaves room.
+MAX_DEPTH = 8
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_DECLARED = re.compile(rb"\A\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+
+
 def _parse_xml(body: bytes | str) -> dict:
     """The message's fields as werobot's parser expects them (xmltodict's shape), from a C parser.
 
@@ -186,6 +202,17 @@ def _parse_xml(body: bytes | str) -> dict:
     refusing one up front rules out entity tricks (XXE, billion laughs) before any parsing.
     """
     raw = body if isinstance(body, bytes) else body.encode("utf-8", "replace")
+    # WeChat sends UTF-8 without a byte order mark. Anything else is refused before parsing: in UTF-16 a
+    # DOCTYPE would slip past the byte-level check below.
+    if raw.startswith(_BOMS):
+        raise EdgeError(400, "XML with a byte order mark is not accepted (UTF-8 only)")
+    declared = _DECLARED.match(raw)
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise EdgeError(400, "XML must be UTF-8")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EdgeError(400, "XML must be UTF-8") from None
     if _DOCTYPE.search(raw):
         raise EdgeError(400, "XML with a DOCTYPE or entities is not accepted")
     try:
@@ -194,20 +221,24 @@ def _parse_xml(body: bytes | str) -> dict:
         raise EdgeError(400, "malformed XML") from None
     if root.tag != "xml":
         raise EdgeError(400, "XML root is not <xml>")
-    fields = _element_dict(root)
+    fields = _element_dict(root, 0)
     return fields if isinstance(fields, dict) else {}
 
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
 
 
-def _element_dict(element: ElementTree.Element) -> dict | str | None:
+def _element_dict(element: ElementTree.Element, depth: int) -> dict | str | None:
+    if depth > MAX_DEPTH:
+        raise EdgeError(400, f"XML nested deeper than {MAX_DEPTH}")
     children = list(element)
     if not children:
-        return element.text
+        # stripped, as xmltodict (in wechatpy and werobot) reads it: WeChat's own samples write
+        # <MsgType> <![CDATA[event]]> </MsgType>
+        return (element.text or "").strip() or None
     out: dict = {}
     for child in children:
-        value = _element_dict(child)
+        value = _element_dict(child, depth + 1)
         if child.tag in out:  # a repeated tag becomes a list, as xmltodict does
             existing = out[child.tag]
             out[child.tag] = [*existing, value] if isinstance(existing, list) else [existing, value]
