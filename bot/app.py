@@ -50,7 +50,7 @@ from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from storage.own_keys import OwnKeyRepo
 from storage.pictures import PictureRepo
-from storage.rate_events import RateEvents
+from storage.rate_events import Attempts, RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from storage.wechat_requests import SignedRequests
@@ -85,7 +85,7 @@ async def _http(app: web.Application) -> AsyncIterator[None]:
 
 async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher: Pusher | None) -> None:
     """Crash recovery and housekeeping, safe in every process at once (each step claims its work)."""
-    ledger, rate_events, signed = Ledger(db), RateEvents(db), SignedRequests(db)
+    ledger, rate_events, signed, attempts = Ledger(db), RateEvents(db), SignedRequests(db), Attempts(db)
     stale_after = cfg.chat.generation_deadline + cfg.chat.lease_seconds
     while True:
         try:
@@ -96,6 +96,7 @@ async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher
             await ledger.sweep_stale(stale_after)
             await rate_events.prune(time.time() - cfg.rules.rate_window)
             await signed.prune(time.time() - cfg.wechat.timestamp_tolerance)
+            await attempts.prune(time.time() - max(cfg.companion.failure_window, cfg.companion.order_window))
         except Exception:  # storage hiccups must not end the loop
             log.exception("recovery_failed")
         await asyncio.sleep(cfg.chat.recovery_interval)

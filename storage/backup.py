@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.db import Database
+from storage.db import Database, owner_only
 
 # (pages copied, pages in all), called from the database thread after each step.
 Progress = Callable[[int, int], None]
@@ -48,6 +48,8 @@ async def backup(db: Database, dest: Path, progress: Progress | None = None, ste
             if progress is not None:
                 progress(total - remaining, total)
 
+        # owner-only before SQLite writes a byte: the copy holds session ids and secrets too
+        owner_only(partial)
         target = sqlite3.connect(partial)
         try:
             source.execute("BEGIN")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -69,6 +70,8 @@ class Database:
     async def open(self, migrate: bool = True) -> "Database":
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            for path in (self.path, self.path + "-wal", self.path + "-shm"):
+                owner_only(path, create=path == self.path)
         self._writer = await self._connect()
         # WAL lets readers (ours and the other process's) go on while one writer commits.
         # Fetched to the end: an unfinished PRAGMA statement keeps a lock that makes every other
@@ -241,6 +244,20 @@ class Database:
                 )
                 applied.append(number)
         return applied
+
+
+def owner_only(path: str | Path, create: bool = True) -> None:
+    """Make `path` readable by its owner only (0600), creating it empty if asked and missing.
+
+    The database holds session ids, login tokens and the generated session secret. SQLite creates
+    its -wal and -shm files with the database file's mode, so a 0600 database keeps them 0600 too;
+    files made by an older version (0644) are tightened here.
+    """
+    path = str(path)
+    if create:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    with contextlib.suppress(FileNotFoundError, PermissionError):  # another owner's file stays theirs
+        os.chmod(path, 0o600)
 
 
 def _lookup_connection(path: str) -> sqlite3.Connection:

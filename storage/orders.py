@@ -109,7 +109,7 @@ class OrderRepo:
     async def open_order(self, out_trade_no: str, openid: str, product_id: str, kind: str, credits: int,
                          amount_fen: int, now: float, expires_at: float, reuse_until: float) -> tuple[Order, bool]:
         """The order to show this user for this product: the reusable one if it is pending, of the same
-        kind and price and still open at `reuse_until`, else a new `creating` row (superseding the old one, which
+        price (of either kind) and still open at `reuse_until`, else a new `creating` row (superseding the old one, which
         stays pending until the jobs close it). Returns (order, reused)."""
         async with self.db.transaction() as conn:
             async with conn.execute(
@@ -118,7 +118,9 @@ class OrderRepo:
                 row = await cur.fetchone()
             if row is not None:
                 old = _order(row)
-                same = (old.kind, old.credits, old.amount_fen) == (kind, credits, amount_fen)
+                # Whatever its kind: switching between QR code and in-WeChat payment must not mint a new
+                # order at WeChat Pay each time (a page could otherwise create orders as fast as it asks).
+                same = (old.credits, old.amount_fen) == (credits, amount_fen)
                 if old.state == "pending" and same and old.expires_at > reuse_until:
                     return old, True
                 await conn.execute("UPDATE orders SET reusable = NULL WHERE out_trade_no = ?", (old.out_trade_no,))

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.chat.web import Started, WebChat
 from bot.rules.base import Refusal
+from web_companion import jsonin
 from web_companion.routes import _error, _int_param, _json_body, _refusals, _Refused, _user
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,8 @@ async def conversation(request: web.Request) -> web.StreamResponse:
     openid = await _user(request)
     try:
         conversation_id = int(request.match_info["id"])
+        if not 0 < conversation_id <= jsonin.MAX_INT:
+            raise ValueError
     except ValueError:
         raise _Refused(_error(400, "对话编号应为整数", "bad_conversation")) from None
     limit = _int_param(request, "limit", 50, 1, 200)

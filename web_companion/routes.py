@@ -10,7 +10,6 @@ many requests, 502/503 WeChat Pay trouble or top-ups off.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,8 +27,10 @@ from bot.keys import DB, HTTP
 from bot.pay.routes import PAY
 from bot.pay.service import OrderFailed, ProductNotFound
 from storage.codes import CodeRepo
-from web_companion import oauth
+from storage.rate_events import Attempts
+from web_companion import jsonin, oauth
 from web_companion.account import HISTORY_PAGE, AccountView
+from web_companion.clientip import client_ip, from_trusted_proxy
 from web_companion.login import Logins, TooManyWaits
 from web_companion.sessions import COOKIE, Sessions
 from web_companion.shop import NOT_OPEN, in_wechat, order_view, product_view
@@ -50,6 +51,7 @@ class Companion:
     sessions: Sessions
     account: AccountView
     redeemer: Redeemer
+    attempts: Attempts
 
 
 COMPANION = web.AppKey("companion", Companion)
@@ -68,15 +70,16 @@ class _Refused(Exception):
 
 
 def _client_ip(request: web.Request, cfg: Config) -> str:
-    header = cfg.companion.client_ip_header
-    if header and request.headers.get(header):
-        return request.headers[header].split(",")[-1].strip()[:64]
-    return request.remote or "unknown"
+    return client_ip(request, cfg.companion.client_ip_header, cfg.server.trusted_proxies)
 
 
-def _https(request: web.Request) -> bool:
+def _https(request: web.Request, cfg: Config) -> bool:
+    """Cookies are Secure whenever the page is served over https: a public_url of https (the usual
+    TLS proxy in front), a TLS socket, or X-Forwarded-Proto: https from a trusted proxy."""
+    if cfg.server.public_url.lower().startswith("https://") or request.secure:
+        return True
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return request.secure or forwarded == "https"
+    return forwarded == "https" and from_trusted_proxy(request, cfg.server.trusted_proxies)
 
 
 def _redirect(location: str) -> web.Response:
@@ -85,7 +88,7 @@ def _redirect(location: str) -> web.Response:
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float) -> None:
     response.set_cookie(name, value, max_age=int(max_age), path="/", httponly=True, samesite="Lax",
-                        secure=_https(request))
+                        secure=_https(request, request.app[COMPANION].cfg))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -93,8 +96,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise _Refused(_error(415, "请求格式错误", "json_required"))
     try:
-        body = json.loads(await request.text())
-    except ValueError:
+        body = jsonin.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
         raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
     if not isinstance(body, dict):
         raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
@@ -142,9 +145,20 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 async def index(request: web.Request) -> web.StreamResponse:
     response = web.FileResponse(STATIC / "index.html")
-    response.headers.update({"Cache-Control": "no-cache", "Content-Security-Policy": _CSP,
-                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+    response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+_SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+                     "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response the app sends (pages, static files, the API, errors, streams): a page of
+    ours never runs another site's script or sits in another site's frame, and no file is sniffed
+    into a type it is not. A handler that sets its own policy keeps it."""
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 # -- login --------------------------------------------------------------------------------------------
@@ -194,6 +208,7 @@ async def _logged_in(request: web.Request, response: web.StreamResponse, openid:
 
 @_refusals
 async def logout(request: web.Request) -> web.StreamResponse:
+    await _json_body(request)  # JSON only: another site's form cannot log the follower out
     await request.app[COMPANION].sessions.end(request.cookies.get(COOKIE))
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
@@ -272,6 +287,9 @@ async def create_order(request: web.Request) -> web.StreamResponse:
         kind = "jsapi" if in_wechat(request.headers.get("User-Agent", "")) else "native"
     if kind not in ("native", "jsapi"):
         return _error(400, "支付方式应为 native 或 jsapi", "bad_kind")
+    c = request.app[COMPANION].cfg.companion
+    if not await request.app[COMPANION].attempts.admit(f"orders:{openid}", c.order_limit, c.order_window, time.time()):
+        return _error(429, "下单太频繁，请稍后再试。", "limited")
     try:
         checkout = await pay.create_order(openid, product_id, kind)
     except ProductNotFound:
@@ -332,10 +350,11 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
         account = AccountView(cfg, db, clock)
         redeemer = Redeemer(cfg, CodeRepo(db, clock), account.balance, open_account=account.wallet.open_day)
         app[COMPANION] = Companion(cfg, Logins(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
-                                   redeemer)
+                                   redeemer, Attempts(db))
         yield
 
     app.cleanup_ctx.append(companion_ctx)
+    app.on_response_prepare.append(_security_headers)
     r = app.router
     r.add_get("/", index, name="companion_index")
     r.add_static("/static/", STATIC, name="companion_static")

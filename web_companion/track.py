@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,22 +19,15 @@ from aiohttp import web
 
 from bot import metrics
 from bot.config import Config
-from bot.keys import DB
+from bot.keys import CONFIG, DB
 from storage.analytics import PageEvents
+from web_companion import jsonin
 from web_companion.analytics import BadEvent, EventSink, IpRateLimit, parse_event
+from web_companion.clientip import client_ip
 
 SINK = web.AppKey("analytics_sink", EventSink)
 LIMIT = web.AppKey("analytics_limit", IpRateLimit)
 TRACKER = Path(__file__).parent / "static" / "track.js"
-
-
-def client_ip(request: web.Request, header: str) -> str:
-    """The peer, or behind a proxy the last address in `header` (the one our proxy wrote)."""
-    if header:
-        value = request.headers.get(header, "").split(",")[-1].strip()
-        if value:
-            return value
-    return request.remote or "unknown"
 
 
 def _refuse(outcome: str, status: int, reason: str) -> web.Response:
@@ -45,7 +37,7 @@ def _refuse(outcome: str, status: int, reason: str) -> web.Response:
 
 async def track(request: web.Request) -> web.Response:
     cfg = request.app[SINK].cfg
-    ip = client_ip(request, cfg.client_ip_header)
+    ip = client_ip(request, cfg.client_ip_header, request.app[CONFIG].server.trusted_proxies)
     if not request.app[LIMIT].allow(ip):
         return _refuse("rate_limited", 429, "too many events")
     if request.content_length is not None and request.content_length > cfg.max_body_bytes:
@@ -55,7 +47,7 @@ async def track(request: web.Request) -> web.Response:
         return _refuse("too_large", 413, "body too large")
     try:
         # sendBeacon posts text/plain, so the body is read as JSON whatever its content type says.
-        event = parse_event(json.loads(body), ip, time.time())
+        event = parse_event(jsonin.loads(body), ip, time.time())
     except (ValueError, UnicodeDecodeError) as e:  # BadEvent and json's errors are ValueErrors
         reason = str(e) if isinstance(e, BadEvent) else "body must be one JSON event"
         return _refuse("invalid", 400, reason)

@@ -24,6 +24,10 @@ class CompanionConfig(Section):
     code_attempts: PositiveInt = 5
     ip_waits: PositiveInt = 20
     failure_window: Positive = 600.0
+    # Top-up orders one follower may create within `order_window` seconds (a handed-out open order
+    # counts too: each request may reach WeChat Pay).
+    order_limit: PositiveInt = 10
+    order_window: Positive = 600.0
     # Behind a reverse proxy: the header holding the client's address (e.g. "X-Real-IP"; of a list,
     # the last entry counts), believed only from server.trusted_proxies; "" = the peer address.
     client_ip_header: str = ""

@@ -256,3 +256,18 @@ async def test_after_a_top_up_a_verified_account_tells_the_follower_in_wechat(tm
                     break
                 await asyncio.sleep(0.02)
     assert api.sent == [(OPENID, "充值成功，已到账 600 点额度。感谢支持！")]
+
+
+async def test_orders_are_limited_per_follower_and_switching_kind_reuses_the_open_order(tmp_path, llm, fake_pay):
+    async with serving(tmp_path, llm.base_url, fake_pay, companion={"order_limit": 4}) as (base, app), \
+            browser_session() as http, browser_session() as other:
+        await logged_in(base, app, http)
+        await logged_in(base, app, other, "o_other_follower_000000000000")
+        answers = [await post(http, f"{base}/api/orders", {"product_id": "p6", "kind": kind})
+                   for kind in ("native", "jsapi", "native", "jsapi", "native", "jsapi")]
+        theirs = await post(other, f"{base}/api/orders", {"product_id": "p6"})
+    assert [status for status, _ in answers] == [200, 200, 200, 200, 429, 429]
+    assert answers[-1][1]["reason"] == "limited" and theirs[0] == 200
+    assert len({order["out_trade_no"] for _, order in answers[:4]}) == 1
+    # one order at WeChat Pay for the first follower, one for the other
+    assert fake_pay.count("/v3/pay/transactions/") == 2

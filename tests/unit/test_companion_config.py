@@ -13,6 +13,7 @@ def test_the_defaults_are_a_week_long_session_five_minute_links_and_oauth_off(tm
     c = cfg.companion
     assert (c.session_days, c.login_code_ttl, c.oauth, c.session_secret) == (7.0, 300.0, False, "")
     assert (c.code_attempts, c.ip_waits, c.failure_window, c.client_ip_header) == (5, 20, 600.0, "")
+    assert (c.order_limit, c.order_window) == (10, 600.0)
     assert cfg.commands.login == ("登录",)
 
 
@@ -28,6 +29,8 @@ def test_the_session_secret_may_come_from_the_environment(tmp_path):
     ({"companion": {"login_code_ttl": -1}}, "companion.login_code_ttl"),
     ({"companion": {"code_attempts": 0}}, "companion.code_attempts"),
     ({"companion": {"ip_waits": 0}}, "companion.ip_waits"),
+    ({"companion": {"order_limit": 0}}, "companion.order_limit"),
+    ({"server": {"trusted_proxies": ["10.0.0.0/8", "not-a-network"]}}, "server.trusted_proxies"),
     ({"companion": {"failure_window": 0}}, "companion.failure_window"),
     ({"companion": {"oauth": "yes"}}, "companion.oauth"),
     ({"companion": {"login_text": "链接：{link} {when}"}}, "companion.login_text"),
