@@ -19,6 +19,8 @@ from bot.app import create_app
 from bot.config import Config, config_from_dict
 
 TOKEN = "test-token"
+# Tests serve /metrics on the app's own port (no port to collide over), which needs a token.
+METRICS_TOKEN = "m3tr1cs-t0ken-for-prometheus"
 APP_ID = "wx0123456789abcdef"
 APP_SECRET = "test-app-secret"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -51,6 +53,7 @@ def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
         "channels": [{"name": "fake", "provider": "openai", "base_url": llm_base_url, "api_key": "sk-test",
                       "models": ["gpt-4o-mini"]}],
         "log": {"level": "warning", "format": "json"},
+        "metrics": {"port": 0, "token": METRICS_TOKEN},
     }
     return merge(merge(data, FAST), overrides)
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
 from bot.config import Config
-from tests.harness import served
+from tests.harness import METRICS_TOKEN, served
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -33,7 +33,7 @@ def parse(text: str) -> Samples:
     return out
 
 
-async def scrape(url: str, token: str | None = None) -> Samples:
+async def scrape(url: str, token: str | None = METRICS_TOKEN) -> Samples:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
         assert resp.status == 200, await resp.text()

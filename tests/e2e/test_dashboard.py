@@ -66,9 +66,12 @@ if PROMETHEUS is None and os.environ.get("MPGPT_REQUIRE_PROMETHEUS"):
                                                 " .ci/run installs it)")
 async def test_every_dashboard_query_returns_data_from_prometheus_scraping_a_busy_mpgpt(tmp_path, llm):
     llm.queue(Script.server_error())  # one provider error for the error panels
-    async with serving(make_config(tmp_path, llm.base_url)) as (base, _), aiohttp.ClientSession() as http:
+    # /metrics on its own loopback port, as deploy/prometheus/prometheus.yml scrapes it
+    metrics_port = free_port()
+    cfg = make_config(tmp_path, llm.base_url, metrics={"port": metrics_port, "token": ""})
+    async with serving(cfg) as (base, _), aiohttp.ClientSession() as http:
         prom = f"http://127.0.0.1:{free_port()}"
-        proc = _start_prometheus(tmp_path, base.removeprefix("http://"), prom.removeprefix("http://"))
+        proc = _start_prometheus(tmp_path, f"127.0.0.1:{metrics_port}", prom.removeprefix("http://"))
         stop = asyncio.Event()
         traffic = asyncio.create_task(_traffic(base, http, stop))
         try:

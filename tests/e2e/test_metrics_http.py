@@ -9,10 +9,8 @@ import aiohttp
 import pytest
 
 from tests.fakes.wechat import FakeWeChat
-from tests.harness import APP_ID, TOKEN, free_port, make_config
+from tests.harness import APP_ID, METRICS_TOKEN, TOKEN, free_port, make_config
 from tests.monitorkit import parse, scrape, serving, value
-
-METRICS_TOKEN = "m3tr1cs-t0ken-for-prometheus"
 
 
 async def test_a_wechat_question_is_counted_under_its_route_name_with_its_status_and_latency(tmp_path, llm):
@@ -43,7 +41,8 @@ async def test_probing_random_paths_adds_no_series_and_never_shows_the_path_or_a
                 assert resp.status == 405
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
             await wx.send_text("o_very_secret_openid", "hi")
-        async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+        async with aiohttp.ClientSession() as http, \
+                http.get(base + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
             text = await resp.text()
     after = parse(text)
     assert "wp-admin" not in text and ".env" not in text and "passwd" not in text
@@ -75,6 +74,26 @@ async def test_on_a_port_of_its_own_metrics_leave_the_public_server(tmp_path, ll
     assert value(samples, "mpgpt_http_requests_total", route="unmatched", method="GET", status="404") >= 1
     with pytest.raises(aiohttp.ClientConnectionError):  # closed with the app
         await scrape(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_by_default_metrics_leave_the_public_port_for_a_loopback_port_of_their_own(tmp_path, llm):
+    from bot.config import ConfigError, config_from_dict
+    from tests.harness import config_data
+
+    data = config_data(tmp_path, llm.base_url)
+    del data["metrics"]
+    cfg = config_from_dict(data, base_dir=str(tmp_path))
+    assert (cfg.metrics.port, cfg.metrics.host, cfg.metrics.token) == (9464, "127.0.0.1", "")
+    with pytest.raises(ConfigError) as e:  # on the public port only with a token
+        config_from_dict({**data, "metrics": {"port": 0}}, base_dir=str(tmp_path))
+    assert e.value.key == "metrics.token"
+    port = free_port()
+    async with serving(make_config(tmp_path, llm.base_url, metrics={"port": port, "token": ""})) as (base, _), \
+            aiohttp.ClientSession() as http:
+        async with http.get(base + "/metrics") as resp:
+            assert resp.status == 404  # what the Internet reaches shows no revenue, logins or channels
+        samples = await scrape(f"http://127.0.0.1:{port}/metrics", token=None)
+    assert value(samples, "process_resident_memory_bytes") > 0
 
 
 async def test_a_taken_metrics_port_stops_start_up_with_the_key_named(tmp_path, llm):
