@@ -45,6 +45,13 @@ class GenerationRepo:
             " ORDER BY id", (msg_key,))
         return [GenerationRecord(*(bool(v) if i == 9 else v for i, v in enumerate(tuple(r)))) for r in rows]
 
+    async def attempts_since(self, since: float) -> list[dict]:
+        """Each attempt since a time, oldest first: channel, when it ended, outcome, error kind."""
+        rows = await self.db.fetchall(
+            "SELECT channel, started_at + total_ms / 1000.0 AS ended_at, outcome, error_kind FROM generations"
+            " WHERE started_at >= ? ORDER BY started_at, id", (since,))
+        return [dict(r) for r in rows]
+
     async def summary(self, since: float) -> list[dict]:
         """Per channel and outcome since a time: counts, tokens, time to first token (for `mpgpt channels`)."""
         rows = await self.db.fetchall(

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.config import ChannelConfig, Config
 from bot.providers.base import ChatMessage, ProviderError, Usage
+from bot.providers.breaker import Breaker, BreakerSettings
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, reason_text, table
 from storage.generations import DisabledChannelRepo, GenerationRepo
 
@@ -94,10 +95,37 @@ def _result(name: str, model: str, t0: float, first: float | None, text: str, to
     return ProbeResult(name, model, error is None, first_ms, round(total, 1), tokens, text.strip()[:80], error)
 
 
+async def breaker_states(cfg: Config, repo: GenerationRepo, now: float) -> dict[str, str]:
+    """Each channel's breaker as the servers see it, replayed from the attempts they recorded.
+
+    A breaker lives in each server process; every attempt it judged is in storage, so the same rules
+    run over the same attempts give the state (an open breaker, a half-open one) without asking them."""
+    r = cfg.router
+    settings = BreakerSettings(r.breaker_failures, r.breaker_window, r.breaker_cooldown, r.rate_limit_cooldown)
+    breakers: dict[str, Breaker] = {}
+    for attempt in await repo.attempts_since(now - r.breaker_window - r.breaker_cooldown):
+        breaker = breakers.setdefault(attempt["channel"], Breaker(settings))
+        if attempt["outcome"] == "ok":
+            breaker.succeeded(attempt["ended_at"])
+        elif attempt["error_kind"] and attempt["error_kind"] != "auth":  # a rejected key shows as disabled
+            breaker.failed(attempt["error_kind"], attempt["ended_at"])
+    states = {}
+    for name, breaker in breakers.items():
+        state = breaker.state(now)
+        if state == "open":
+            states[name] = "breaker open"
+        elif state == "half_open":
+            states[name] = "breaker half-open (next request probes)"
+        elif state == "resting":
+            states[name] = "resting (rate limited)"
+    return states
+
+
 async def channels_list(ctx: Ctx) -> None:
     from bot.providers.router import key_hash
 
     disabled = await DisabledChannelRepo(ctx.db).all()
+    breakers = await breaker_states(ctx.cfg, GenerationRepo(ctx.db), time.time())
     usage = await GenerationRepo(ctx.db).summary(time.time() - ctx.args.hours * 3600)
     rows = []
     for ch in ctx.cfg.channels:
@@ -108,7 +136,7 @@ async def channels_list(ctx: Ctx) -> None:
         elif row is not None and row[0] == key_hash(ch.api_key):
             state = f"disabled: {row[1]}"
         else:
-            state = "enabled"
+            state = breakers.get(ch.name, "enabled")
         ok = sum(u["n"] for u in mine if u["outcome"] == "ok")
         attempts = sum(u["n"] for u in mine)
         firsts = [u["avg_first_token_ms"] for u in mine if u["outcome"] == "ok" and u["avg_first_token_ms"]]

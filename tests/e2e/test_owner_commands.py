@@ -208,3 +208,15 @@ async def test_every_command_explains_itself_with_help(args):
         stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0 and b"usage: mpgpt" in out and not err
+
+
+async def test_channels_list_shows_a_breaker_the_running_server_opened(tmp_path, llm):
+    async with serving(tmp_path, llm, router={"breaker_failures": 2, "breaker_cooldown": 60}) as (config, _, wechat):
+        for _ in range(4):
+            llm.queue(Script.server_error())
+        for i in range(2):
+            await ask(wechat, ALICE, f"问题{i}")
+        listed = (await ok(config, "channels", "list", "--json")).json()
+        shown = (await ok(config, "channels", "list")).out
+    assert listed[0]["name"] == "fake" and listed[0]["state"] == "breaker open"
+    assert "breaker open" in shown
