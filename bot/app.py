@@ -111,6 +111,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     words = word_filter(cfg)
     chain = build_chain(cfg, db, words)
     own_keys = OwnKeys(cfg.chat.key_secret, OwnKeyRepo(db)) if cfg.chat.allow_own_keys else None
+    if own_keys is not None:
+        await own_keys.upgrade()  # rows from before migration 0011 (idempotent in every process)
     pusher = None
     # media/get (voice, pictures) needs the shared access_token, on every account type
     api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db)) if cfg.wechat.app_id and cfg.wechat.app_secret else None
