@@ -46,8 +46,8 @@ def rss_mb(pid: int) -> float:
 
 async def login(session: aiohttp.ClientSession, wx: FakeWeChat, base: str, openid: str) -> None:
     reply = (await wx.send_text(openid, "登录")).content or ""
-    code = re.findall(r"\d{6}", reply)[0]
-    async with session.post(f"{base}/api/login", json={"code": code}) as r:
+    token = re.findall(r"#login=([A-Za-z0-9_-]+)", reply)[0]  # the one-time link's token
+    async with session.post(f"{base}/api/login", json={"token": token}) as r:
         assert r.status == 200, await r.text()
 
 
