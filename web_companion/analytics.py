@@ -57,7 +57,7 @@ def _page(data: dict[str, Any]) -> str:
     value = data.get("page")
     if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
         raise BadEvent("page must be a path")
-    # Only the path: a query string may carry a login code.
+    # Only the path: a query string may carry a token (the login link keeps its own in the fragment).
     path = urllib.parse.urlsplit(value).path
     if not _PAGE.fullmatch(path):
         raise BadEvent("page must be a path of at most 200 characters")

@@ -15,7 +15,7 @@ class CommandsConfig(Section):
     model: Strs = ("模型",)
     key: Strs = ("key", "KEY", "Key")
     balance: Strs = ("余额",)
-    # Ask for a 6-digit code to log in on the companion page.
+    # Ask for a one-time link to the companion page; `登录 CODE` logs in a desktop browser showing CODE.
     login: Strs = ("登录",)
     # `兑换 CODE`: redeem a redemption code the owner made (`mpgpt codes create`).
     redeem: Strs = ("兑换",)
