@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 ENTRY_KINDS = ("trial", "topup", "admin", "redeem", "invite")
 
 
+class _DayMoved(Exception):
+    """raise_daily found the account on another day: its ledger row is rolled back."""
+
+
 class InsufficientCredits(Exception):
     """An owner debit larger than the balance: the ledger never goes below zero."""
 
@@ -234,6 +238,37 @@ class Ledger:
             return True
 
         return await self.db.write(run)
+
+    async def raise_daily(self, openid: str, day: str, amount: int, tier: str) -> bool:
+        """Today is open already, but a tier with a larger allowance arrived (a plan bought today):
+        grant the difference to `amount`, once per tier and day (ledger ref 'DAY:TIER'). True if
+        this call granted it."""
+        ref = f"{day}:{tier}"
+        if await self.db.lookup("SELECT 1 FROM ledger WHERE openid = ? AND kind = 'daily' AND ref = ?",
+                                (openid, ref)) is not None:
+            return False
+        now = self.clock()
+
+        def run(conn: sqlite3.Connection) -> bool:
+            granted = conn.execute(
+                "SELECT COALESCE(SUM(daily_amount), 0) AS g FROM ledger WHERE openid = ? AND kind = 'daily'"
+                " AND (ref = ? OR ref LIKE ?)", (openid, day, day + ":%")).fetchone()["g"]
+            more = amount - int(granted)
+            if more <= 0:
+                return False
+            if not conn.execute(
+                    "INSERT INTO ledger (openid, kind, daily_amount, ref, created_at) VALUES (?, 'daily', ?, ?, ?)"
+                    " ON CONFLICT (openid, kind, ref) DO NOTHING RETURNING id", (openid, more, ref, now)).fetchall():
+                return False
+            if not conn.execute("UPDATE accounts SET daily = daily + ? WHERE openid = ? AND daily_day = ?"
+                                " RETURNING openid", (more, openid, day)).fetchall():
+                raise _DayMoved  # another day opened meanwhile: undo the row (this change only)
+            return True
+
+        try:
+            return await self.db.write(run)
+        except _DayMoved:
+            return False
 
     # -- reservations ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 
 from storage.db import Database
+from storage.plans import grant_plan, revoke_plan
 
 UNPAID = ("creating", "pending", "closed", "failed")
 OPEN = ("creating", "pending")
@@ -46,13 +47,16 @@ class Order:
     transaction_id: str | None
     flagged: bool
     note: str | None
+    # the plan the order grants when paid ('' and 0: none; migration 0019)
+    plan_tier: str = ""
+    plan_days: int = 0
 
 
 def _order(row: Any) -> Order:
     return Order(row["out_trade_no"], row["openid"], row["product_id"], row["credits"], row["amount_fen"],
                  row["kind"], row["state"], row["code_url"], row["prepay_id"], row["created_at"],
                  row["expires_at"], row["paid_at"], row["closed_at"], row["transaction_id"], bool(row["flagged"]),
-                 row["note"])
+                 row["note"], row["plan_tier"], row["plan_days"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +97,11 @@ async def _event(conn: aiosqlite.Connection, out_trade_no: str, source: str, out
 
 
 class OrderRepo:
-    def __init__(self, db: Database, apply_entry: ApplyEntry) -> None:
+    def __init__(self, db: Database, apply_entry: ApplyEntry, day_seconds: float = 86400.0) -> None:
         self.db = db
         self.apply_entry = apply_entry
+        # how long one day of a plan lasts ([plans] day_seconds; shortened in tests)
+        self.day_seconds = day_seconds
 
     async def get(self, out_trade_no: str) -> Order | None:
         row = await self.db.fetchone("SELECT * FROM orders WHERE out_trade_no = ?", (out_trade_no,))
@@ -107,7 +113,8 @@ class OrderRepo:
         return [_order(r) for r in rows]
 
     async def open_order(self, out_trade_no: str, openid: str, product_id: str, kind: str, credits: int,
-                         amount_fen: int, now: float, expires_at: float, reuse_until: float) -> tuple[Order, bool]:
+                         amount_fen: int, now: float, expires_at: float, reuse_until: float, *,
+                         plan_tier: str = "", plan_days: int = 0) -> tuple[Order, bool]:
         """The order to show this user for this product: the reusable one if it is pending, of the same
         price (of either kind) and still open at `reuse_until`, else a new `creating` row (superseding the old one, which
         stays pending until the jobs close it). Returns (order, reused)."""
@@ -120,14 +127,15 @@ class OrderRepo:
                 old = _order(row)
                 # Whatever its kind: switching between QR code and in-WeChat payment must not mint a new
                 # order at WeChat Pay each time (a page could otherwise create orders as fast as it asks).
-                same = (old.credits, old.amount_fen) == (credits, amount_fen)
+                same = ((old.credits, old.amount_fen, old.plan_tier, old.plan_days)
+                        == (credits, amount_fen, plan_tier, plan_days))
                 if old.state == "pending" and same and old.expires_at > reuse_until:
                     return old, True
                 await conn.execute("UPDATE orders SET reusable = NULL WHERE out_trade_no = ?", (old.out_trade_no,))
             await conn.execute(
                 "INSERT INTO orders (out_trade_no, openid, product_id, credits, amount_fen, kind, state, reusable,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 'creating', 1, ?, ?)",
-                (out_trade_no, openid, product_id, credits, amount_fen, kind, now, expires_at),
+                " created_at, expires_at, plan_tier, plan_days) VALUES (?, ?, ?, ?, ?, ?, 'creating', 1, ?, ?, ?, ?)",
+                (out_trade_no, openid, product_id, credits, amount_fen, kind, now, expires_at, plan_tier, plan_days),
             )
             order = await _fetch_order(conn, out_trade_no)
         assert order is not None
@@ -187,7 +195,13 @@ class OrderRepo:
                 " flagged = flagged OR ?, note = ? WHERE out_trade_no = ?",
                 (now, payment.transaction_id, int(late), note, no),
             )
-            fresh = await self.apply_entry(conn, order.openid, "topup", order.credits, f"order:{no}")
+            fresh = False
+            if order.credits > 0:
+                fresh = await self.apply_entry(conn, order.openid, "topup", order.credits, f"order:{no}")
+            if order.plan_days > 0:
+                granted = await grant_plan(conn, f"order:{no}", order.openid, order.plan_tier, order.plan_days,
+                                           self.day_seconds, now)
+                fresh = fresh or granted is not None
             await _event(conn, no, source, "credited" if fresh else "duplicate", now, flagged=late,
                          note=note if late else (None if fresh else "ledger already had this top-up"), **facts)
             return Settlement("credited" if fresh else "duplicate", await _fetch_order(conn, no), late)
@@ -264,6 +278,8 @@ class OrderRepo:
                 (out_refund_no, out_trade_no, amount, reason, now, now),
             )
             await conn.execute("UPDATE orders SET state = 'refunding' WHERE out_trade_no = ?", (out_trade_no,))
+            if order.plan_days > 0:  # a refunded plan ends (its days are taken back), as its credits are
+                await revoke_plan(conn, f"order:{out_trade_no}", self.day_seconds, now)
             await _event(conn, out_trade_no, "refund", "requested", now, amount_fen=amount, note=reason)
             async with conn.execute("SELECT * FROM refunds WHERE out_refund_no = ?", (out_refund_no,)) as cur:
                 return dict(await cur.fetchone())

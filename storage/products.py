@@ -27,6 +27,10 @@ class ProductLike(Protocol):
     def price_fen(self) -> int: ...
     @property
     def enabled(self) -> bool: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def days(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +40,14 @@ class Product:
     credits: int
     price_fen: int
     enabled: bool = True
+    # a membership plan: `tier` for `days` days ("" and 0: none)
+    tier: str = ""
+    days: int = 0
 
 
 def _product(row: Any) -> Product:
-    return Product(row["id"], row["name"], row["credits"], row["price_fen"], bool(row["enabled"]))
+    return Product(row["id"], row["name"], row["credits"], row["price_fen"], bool(row["enabled"]), row["tier"],
+                   row["days"])
 
 
 class ProductRepo:
@@ -60,9 +68,9 @@ class ProductRepo:
             for p in items:
                 position += 1
                 inserted = await conn.execute_fetchall(
-                    "INSERT INTO products (id, name, credits, price_fen, enabled, position, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
-                    (p.id, p.name, p.credits, p.price_fen, int(p.enabled), position, now, now))
+                    "INSERT INTO products (id, name, credits, price_fen, enabled, position, created_at, updated_at,"
+                    " tier, days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    (p.id, p.name, p.credits, p.price_fen, int(p.enabled), position, now, now, p.tier, p.days))
                 if list(inserted):
                     added.append(p.id)
         return added
@@ -80,10 +88,10 @@ class ProductRepo:
         now = self.clock()
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                "INSERT INTO products (id, name, credits, price_fen, enabled, position, created_at, updated_at)"
-                " SELECT ?, ?, ?, ?, ?, COALESCE(MAX(position), 0) + 1, ?, ? FROM products"
+                "INSERT INTO products (id, name, credits, price_fen, enabled, position, created_at, updated_at,"
+                " tier, days) SELECT ?, ?, ?, ?, ?, COALESCE(MAX(position), 0) + 1, ?, ?, ?, ? FROM products"
                 " WHERE true ON CONFLICT (id) DO NOTHING RETURNING id",
-                (p.id, p.name, p.credits, p.price_fen, int(p.enabled), now, now))
+                (p.id, p.name, p.credits, p.price_fen, int(p.enabled), now, now, p.tier, p.days))
             return bool(list(rows))
 
     async def update(self, product_id: str, *, name: str | None = None, credits: int | None = None,

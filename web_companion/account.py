@@ -21,11 +21,15 @@ class AccountView:
     def __init__(self, cfg: Config, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.ledger = Ledger(db, clock)
-        self.wallet = Wallet(self.ledger, cfg.quota, cfg.rules.texts, cfg.server.public_url, clock)
+        self.wallet = Wallet(self.ledger, cfg.quota, cfg.rules.texts, cfg.server.public_url, clock, cfg.tiers)
         self.usage = UsageRepo(db)
 
     async def balance(self, openid: str) -> int:
         return await self.ledger.balance(openid)
+
+    async def _plan(self, openid: str) -> dict[str, Any] | None:
+        plan = await self.wallet.plan(openid)
+        return {"tier": plan.tier, "ends_at": plan.ends_at} if plan is not None else None
 
     async def me(self, openid: str, offset: int = 0, limit: int = HISTORY_PAGE) -> dict[str, Any]:
         """The page's account data. An existing account has today opened first (as 余额 does), so the
@@ -45,7 +49,8 @@ class AccountView:
             "balance": paid + daily,
             "paid": paid,
             "daily": daily,
-            "daily_free": self.cfg.quota.daily_free,
+            "daily_free": self.wallet.daily_free(account.tier) if account is not None else self.cfg.quota.daily_free,
+            "plan": await self._plan(openid),
             "frozen": frozen,
             "history": {
                 "offset": offset, "limit": limit, "more": len(rows) > limit,

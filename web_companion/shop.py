@@ -26,7 +26,7 @@ def in_wechat(user_agent: str) -> bool:
 
 def product_view(p: ProductLike) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "credits": p.credits, "price_fen": p.price_fen,
-            "price": f"{p.price_fen // 100}.{p.price_fen % 100:02d}"}
+            "price": f"{p.price_fen // 100}.{p.price_fen % 100:02d}", "tier": p.tier or None, "days": p.days}
 
 
 def qr_svg(code_url: str) -> str:
@@ -37,6 +37,7 @@ def qr_svg(code_url: str) -> str:
 def order_view(order: Order, checkout: Checkout | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "out_trade_no": order.out_trade_no, "product_id": order.product_id, "credits": order.credits,
+        "tier": order.plan_tier or None, "days": order.plan_days,
         "amount_fen": order.amount_fen, "kind": order.kind, "state": order.state,
         "paid": order.state in SETTLED, "expires_at": order.expires_at,
     }

@@ -23,6 +23,7 @@ from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
 from bot.config.models import ModelConfig
 from bot.config.pay import PayConfig
+from bot.config.plans import PlansConfig, TierConfig
 from bot.config.products import ProductConfig
 from bot.config.quota import QuotaConfig
 from bot.config.root import Config
@@ -38,6 +39,7 @@ from bot.config.words import WordListConfig, WordsConfig
 __all__ = [
     "AnalyticsConfig", "ChannelConfig", "ChatConfig", "CodesConfig", "CommandsConfig", "CompanionConfig", "Config",
     "ConfigError", "ENV_KEYS", "LogConfig", "MediaConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
+    "PlansConfig", "TierConfig",
     "ProductConfig", "QuotaConfig", "RULE_NAMES", "RefusalTextsConfig", "RouterConfig", "RulesConfig",
     "ServerConfig", "SpeechConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",
     "config_from_dict", "load_config",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bot.config.base import PositiveInt, Section
+from bot.config.errors import problem
 
 _PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
@@ -14,9 +15,23 @@ _PRODUCT_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 class ProductConfig(Section):
     id: str
     name: str
-    credits: PositiveInt
+    # Credits granted (0 for a plan-only product).
+    credits: int = Field(ge=0)
     price_fen: PositiveInt
     enabled: bool = True
+    # A membership plan: the tier held for `days` days (buying again extends it). "" and 0: none.
+    tier: str = ""
+    days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _grants_something(self) -> ProductConfig:
+        if bool(self.tier) != bool(self.days):
+            raise problem("days" if self.tier else "tier", "tier and days go together: a plan needs both")
+        if self.tier == "free":
+            raise problem("tier", "'free' is what every follower has; a plan grants another tier")
+        if not self.credits and not self.days:
+            raise problem("credits", "must be greater than 0 unless the product grants a plan (tier, days)")
+        return self
 
     @field_validator("id")
     @classmethod

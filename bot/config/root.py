@@ -20,6 +20,7 @@ from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
 from bot.config.models import ModelConfig
 from bot.config.pay import PayConfig
+from bot.config.plans import PlansConfig, TierConfig
 from bot.config.products import ProductConfig
 from bot.config.quota import QuotaConfig
 from bot.config.router import RouterConfig
@@ -50,6 +51,9 @@ class Config(Section):
     products: Annotated[tuple[ProductConfig, ...], AsTuple] = ()
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     codes: CodesConfig = Field(default_factory=CodesConfig)
+    plans: PlansConfig = Field(default_factory=PlansConfig)
+    # [tiers.NAME]: what a tier gives besides its models (rules.tier_models).
+    tiers: Annotated[Mapping[str, TierConfig], Frozen] = Field(default_factory=empty_map)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     words: WordsConfig = Field(default_factory=WordsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -116,6 +120,11 @@ class Config(Section):
             if pr.id in seen:
                 raise problem(f"products[{i}].id", f"duplicate product id {pr.id!r}")
             seen.add(pr.id)
+            if pr.tier and self.rules.tier_models and pr.tier not in self.rules.tier_models:
+                raise problem(f"products[{i}].tier", f"{pr.tier!r} is not a tier in rules.tier_models")
+        for tier in self.tiers:
+            if self.rules.tier_models and tier not in self.rules.tier_models:
+                raise problem(f"tiers.{tier}", f"{tier!r} is not a tier in rules.tier_models")
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ _TEXT_PLACEHOLDERS = {
     "model_not_allowed": ("model",), "model_unknown": ("model",),
     "no_credits": ("cost", "balance", "paid", "daily", "daily_free", "topup"),
     "balance": ("balance", "paid", "daily", "daily_free", "topup"), "topup": ("url",),
+    "plan_line": ("tier", "until"),
 }
 
 
@@ -35,6 +36,8 @@ class RefusalTextsConfig(Section):
     balance: str = "积分余额：{balance}\n其中今日免费：{daily}（每天 {daily_free}，当天有效）\n{topup}"
     # Shown in the two texts above when server.public_url is set.
     topup: str = "充值请打开：{url}"
+    # Added to the 余额 reply while a membership plan runs.
+    plan_line: str = "会员：{tier}，有效期至 {until}"
 
     @model_validator(mode="after")
     def _placeholders(self) -> RefusalTextsConfig:

@@ -71,7 +71,7 @@ def setup_pay(app: web.Application, config: Config, *,
     async def pay_ctx(app: web.Application) -> AsyncIterator[None]:
         db = app[DB]
         async with PayClient.from_config(config) as client:
-            service = PayService(config.pay, config.products, OrderRepo(db, apply_entry_for(db)), client,
+            service = PayService(config.pay, config.products, OrderRepo(db, apply_entry_for(db), config.plans.day_seconds), client,
                                  on_credited=on_credited)
             app[PAY] = service
             jobs = asyncio.get_running_loop().create_task(service.run_jobs()) if run_jobs else None

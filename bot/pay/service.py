@@ -144,7 +144,7 @@ class PayService:
         order, reused = await self.orders.open_order(
             new_out_trade_no(now), openid, product.id, kind, product.credits, product.price_fen, now, expires,
             # An order with less than a sixth of its life left is not worth handing out again.
-            reuse_until=now + self.cfg.order_expiry / 6)
+            reuse_until=now + self.cfg.order_expiry / 6, plan_tier=product.tier, plan_days=product.days)
         no = order.out_trade_no
         if not reused:
             try:

@@ -1,15 +1,18 @@
-"""What a user has: the day in the quota's time zone, opening that day's free credits, and the 余额
-reply, which the credits refusal repeats (balance, today's free credits, where to top up)."""
+"""What a user has: the day in the quota's time zone, opening that day's free credits, the tier a
+membership plan gives, and the 余额 reply, which the credits refusal repeats (balance, today's free
+credits, where to top up)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.config import QuotaConfig, RefusalTextsConfig
+from bot.config import QuotaConfig, RefusalTextsConfig, TierConfig
 from storage.ledger import Account, Ledger
+from storage.plans import Plan, PlanRepo
 
 
 def day_of(ts: float, tz: ZoneInfo) -> str:
@@ -19,37 +22,63 @@ def day_of(ts: float, tz: ZoneInfo) -> str:
 
 class Wallet:
     def __init__(self, ledger: Ledger, quota: QuotaConfig, texts: RefusalTextsConfig, public_url: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, tiers: Mapping[str, TierConfig] | None = None) -> None:
         self.ledger = ledger
         self.quota = quota
         self.texts = texts
         self.public_url = public_url
         self.clock = clock
         self.tz = ZoneInfo(quota.timezone)
+        self.tiers = tiers or {}
+        self.plans = PlanRepo(ledger.db, clock)
 
     def today(self) -> str:
         return day_of(self.clock(), self.tz)
 
+    def daily_free(self, tier: str) -> int:
+        """The free credits a day brings for `tier` ([tiers.NAME] daily_free, else quota.daily_free)."""
+        t = self.tiers.get(tier)
+        return t.daily_free if t is not None and t.daily_free >= 0 else self.quota.daily_free
+
     async def open_day(self, openid: str) -> Account:
-        """The account (created with its trial on first contact) with today's free credits granted."""
+        """The account (created with its trial on first contact) with today's free credits granted,
+        its tier the one a running plan gives (read from the plan's end date: an ended plan is simply
+        not running, no job has to end it)."""
         account = await self.ledger.ensure_account(openid, self.quota.trial_credits)
-        if account.daily_day != self.today() and await self.ledger.grant_daily(
-                openid, self.quota.daily_free, self.today()):
-            account = await self.ledger.account(openid) or account
-        return account
+        plan = await self.plans.active(openid)
+        tier = plan.tier if plan is not None else account.tier
+        allowance, today = self.daily_free(tier), self.today()
+        if account.daily_day != today:
+            if await self.ledger.grant_daily(openid, allowance, today):
+                account = await self.ledger.account(openid) or account
+        elif plan is not None and allowance > self.quota.daily_free:
+            # a plan bought after today's grant: today brings the tier's allowance too (once per tier)
+            if await self.ledger.raise_daily(openid, today, allowance, tier):
+                account = await self.ledger.account(openid) or account
+        return dataclasses.replace(account, tier=tier) if tier != account.tier else account
+
+    async def plan(self, openid: str) -> Plan | None:
+        return await self.plans.active(openid)
 
     def describe(self, template: str, account: Account, **extra: object) -> str:
         """Fill a balance template. Lines about daily credits are left out when there are none to give,
         and the top-up line when there is no public address to link to."""
         daily = account.daily if account.daily_day == self.today() else 0
         topup = self.texts.topup.format(url=self.public_url) if self.public_url else ""
+        daily_free = self.daily_free(account.tier)
         lines = template.split("\n")
-        if self.quota.daily_free == 0:
+        if daily_free == 0:
             lines = [ln for ln in lines if "{daily" not in ln]
         text = "\n".join(lines).format(balance=account.balance + daily, paid=account.balance, daily=daily,
-                                       daily_free=self.quota.daily_free, topup=topup, **extra)
+                                       daily_free=daily_free, topup=topup, **extra)
         return "\n".join(ln for ln in text.split("\n") if ln.strip()).strip()
 
     async def balance_text(self, openid: str) -> str:
         """The reply to 余额."""
-        return self.describe(self.texts.balance, await self.open_day(openid))
+        account = await self.open_day(openid)
+        text = self.describe(self.texts.balance, account)
+        plan = await self.plans.active(openid)
+        if plan is not None:
+            until = datetime.fromtimestamp(plan.ends_at, self.tz).strftime("%Y-%m-%d %H:%M")
+            text += "\n" + self.texts.plan_line.format(tier=plan.tier.upper(), until=until)
+        return text

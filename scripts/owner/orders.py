@@ -58,15 +58,16 @@ def _row(o: Order) -> dict[str, Any]:
     return {"out_trade_no": o.out_trade_no, "openid": o.openid, "product_id": o.product_id, "credits": o.credits,
             "amount_fen": o.amount_fen, "kind": o.kind, "state": o.state, "created_at": o.created_at,
             "expires_at": o.expires_at, "paid_at": o.paid_at, "closed_at": o.closed_at,
-            "transaction_id": o.transaction_id, "flagged": o.flagged, "note": o.note}
+            "transaction_id": o.transaction_id, "flagged": o.flagged, "note": o.note,
+            "plan_tier": o.plan_tier or None, "plan_days": o.plan_days}
 
 
-def _repo(db: Any) -> OrderRepo:
-    return OrderRepo(db, apply_entry)
+def _repo(ctx: Ctx, db: Any) -> OrderRepo:
+    return OrderRepo(db, apply_entry, ctx.cfg.plans.day_seconds)
 
 
 async def _order(ctx: Ctx, no: str) -> Order:
-    order = await _repo(ctx.db).get(no)
+    order = await _repo(ctx, ctx.db).get(no)
     if order is None:
         raise OwnerError(f"unknown order {no!r} (see `mpgpt orders list`)")
     return order
@@ -80,7 +81,7 @@ async def _pay(ctx: Ctx) -> AsyncIterator[PayService]:
     if not ctx.cfg.pay.enabled:
         raise OwnerError("WeChat Pay is off (the config has no [pay] table)")
     async with PayClient.from_config(ctx.cfg) as client:
-        yield PayService(ctx.cfg.pay, ctx.cfg.products, _repo(ctx.db), client)
+        yield PayService(ctx.cfg.pay, ctx.cfg.products, _repo(ctx, ctx.db), client)
 
 
 async def orders_list(ctx: Ctx) -> None:
@@ -95,7 +96,7 @@ async def orders_list(ctx: Ctx) -> None:
 
 async def orders_show(ctx: Ctx) -> None:
     order = await _order(ctx, ctx.args.no)
-    events = await _repo(ctx.db).events(order.out_trade_no)
+    events = await _repo(ctx, ctx.db).events(order.out_trade_no)
     refund = await ctx.views.refund(order.out_trade_no)
 
     def text() -> str:
@@ -132,7 +133,7 @@ async def _query_and_apply(ctx: Ctx, service: PayService, order: Order, action: 
         said = f"says {state}" if state else "has no such order"
         raise OwnerError(f"not completed: WeChat Pay {said}; only a SUCCESS payment completes an order")
     async with ctx.change(action, order.out_trade_no, getattr(ctx.args, "reason", "")) as ch:
-        outcome = await service.using(_repo(ch.db)).apply_query(order, tx, "query")
+        outcome = await service.using(_repo(ctx, ch.db)).apply_query(order, tx, "query")
         ch.detail.update(trade_state=state, outcome=outcome, amount_paid_fen=tx.amount_total if tx else None)
     return outcome, state
 
@@ -187,7 +188,7 @@ async def orders_close(ctx: Ctx) -> None:
             if e.code not in ("ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"):
                 raise OwnerError(f"WeChat Pay did not close the order: {e}") from None
     async with ctx.change("orders.close", order.out_trade_no, ctx.args.reason) as ch:
-        closed = await _repo(ch.db).mark_closed(order.out_trade_no, "close", time.time(), note="closed by the owner")
+        closed = await _repo(ctx, ch.db).mark_closed(order.out_trade_no, "close", time.time(), note="closed by the owner")
         if not closed:
             raise OwnerError(f"{order.out_trade_no} changed meanwhile; see `mpgpt orders show {order.out_trade_no}`")
         ch.detail["closed"] = True
@@ -208,7 +209,7 @@ async def orders_refund(ctx: Ctx) -> None:
                              f" ({existing['state']}): one refund per order")
         async with ctx.change("orders.refund", order.out_trade_no, a.reason) as ch:
             try:
-                refund, fresh = await service.using(_repo(ch.db)).begin_refund(order.out_trade_no, a.reason, a.amount)
+                refund, fresh = await service.using(_repo(ctx, ch.db)).begin_refund(order.out_trade_no, a.reason, a.amount)
             except RefundRefused as e:
                 raise OwnerError(str(e)) from None
             taken = wanted = 0

@@ -37,8 +37,10 @@ def register(subparsers: Any) -> None:
     p = leaf(products, "add", "put a new product on sale", products_add)
     p.add_argument("id", type=product_id, help="product id (1-32 letters, digits, _ or -)")
     p.add_argument("--name", required=True, type=product_name, help="shown to buyers and on the WeChat Pay order")
-    p.add_argument("--credits", required=True, type=positive_int, help="credits it gives")
+    p.add_argument("--credits", type=positive_int, default=0, help="credits it gives (may be left out for a plan)")
     p.add_argument("--price-fen", required=True, type=positive_int, help="price in fen (600 = ¥6.00)")
+    p.add_argument("--tier", default="", help="a membership plan: the tier it grants (with --days)")
+    p.add_argument("--days", type=positive_int, default=0, help="the plan's days (buying again extends it)")
     p.add_argument("--disabled", action="store_true", help="add it without putting it on sale")
     p.add_argument("--reason", default="", help="why (kept in the audit trail)")
     p = leaf(products, "update", "change a product's name, credits or price", products_update)
@@ -55,7 +57,12 @@ def register(subparsers: Any) -> None:
 
 
 def _row(p: Product) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "credits": p.credits, "price_fen": p.price_fen, "enabled": p.enabled}
+    return {"id": p.id, "name": p.name, "credits": p.credits, "price_fen": p.price_fen, "enabled": p.enabled,
+            "tier": p.tier or None, "days": p.days}
+
+
+def _plan(p: Product) -> str:
+    return f"{p.tier} {p.days}d" if p.days else "-"
 
 
 async def _repo(ctx: Ctx, db: Any = None) -> ProductRepo:
@@ -67,20 +74,30 @@ async def _repo(ctx: Ctx, db: Any = None) -> ProductRepo:
 async def products_list(ctx: Ctx) -> None:
     items = await (await _repo(ctx)).all()
     ctx.emit([_row(p) for p in items], lambda: table(
-        [(p.id, p.name, p.credits, yuan(p.price_fen), "on sale" if p.enabled else "off") for p in items],
-        ("ID", "NAME", "CREDITS", "PRICE", "STATE")))
+        [(p.id, p.name, p.credits, _plan(p), yuan(p.price_fen), "on sale" if p.enabled else "off") for p in items],
+        ("ID", "NAME", "CREDITS", "PLAN", "PRICE", "STATE")))
 
 
 async def products_add(ctx: Ctx) -> None:
     a = ctx.args
     await _repo(ctx)
-    product = Product(a.id, a.name, a.credits, a.price_fen, not a.disabled)
+    if bool(a.tier) != bool(a.days):
+        raise OwnerError("--tier and --days go together (a plan needs both)")
+    if a.tier == "free":
+        raise OwnerError("--tier free is what every follower has; a plan grants another tier")
+    if a.tier and ctx.cfg.rules.tier_models and a.tier not in ctx.cfg.rules.tier_models:
+        raise OwnerError(f"tier {a.tier!r} is not in rules.tier_models ({', '.join(ctx.cfg.rules.tier_models)})")
+    if not a.credits and not a.days:
+        raise OwnerError("give --credits, or a plan with --tier and --days")
+    product = Product(a.id, a.name, a.credits, a.price_fen, not a.disabled, a.tier, a.days)
     async with ctx.change("products.add", a.id, a.reason) as ch:
         if not await ProductRepo(ch.db).add(product):
             raise OwnerError(f"product {a.id!r} exists already (use `mpgpt products update`)")
         ch.detail["product"] = _row(product)
     ctx.emit({**_row(product), "audit_id": ch.id},
-             f"added {a.id}: {a.name}, {a.credits} credits for {yuan(a.price_fen)}"
+             f"added {a.id}: {a.name}, " + " + ".join(x for x in (f"{a.credits} credits" if a.credits else "",
+                                                                 f"{a.tier} for {a.days} days" if a.days else "") if x)
+             + f" for {yuan(a.price_fen)}"
              + ("" if product.enabled else " (not on sale)"))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, pairs, parse_since, table, yuan
 from storage.accounts import Accounts
 from storage.ledger import Ledger, apply_entry
+from storage.plans import PlanRepo
 from storage.orders import OrderRepo
 
 
@@ -62,13 +63,16 @@ async def users_show(ctx: Ctx) -> None:
     ledger = await Ledger(ctx.db).history(openid, limit=max(1, ctx.args.ledger))
     orders = await OrderRepo(ctx.db, apply_entry).for_user(openid, limit=10)
     usage = await ctx.views.usage(openid)
-    data = {**user, "ledger": [_entry(e) for e in ledger],
+    plan = await PlanRepo(ctx.db).active(openid)
+    data = {**user, "plan": {"tier": plan.tier, "ends_at": plan.ends_at} if plan else None,
+            "ledger": [_entry(e) for e in ledger],
             "orders": [_order(o) for o in orders], "usage": usage}
 
     def text() -> str:
         head = pairs([
             ("user", openid), ("status", user["status"]), ("tier", user["tier"]),
             ("whitelisted", "yes" if user["whitelisted"] else "no"),
+            ("plan", f"{plan.tier} until {ctx.when(plan.ends_at)}" if plan else "-"),
             ("balance", f"{user['balance']} (+ {user['daily']} free today)" if user["daily"] else user["balance"]),
             ("paid", yuan(user["paid_fen"])), ("model", user["model"] or "(default)"),
             ("first seen", ctx.when(user["first_seen"])), ("last seen", ctx.when(user["last_seen"])),

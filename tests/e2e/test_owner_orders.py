@@ -207,3 +207,26 @@ async def test_orders_list_and_show_give_the_owner_the_whole_story(tmp_path, llm
         shown = await ok(config, "orders", "show", paid)
         assert "events:" in shown.out and "notify" in shown.out and "credited" in shown.out
         assert_one_line_failure(await mpgpt(config, "orders", "list", "--state", "lost"), "invalid choice", code=2)
+
+
+async def test_a_plan_product_added_by_the_owner_grants_its_tier_and_a_refund_ends_it(tmp_path, llm, pay):
+    async with shop(tmp_path, llm, pay) as (config, app, _):
+        await ok(config, "products", "add", "vip30", "--name", "VIP 月卡", "--tier", "vip", "--days", "30",
+                 "--price-fen", "990", "--reason", "会员")
+        listed = {p["id"]: p for p in (await ok(config, "products", "list", "--json")).json()}
+        assert (listed["vip30"]["tier"], listed["vip30"]["days"], listed["vip30"]["credits"]) == ("vip", 30, 0)
+        assert "vip 30d" in (await ok(config, "products", "list")).out
+        assert_one_line_failure(await mpgpt(config, "products", "add", "half", "--name", "x", "--tier", "vip",
+                                            "--price-fen", "1"), "go together", code=1)
+        assert_one_line_failure(await mpgpt(config, "products", "add", "none", "--name", "x", "--price-fen", "1"),
+                                "--credits", code=1)
+
+        await app[PAY].load_products()
+        no = await order(app, "vip30")
+        assert await pay.pay(no) == 204
+        shown = (await ok(config, "users", "show", OPENID, "--json")).json()
+        assert shown["plan"]["tier"] == "vip" and shown["balance"] == 0
+        refunded = (await ok(config, "orders", "refund", no, "--reason", "不想要了", "--json")).json()
+        assert refunded["credits_taken"] == 0
+        assert (await ok(config, "users", "show", OPENID, "--json")).json()["plan"] is None
+        assert await Ledger(app[DB]).check_invariant() == []
