@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.companionkit import OPENID, browser_session, code_in, serving
+from tests.companionkit import OPENID, browser_session, serving, token_in
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
 from tests.fakes.wechatpay import FakeWeChatPay, make_keys
@@ -41,12 +41,13 @@ async def test_a_plan_bought_twice_runs_twice_as_long_and_its_models_go_when_it_
             browser_session() as http, FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
         await wx.send_text(OPENID, "模型 gpt-4o")
         assert "不能使用模型" in (await wx.send_text(OPENID, "问题一")).content
-        code = code_in(await app[COMPANION].login.issue(OPENID))
-        async with http.post(f"{base}/api/login", json={"code": code}) as resp:
+        token = token_in(await app[COMPANION].login.issue(OPENID))
+        async with http.post(f"{base}/api/login", json={"token": token}) as resp:
             assert resp.status == 200
         async with http.get(f"{base}/api/products") as resp:
             [product] = (await resp.json())["products"]
             assert (product["tier"], product["days"], product["credits"]) == ("vip", 1, 0)
+            assert product["gives"] == "VIP 会员 1 天"
         paid_at = []
         for _ in range(2):
             async with http.post(f"{base}/api/orders", json={"product_id": "vip1"}) as resp:

@@ -225,10 +225,7 @@
     text(name, p.name);
     var credits = document.createElement("span");
     credits.className = "credits";
-    var gives = [];
-    if (p.days) { gives.push(p.tier.toUpperCase() + " 会员 " + p.days + " 天"); }
-    if (p.credits) { gives.push(p.credits + " 积分"); }
-    text(credits, gives.join(" + "));
+    text(credits, p.gives);
     left.appendChild(name);
     left.appendChild(credits);
     var price = document.createElement("span");
@@ -311,8 +308,7 @@
       if (code === 401) { showLogin(data); return; }
       if (code === 200 && data.paid) {
         show($("qr"), false);
-        status(data.days && !data.credits ? "支付成功，" + data.tier.toUpperCase() + " 会员已开通 " + data.days + " 天"
-          : "支付成功，已到账 " + data.credits + " 积分，当前可用 " + data.balance + " 积分", "ok");
+        status("支付成功，已到账 " + data.gives + "，当前可用 " + data.balance + " 积分", "ok");
         text($("balance"), data.balance);
         state.order = null;
         loadMe(true);
