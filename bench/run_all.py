@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ["wechat", "providers", "credits", "webchat"]
+BENCHES = ["wechat", "providers", "credits", "webchat", "media"]
 
 
 def main() -> int:

@@ -168,7 +168,8 @@ class FakeLLM:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application()
+        # OpenAI takes requests of many MB (pictures as data URLs): aiohttp's 1 MB default is not the API's
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(OPENAI_PATH, self._handle)
         app.router.add_post(ZHIPU_PATH, self._handle)
         for path in TRANSCRIBE_PATHS:
