@@ -149,7 +149,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
                             conversations=conversations, generator=generator, admission=admission,
                             commands=commands, owner=owner, voice=voice, pictures=pictures)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
-                           admission=admission, router=router, commands=commands, ledger=ledger, owner=owner)
+                           admission=admission, router=router, commands=commands, ledger=ledger, owner=owner,
+                           pictures=pictures)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).

@@ -8,6 +8,8 @@ answer is finished, settled and kept, and the history shows it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -15,6 +17,8 @@ import structlog
 from aiohttp import web
 
 from bot.chat.web import Started, WebChat
+from bot.keys import CONFIG
+from bot.media.pictures import sniff
 from bot.rules.base import Refusal
 from web_companion import jsonin
 from web_companion.routes import _error, _int_param, _json_body, _refusals, _Refused, _user
@@ -29,11 +33,58 @@ def _sse(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+async def _chat_body(request: web.Request) -> dict[str, Any]:
+    """The question as JSON, which may carry a picture: read up to the picture limit (plus the
+    question) instead of server.max_body_bytes — still JSON only, so no cross-site form can send it."""
+    if request.content_type != "application/json":
+        raise _Refused(_error(415, "请求格式错误", "json_required"))
+    cfg = request.app[CONFIG]
+    limit = cfg.media.max_picture_bytes * 4 // 3 + cfg.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        raw += chunk
+        if len(raw) > limit:
+            raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
+    if not isinstance(body, dict):
+        raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
+    return body
+
+
+def _picture(request: web.Request, value: Any) -> tuple[bytes, str] | None:
+    """`image`: a data URL of a JPEG, PNG, GIF or WebP within media.max_picture_bytes (its bytes checked)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Refused(_error(400, "图片格式无效", "bad_picture"))
+    head, _, b64 = value.partition(",")
+    if not head.startswith("data:image/") or not head.endswith(";base64"):
+        raise _Refused(_error(400, "图片应为 data:image/...;base64 格式", "bad_picture"))
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Refused(_error(400, "图片格式无效", "bad_picture")) from None
+    if len(data) > request.app[CONFIG].media.max_picture_bytes:
+        raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+    mime = sniff(data)
+    if mime is None:
+        raise _Refused(_error(415, "只支持 JPEG、PNG、GIF 或 WebP 图片", "not_a_picture"))
+    return data, mime
+
+
 @_refusals
 async def chat(request: web.Request) -> web.StreamResponse:
     openid = await _user(request)
-    body = await _json_body(request)
+    body = await _chat_body(request)
+    picture = _picture(request, body.get("image"))
     message, model, conversation_id = body.get("message"), body.get("model"), body.get("conversation_id")
+    if picture is not None and message is None:
+        message = request.app[CONFIG].media.picture_prompt
     if not isinstance(message, str) or not message.strip():
         raise _Refused(_error(400, "请输入问题", "empty_message"))
     if len(message) > MAX_MESSAGE_CHARS:
@@ -43,7 +94,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if conversation_id is not None and (isinstance(conversation_id, bool) or not isinstance(conversation_id, int)):
         raise _Refused(_error(400, "conversation_id 应为整数", "bad_conversation"))
     try:
-        outcome = await request.app[WEBCHAT].ask(openid, message.strip(), model, conversation_id)
+        outcome = await request.app[WEBCHAT].ask(openid, message.strip(), model, conversation_id, picture)
     except LookupError:
         raise _Refused(_error(404, "没有这个对话", "conversation_not_found")) from None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",

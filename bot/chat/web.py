@@ -19,6 +19,7 @@ import structlog
 from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.generation import Generator, LiveAnswer
+from bot.chat.media import PictureQuestions
 from bot.config import Config
 from bot.providers.router import Router
 from bot.rules.base import Refusal
@@ -27,6 +28,8 @@ from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
 
 log = structlog.get_logger(__name__)
+
+NO_VISION = "no_vision"
 
 @dataclass(frozen=True, slots=True)
 class Started:
@@ -48,7 +51,7 @@ class Event:
 class WebChat:
     def __init__(self, cfg: Config, *, answers: AnswerRepo, conversations: ConversationRepo, generator: Generator,
                  admission: Admission, router: Router, commands: Commands, ledger: Ledger, owner: str,
-                 clock=time.time) -> None:
+                 pictures: PictureQuestions | None = None, clock=time.time) -> None:
         self.cfg = cfg
         self.answers = answers
         self.conversations = conversations
@@ -58,6 +61,7 @@ class WebChat:
         self.commands = commands
         self.ledger = ledger
         self.owner = owner
+        self.pictures = pictures
         self.clock = clock
 
     async def models_for(self, openid: str) -> list[dict[str, Any]]:
@@ -71,25 +75,43 @@ class WebChat:
                 if allowed is None or m.name in allowed or any(a in allowed for a in m.aliases)]
 
     async def ask(self, openid: str, message: str, model: str | None = None,
-                  conversation_id: int | None = None) -> Refusal | Started:
-        """Run the rules and start the answer; a Refusal says why not (nothing charged)."""
+                  conversation_id: int | None = None, picture: tuple[bytes, str] | None = None) -> Refusal | Started:
+        """Run the rules and start the answer; a Refusal says why not (nothing charged). A `picture`
+        (bytes, image type; checked by the caller) goes to a vision model with the question."""
         now = self.clock()
         if conversation_id is not None and not await self.conversations.reopen(openid, conversation_id, now):
             raise LookupError(f"conversation {conversation_id} is not this follower's")
         gen_key = f"web:{uuid.uuid4().hex}"
-        admitted = await self.admission.admit(openid, message, gen_key, model)
+        if picture is not None:
+            model = await self._vision_model(openid, model)
+            if model is None:
+                return Refusal(NO_VISION, self.pictures.no_vision_reply() if self.pictures else self.cfg.texts.text_only)
+        admitted = await self.admission.admit(openid, message, gen_key, model, pictures=int(picture is not None))
         if isinstance(admitted, Refusal):
             return admitted
+        picture_id = None
+        if picture is not None and self.pictures is not None:
+            picture_id = await self.pictures.repo.add(openid, gen_key, now, data=picture[0], content_type=picture[1],
+                                                      taken_by=gen_key)
         c = self.cfg.chat
         new = await self.answers.create(
             openid=openid, msg_key=gen_key, question=admitted.question, model=admitted.model, route="web", now=now,
             deadline_at=now + c.generation_deadline, owner=self.owner, lease_until=now + c.lease_seconds,
-            asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns,
+            asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns, picture_id=picture_id,
         )
         self.generator.start(new.answer, new.turns, admitted.own_key)
         log.info("web_question", answer=new.answer.id, user=openid[-6:], model=admitted.model)
         return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,
                        self.generator.live[new.answer.id])
+
+    async def _vision_model(self, openid: str, asked: str | None) -> str | None:
+        """The model a picture goes to: the one asked for if it sees pictures, else as in WeChat."""
+        if self.pictures is None or not self.pictures.on:
+            return None
+        if asked is not None:
+            resolved = self.router.catalogue.resolve(asked)
+            return resolved if resolved in self.pictures.vision else None
+        return await self.pictures.model_for(openid)
 
     async def stream(self, started: Started) -> AsyncIterator[Event]:
         """Text as it is written (checked for sensitive words before it leaves), then the final event."""
