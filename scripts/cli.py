@@ -74,7 +74,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from scripts.simulate import run_simulator
 
     cfg = _config(args)
-    return asyncio.run(run_simulator(cfg, url=args.url, openid=args.openid))
+    return asyncio.run(run_simulator(cfg, url=args.url, openid=args.openid, media_port=args.media_port))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="chat with a running mpgpt as WeChat would (signed, encrypted, retried)")
     p.add_argument("--url", help="the server's /wechat URL (default: from [server])")
     p.add_argument("--openid", default="o_simulator", help="the follower's openid to play")
+    p.add_argument("--media-port", type=int, default=0,
+                   help="also play WeChat's media server here, for /voice and /picture (point wechat.api_base at it)")
     p.set_defaults(func=_simulate)
     report.register(sub)
     from scripts import owner  # the owner's maintenance commands (users, credits, orders, doctor, ...)

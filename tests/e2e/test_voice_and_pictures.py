@@ -250,3 +250,30 @@ async def test_doctor_names_a_missing_converter_in_one_line(tmp_path, llm, api, 
     assert result.code == 1 and speech["result"] == "fail"
     assert speech["detail"] == ("speech.ffmpeg: 'no-such-ffmpeg' not found — voice messages cannot be converted "
                                 "(install Debian's ffmpeg: apt-get install ffmpeg)")
+
+
+async def test_simulate_sends_a_voice_file_and_a_picture_as_wechat_would(tmp_path, llm, cdn):
+    import sys
+    from pathlib import Path
+
+    from tests.harness import config_data, free_port, write_toml
+
+    media_port = free_port()
+    media_base = f"http://127.0.0.1:{media_port}"  # the simulator plays WeChat's media server here
+    cfg = _cfg(tmp_path, llm, type("A", (), {"base_url": media_base})(), cdn)
+    data = config_data(tmp_path, llm.base_url, wechat={"api_base": media_base})
+    (tmp_path / "voice.amr").write_bytes(amr_voice(1.0))
+    picture = jpeg()
+    (tmp_path / "cat.jpg").write_bytes(picture)
+    async with running(cfg) as (url, app):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scripts.cli", "simulate", "--config", str(write_toml(tmp_path / "sim.toml", data)),
+            "--url", f"{url}/wechat", "--media-port", str(media_port), cwd=Path(__file__).resolve().parents[2],
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        lines = f"/voice {tmp_path / 'voice.amr'}\n/picture {tmp_path / 'cat.jpg'} 这是什么？\n".encode()
+        out, err = await asyncio.wait_for(proc.communicate(lines), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines()[:3] == ["「今天天气怎么样」", "", "你好，我是测试模型。"]
+    assert out.decode().splitlines()[3] == "你好，我是测试模型。"
+    assert len(llm.transcriptions) == 1
+    assert _image_part(llm.requests[-1].messages[-1]) == picture
