@@ -8,7 +8,7 @@ import pytest
 
 from bot.keys import DB
 from storage.ledger import Ledger
-from tests.companionkit import browser_session, code_in, serving
+from tests.companionkit import browser_session, serving, token_in
 from tests.e2e.test_webchat import read_events
 from tests.fakes.media import jpeg
 from tests.fakes.wechat import FakeWeChat
@@ -24,8 +24,8 @@ async def site(tmp_path, llm):
     async with serving(tmp_path, llm.base_url, channels=channels, models=MODELS,
                        media={"max_picture_bytes": 100_000}) as (base, app):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
-            code = code_in((await wx.send_text("o_webpic", "登录")).content)
-            async with browser.post(f"{base}/api/login", json={"code": code}) as r:
+            code = token_in((await wx.send_text("o_webpic", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": code}) as r:
                 assert r.status == 200, await r.text()
             yield base, app, browser
 
