@@ -48,8 +48,8 @@ async def _chat_body(request: web.Request) -> dict[str, Any]:
         if len(raw) > limit:
             raise _Refused(_error(413, "图片太大了", "picture_too_large"))
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = jsonin.loads(bytes(raw))  # bounded JSON, as every other companion body
+    except (ValueError, UnicodeDecodeError):
         raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
     if not isinstance(body, dict):
         raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
