@@ -29,6 +29,7 @@ from bot.chat.service import ChatService
 from bot.chat.web import WebChat
 from bot.config import Config
 from bot.economics.codes import Redeemer
+from bot.economics.invites import Inviter
 from bot.media.guard import HostGuard
 from bot.media.pictures import PictureSource, QuestionPictures
 from bot.media.voice import Listener
@@ -43,6 +44,7 @@ from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from storage.answers import AnswerRepo
 from storage.codes import CodeRepo
+from storage.invites import InviteRepo
 from storage.conversations import ConversationRepo
 from storage.db import Database
 from storage.generations import DisabledChannelRepo, GenerationRepo, ModelChoiceRepo
@@ -135,7 +137,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
                           pictures=QuestionPictures(picture_repo, picture_source))
     redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, Logins(cfg, db),
-                        open_account=chain.wallet.open_day, redeemer=redeemer)
+                        open_account=chain.wallet.open_day, redeemer=redeemer,
+                        inviter=Inviter(cfg, InviteRepo(db)))
     app[GENERATOR] = generator
     app[ROUTER] = router
     admission = Admission(cfg, router, chain, commands, own_keys)

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 
 from storage.db import Database
+from storage.invites import reward_invite
 from storage.plans import grant_plan, revoke_plan
 
 UNPAID = ("creating", "pending", "closed", "failed")
@@ -97,11 +98,14 @@ async def _event(conn: aiosqlite.Connection, out_trade_no: str, source: str, out
 
 
 class OrderRepo:
-    def __init__(self, db: Database, apply_entry: ApplyEntry, day_seconds: float = 86400.0) -> None:
+    def __init__(self, db: Database, apply_entry: ApplyEntry, day_seconds: float = 86400.0,
+                 invite_rewards: tuple[int, int] = (0, 0)) -> None:
         self.db = db
         self.apply_entry = apply_entry
         # how long one day of a plan lasts ([plans] day_seconds; shortened in tests)
         self.day_seconds = day_seconds
+        # (to the inviter, to the invitee), paid once with an invitee's first credited order ([invites])
+        self.invite_rewards = invite_rewards
 
     async def get(self, out_trade_no: str) -> Order | None:
         row = await self.db.fetchone("SELECT * FROM orders WHERE out_trade_no = ?", (out_trade_no,))
@@ -202,6 +206,8 @@ class OrderRepo:
                 granted = await grant_plan(conn, f"order:{no}", order.openid, order.plan_tier, order.plan_days,
                                            self.day_seconds, now)
                 fresh = fresh or granted is not None
+            if fresh and any(self.invite_rewards):
+                await reward_invite(conn, order.openid, *self.invite_rewards, now)
             await _event(conn, no, source, "credited" if fresh else "duplicate", now, flagged=late,
                          note=note if late else (None if fresh else "ledger already had this top-up"), **facts)
             return Settlement("credited" if fresh else "duplicate", await _fetch_order(conn, no), late)

@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 _API_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{15,255}")
 _REMOVE = ("删除", "delete", "remove")
+_INVITE_CODE = re.compile(r"[A-Za-z0-9]{6,16}")
 _CODE_LIKE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|[\- ](?=[A-Za-z0-9])){11,47}")
 _LOGIN_CODE = re.compile(r"\d{6}")
 
@@ -34,6 +35,10 @@ class LoginIssuer(Protocol):
     async def claim(self, openid: str, code: str) -> str: ...
 
 
+class InviteCommand(Protocol):
+    async def run(self, openid: str, code: str) -> str: ...
+
+
 class CodeRedeemer(Protocol):
     async def redeem(self, openid: str, text: str) -> tuple[object, str]: ...
 
@@ -41,7 +46,7 @@ class CodeRedeemer(Protocol):
 def parse(cfg: Config, text: str) -> tuple[str, str] | None:
     """(command, argument) when `text` is one of the settings commands, else None."""
     words = cfg.commands
-    for name in ("model", "key", "balance", "login", "redeem"):
+    for name in ("model", "key", "balance", "login", "redeem", "invite"):
         for word in getattr(words, name, ()):
             if text == word:
                 return name, ""
@@ -54,7 +59,9 @@ def parse(cfg: Config, text: str) -> tuple[str, str] | None:
                 # `登录 123456`: the code a desktop browser shows; other text after the word is a question
                 if name == "login" and not _LOGIN_CODE.fullmatch(arg):
                     continue
-                if name in ("model", "key", "redeem", "login"):
+                if name == "invite" and not _INVITE_CODE.fullmatch(arg):
+                    continue
+                if name in ("model", "key", "redeem", "login", "invite"):
                     return name, arg
     return None
 
@@ -63,7 +70,7 @@ class Commands:
     def __init__(self, cfg: Config, router: Router, models: ModelChoiceRepo, own_keys: OwnKeys | None,
                  balance: Callable[[str], Awaitable[str]], login: LoginIssuer | None = None,
                  open_account: Callable[[str], Awaitable[object]] | None = None,
-                 redeemer: CodeRedeemer | None = None, clock: Callable[[], float] = time.time) -> None:
+                 redeemer: CodeRedeemer | None = None, inviter: InviteCommand | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.router = router
         self.models = models
@@ -73,6 +80,7 @@ class Commands:
         # 登录 is a message like any other: the follower's account (and trial) exists before the page shows it
         self.open_account = open_account
         self.redeemer = redeemer
+        self.inviter = inviter
         self.clock = clock
 
     async def run(self, openid: str, name: str, arg: str) -> str:
@@ -82,6 +90,12 @@ class Commands:
             return await self._key(openid, arg)
         if name == "balance":
             return await self.balance(openid)
+        if name == "invite":
+            if self.inviter is None:
+                return self.cfg.texts.invite_off
+            if self.open_account is not None:
+                await self.open_account(openid)
+            return await self.inviter.run(openid, arg)
         if name == "redeem":
             if self.redeemer is None:
                 return self.cfg.texts.redeem_invalid

@@ -18,6 +18,7 @@ from bot.config.commands import CommandsConfig
 from bot.config.companion import CompanionConfig
 from bot.config.errors import ConfigError
 from bot.config.load import ENV_KEYS, config_from_dict, load_config
+from bot.config.invites import InvitesConfig
 from bot.config.log import LogConfig
 from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
@@ -38,7 +39,7 @@ from bot.config.words import WordListConfig, WordsConfig
 
 __all__ = [
     "AnalyticsConfig", "ChannelConfig", "ChatConfig", "CodesConfig", "CommandsConfig", "CompanionConfig", "Config",
-    "ConfigError", "ENV_KEYS", "LogConfig", "MediaConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
+    "ConfigError", "ENV_KEYS", "InvitesConfig", "LogConfig", "MediaConfig", "MetricsConfig", "ModelConfig", "PROVIDERS", "PayConfig",
     "PlansConfig", "TierConfig",
     "ProductConfig", "QuotaConfig", "RULE_NAMES", "RefusalTextsConfig", "RouterConfig", "RulesConfig",
     "ServerConfig", "SpeechConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",

@@ -19,6 +19,8 @@ class CommandsConfig(Section):
     login: Strs = ("登录",)
     # `兑换 CODE`: redeem a redemption code the owner made (`mpgpt codes create`).
     redeem: Strs = ("兑换",)
+    # `邀请`: the follower's invite code; `邀请 CODE`: a new follower names who invited them.
+    invite: Strs = ("邀请",)
 
     @model_validator(mode="after")
     def _login_words(self) -> CommandsConfig:

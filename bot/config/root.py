@@ -15,6 +15,7 @@ from bot.config.codes import CodesConfig
 from bot.config.commands import CommandsConfig
 from bot.config.companion import CompanionConfig
 from bot.config.errors import problem
+from bot.config.invites import InvitesConfig
 from bot.config.log import LogConfig
 from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
@@ -52,6 +53,7 @@ class Config(Section):
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     codes: CodesConfig = Field(default_factory=CodesConfig)
     plans: PlansConfig = Field(default_factory=PlansConfig)
+    invites: InvitesConfig = Field(default_factory=InvitesConfig)
     # [tiers.NAME]: what a tier gives besides its models (rules.tier_models).
     tiers: Annotated[Mapping[str, TierConfig], Frozen] = Field(default_factory=empty_map)
     rules: RulesConfig = Field(default_factory=RulesConfig)

@@ -59,6 +59,15 @@ class TextsConfig(Section):
     picture_no_vision: str = "当前可用的模型看不了图片。能看图片的模型：{models}。"
     picture_failed: str = "抱歉，这张图片无法读取，请重新发送。"
 
+    # Replies to 邀请 (placeholders in braces).
+    invite_mine: str = ("你的邀请码：{code}\n好友关注后发送「邀请 {code}」，首次充值后你将获得 {reward} 积分。"
+                        "已邀请 {count} 人。")
+    invite_recorded: str = "已记录邀请关系，谢谢！你首次充值后，邀请你的好友将获得奖励。"
+    invite_refused: str = "邀请码无效，或你已不是新用户（只有新关注的用户可以填写邀请码）。"
+    invite_self: str = "不能填写自己的邀请码哦。"
+    invite_already: str = "你已经填写过邀请码了。"
+    invite_off: str = "本公众号暂未开放邀请。"
+
     @model_validator(mode="after")
     def _placeholders(self) -> TextsConfig:
         for name, allowed in _PLACEHOLDERS.items():

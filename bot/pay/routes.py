@@ -55,6 +55,12 @@ async def notify(request: web.Request) -> web.Response:
     return _fail(answer.status, answer.message)
 
 
+def invite_rewards(config: Config) -> tuple[int, int]:
+    """What an invitee's first credited order pays (inviter, invitee); nothing when invites are off."""
+    i = config.invites
+    return (i.inviter_reward, i.invitee_reward) if i.enabled else (0, 0)
+
+
 def _default_apply_entry(db: Database) -> ApplyEntry:
     return apply_entry
 
@@ -71,7 +77,7 @@ def setup_pay(app: web.Application, config: Config, *,
     async def pay_ctx(app: web.Application) -> AsyncIterator[None]:
         db = app[DB]
         async with PayClient.from_config(config) as client:
-            service = PayService(config.pay, config.products, OrderRepo(db, apply_entry_for(db), config.plans.day_seconds), client,
+            service = PayService(config.pay, config.products, OrderRepo(db, apply_entry_for(db), config.plans.day_seconds, invite_rewards(config)), client,
                                  on_credited=on_credited)
             app[PAY] = service
             jobs = asyncio.get_running_loop().create_task(service.run_jobs()) if run_jobs else None

@@ -63,7 +63,9 @@ def _row(o: Order) -> dict[str, Any]:
 
 
 def _repo(ctx: Ctx, db: Any) -> OrderRepo:
-    return OrderRepo(db, apply_entry, ctx.cfg.plans.day_seconds)
+    from bot.pay.routes import invite_rewards
+
+    return OrderRepo(db, apply_entry, ctx.cfg.plans.day_seconds, invite_rewards(ctx.cfg))
 
 
 async def _order(ctx: Ctx, no: str) -> Order:

@@ -1,0 +1,47 @@
+"""Invitations end to end: 邀请 in WeChat, a new follower names the code, and the first payment (its notify
+repeated, the query job running beside it) pays the inviter once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from bot.keys import DB
+from bot.pay.routes import PAY
+from storage.ledger import Ledger
+from tests.companionkit import serving
+from tests.fakes.wechat import FakeWeChat
+from tests.fakes.wechatpay import FakeWeChatPay, make_keys
+from tests.harness import APP_ID, TOKEN
+
+
+@pytest.fixture
+async def fake_pay():
+    async with FakeWeChatPay(make_keys()) as fake:
+        yield fake
+
+
+async def test_an_invitees_first_payment_rewards_the_inviter_once(tmp_path, llm, fake_pay):
+    overrides = {"quota": {"trial_credits": 0, "daily_free": 0}, "invites": {"inviter_reward": 40}}
+    async with serving(tmp_path, llm.base_url, fake_pay, **overrides) as (base, app), \
+            FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+        mine = (await wx.send_text("o_inviter", "邀请")).content
+        code = re.search(r"邀请码：([0-9A-Z]+)", mine).group(1)
+        assert "已邀请 0 人" in mine
+        assert "不能填写自己的邀请码" in (await wx.send_text("o_inviter", f"邀请 {code}")).content
+        assert "已记录邀请关系" in (await wx.send_text("o_new", f"邀请 {code.lower()}")).content
+        assert "已经填写过" in (await wx.send_text("o_new", f"邀请 {code}")).content
+        other = re.search(r"邀请码：([0-9A-Z]+)", (await wx.send_text("o_new", "邀请")).content).group(1)
+        assert "邀请码无效" in (await wx.send_text("o_inviter", f"邀请 {other}")).content  # a circle
+
+        no = (await app[PAY].create_order("o_new", "p6", "native")).order.out_trade_no
+        assert await fake_pay.pay(no) == 204
+        await asyncio.gather(*(fake_pay.notify(no) for _ in range(3)))
+        await asyncio.sleep(0.3)  # the query job (every 0.05 s here) asks about it too
+        ledger = Ledger(app[DB])
+        assert await ledger.balance("o_inviter") == 40
+        assert await ledger.balance("o_new") == 600
+        assert await ledger.check_invariant() == []
+        assert "已邀请 1 人" in (await wx.send_text("o_inviter", "邀请")).content
