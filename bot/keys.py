@@ -1,4 +1,6 @@
-"""Typed application state keys: every shared resource the handlers reach through the app."""
+"""Typed application state keys: every shared resource the handlers reach through the app.
+
+(The companion page's own keys, whose values are web_companion types, are in web_companion/keys.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from aiohttp import web
 
 from bot.chat.generation import Generator
 from bot.chat.service import ChatService
+from bot.chat.web import WebChat
 from bot.config import Config
+from bot.pay.service import PayService
 from bot.providers.router import Router
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
@@ -23,3 +27,5 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 WECHAT_API = web.AppKey("wechat_api", WeChatAPI)  # only in active mode (verified accounts)
 ROUTER = web.AppKey("router", Router)
 SIGNED_REQUESTS = web.AppKey("signed_requests", SignedRequests)  # plaintext /wechat: (timestamp, nonce) seen
+PAY = web.AppKey("pay", PayService)  # only with a [pay] table
+WEBCHAT = web.AppKey("webchat", WebChat)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import ConfigError
 from scripts import report
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config or os.environ.get("MPGPT_CONFIG") or "config.toml")
+from scripts.composition import config_from_args as _config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from bot.app import create_app
+    from scripts.composition import create_app
     from bot.logs import setup_logging
 
     cfg = _config(args)
@@ -53,12 +49,12 @@ def _event_loop(choice: str) -> asyncio.AbstractEventLoop | None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from storage.db import Database
+    from scripts.composition import database
 
     cfg = _config(args)
 
     async def run() -> list[int]:
-        db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
+        db = database(cfg)
         await db.open(migrate=False)
         try:
             return await db.migrate()

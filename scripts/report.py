@@ -163,10 +163,9 @@ def format_report(r: dict[str, Any]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_logging
-    from scripts import cli
-    from storage.db import Database
+    from scripts.composition import config_from_args, database
 
-    cfg = cli._config(args)
+    cfg = config_from_args(args)
     setup_logging(cfg.log.level, cfg.log.format)  # log lines to stderr: stdout carries the report
     if args.days < 1:
         raise SystemExit("mpgpt report: --days must be at least 1")
@@ -177,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
     tz = ZoneInfo(cfg.quota.timezone)
 
     async def run() -> int:
-        db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
+        db = database(cfg)
         await db.open()
         try:
             if args.heatmap is not None:

@@ -25,7 +25,6 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from bot import metrics
 from storage.db import Database
 
 log = structlog.get_logger(__name__)
@@ -178,10 +177,21 @@ def refund_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | No
     return int(rows[0]["amount"])
 
 
+# Told (op, credits) after a committed reserve, settle or refund: how the caller counts credits moved
+# (the server passes bot.metrics.credits_moved; storage knows no caller).
+OnMoved = Callable[[str, int], None]
+
+
+def _unobserved(op: str, amount: int) -> None:
+    pass
+
+
 class Ledger:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time, *,
+                 on_moved: OnMoved = _unobserved) -> None:
         self.db = db
         self.clock = clock
+        self.on_moved = on_moved
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -312,7 +322,7 @@ class Ledger:
         if foreign:
             log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
         if charged:
-            metrics.credits_moved("reserved", amount)  # after the commit
+            self.on_moved("reserved", amount)  # after the commit
         return reserved
 
     async def settle(self, gen_key: str) -> bool:
@@ -320,7 +330,7 @@ class Ledger:
         now = self.clock()
         amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now))
         if amount is not None:
-            metrics.credits_moved("settled", amount)
+            self.on_moved("settled", amount)
         return amount is not None
 
     async def refund(self, gen_key: str) -> bool:
@@ -329,7 +339,7 @@ class Ledger:
         now = self.clock()
         amount = await self.db.write(lambda conn: refund_entry(conn, gen_key, now))
         if amount is not None:
-            metrics.credits_moved("refunded", amount)
+            self.on_moved("refunded", amount)
         return amount is not None
 
     async def reservation(self, gen_key: str) -> Reservation | None:

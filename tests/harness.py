@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.app import create_app
+from scripts.composition import create_app
 from bot.config import Config, config_from_dict
 
 TOKEN = "test-token"

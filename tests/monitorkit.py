@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import create_app
+from scripts.composition import create_app
 from bot.config import Config
 from tests.harness import METRICS_TOKEN, served
 

@@ -16,16 +16,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bot.chat.web import Started, WebChat
-from bot.keys import CONFIG
+from bot.chat.web import Started
+from bot.keys import CONFIG, WEBCHAT
 from bot.media.pictures import sniff
 from bot.rules.base import Refusal
 from web_companion import jsonin
-from web_companion.routes import _error, _int_param, _json_body, _refusals, _Refused, _user
+from web_companion.views import Refused, error_response, int_param, json_body, refusals, session_user
 
 log = structlog.get_logger(__name__)
 
-WEBCHAT = web.AppKey("webchat", WebChat)
 MAX_MESSAGE_CHARS = 4000
 
 
@@ -37,22 +36,22 @@ async def _chat_body(request: web.Request) -> dict[str, Any]:
     """The question as JSON, which may carry a picture: read up to the picture limit (plus the
     question) instead of server.max_body_bytes — still JSON only, so no cross-site form can send it."""
     if request.content_type != "application/json":
-        raise _Refused(_error(415, "请求格式错误", "json_required"))
+        raise Refused(error_response(415, "请求格式错误", "json_required"))
     cfg = request.app[CONFIG]
     limit = cfg.media.max_picture_bytes * 4 // 3 + cfg.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+        raise Refused(error_response(413, "图片太大了", "picture_too_large"))
     raw = bytearray()
     async for chunk in request.content.iter_chunked(65536):
         raw += chunk
         if len(raw) > limit:
-            raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+            raise Refused(error_response(413, "图片太大了", "picture_too_large"))
     try:
         body = jsonin.loads(bytes(raw))  # bounded JSON, as every other companion body
     except (ValueError, UnicodeDecodeError):
-        raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
+        raise Refused(error_response(400, "请求内容不是有效的 JSON", "bad_json")) from None
     if not isinstance(body, dict):
-        raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
+        raise Refused(error_response(400, "请求内容应为 JSON 对象", "bad_json"))
     return body
 
 
@@ -61,42 +60,42 @@ def _picture(request: web.Request, value: Any) -> tuple[bytes, str] | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Refused(_error(400, "图片格式无效", "bad_picture"))
+        raise Refused(error_response(400, "图片格式无效", "bad_picture"))
     head, _, b64 = value.partition(",")
     if not head.startswith("data:image/") or not head.endswith(";base64"):
-        raise _Refused(_error(400, "图片应为 data:image/...;base64 格式", "bad_picture"))
+        raise Refused(error_response(400, "图片应为 data:image/...;base64 格式", "bad_picture"))
     try:
         data = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
-        raise _Refused(_error(400, "图片格式无效", "bad_picture")) from None
+        raise Refused(error_response(400, "图片格式无效", "bad_picture")) from None
     if len(data) > request.app[CONFIG].media.max_picture_bytes:
-        raise _Refused(_error(413, "图片太大了", "picture_too_large"))
+        raise Refused(error_response(413, "图片太大了", "picture_too_large"))
     mime = sniff(data)
     if mime is None:
-        raise _Refused(_error(415, "只支持 JPEG、PNG、GIF 或 WebP 图片", "not_a_picture"))
+        raise Refused(error_response(415, "只支持 JPEG、PNG、GIF 或 WebP 图片", "not_a_picture"))
     return data, mime
 
 
-@_refusals
+@refusals
 async def chat(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
+    openid = await session_user(request)
     body = await _chat_body(request)
     picture = _picture(request, body.get("image"))
     message, model, conversation_id = body.get("message"), body.get("model"), body.get("conversation_id")
     if picture is not None and message is None:
         message = request.app[CONFIG].media.picture_prompt
     if not isinstance(message, str) or not message.strip():
-        raise _Refused(_error(400, "请输入问题", "empty_message"))
+        raise Refused(error_response(400, "请输入问题", "empty_message"))
     if len(message) > MAX_MESSAGE_CHARS:
-        raise _Refused(_error(413, f"问题太长了（最多 {MAX_MESSAGE_CHARS} 字）", "message_too_long"))
+        raise Refused(error_response(413, f"问题太长了（最多 {MAX_MESSAGE_CHARS} 字）", "message_too_long"))
     if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise _Refused(_error(400, "模型名称无效", "bad_model"))
+        raise Refused(error_response(400, "模型名称无效", "bad_model"))
     if conversation_id is not None and (isinstance(conversation_id, bool) or not isinstance(conversation_id, int)):
-        raise _Refused(_error(400, "conversation_id 应为整数", "bad_conversation"))
+        raise Refused(error_response(400, "conversation_id 应为整数", "bad_conversation"))
     try:
         outcome = await request.app[WEBCHAT].ask(openid, message.strip(), model, conversation_id, picture)
     except LookupError:
-        raise _Refused(_error(404, "没有这个对话", "conversation_not_found")) from None
+        raise Refused(error_response(404, "没有这个对话", "conversation_not_found")) from None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await response.prepare(request)
@@ -114,43 +113,43 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@_refusals
+@refusals
 async def models(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
+    openid = await session_user(request)
     return web.json_response({"models": await request.app[WEBCHAT].models_for(openid)})
 
 
-@_refusals
+@refusals
 async def conversations(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
-    limit = _int_param(request, "limit", 20, 1, 100)
-    offset = _int_param(request, "offset", 0, 0, 1_000_000)
+    openid = await session_user(request)
+    limit = int_param(request, "limit", 20, 1, 100)
+    offset = int_param(request, "offset", 0, 0, 1_000_000)
     items = await request.app[WEBCHAT].conversations.list(openid, limit, offset)
     return web.json_response({"conversations": items, "offset": offset, "limit": limit})
 
 
-@_refusals
+@refusals
 async def conversation(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
+    openid = await session_user(request)
     try:
         conversation_id = int(request.match_info["id"])
         if not 0 < conversation_id <= jsonin.MAX_INT:
             raise ValueError
     except ValueError:
-        raise _Refused(_error(400, "对话编号应为整数", "bad_conversation")) from None
-    limit = _int_param(request, "limit", 50, 1, 200)
-    offset = _int_param(request, "offset", 0, 0, 1_000_000)
+        raise Refused(error_response(400, "对话编号应为整数", "bad_conversation")) from None
+    limit = int_param(request, "limit", 50, 1, 200)
+    offset = int_param(request, "offset", 0, 0, 1_000_000)
     turns = await request.app[WEBCHAT].conversations.turns(openid, conversation_id, limit, offset)
     if turns is None:
-        raise _Refused(_error(404, "没有这个对话", "conversation_not_found"))
+        raise Refused(error_response(404, "没有这个对话", "conversation_not_found"))
     return web.json_response({"id": conversation_id, "turns": turns, "offset": offset, "limit": limit})
 
 
-@_refusals
+@refusals
 async def new_conversation(request: web.Request) -> web.StreamResponse:
     """The page's "new conversation": the same as 新对话 in WeChat."""
-    openid = await _user(request)
-    await _json_body(request)  # JSON only: another site's plain form cannot end the follower's conversation
+    openid = await session_user(request)
+    await json_body(request)  # JSON only: another site's plain form cannot end the follower's conversation
     await request.app[WEBCHAT].conversations.close_all(openid)
     return web.json_response({"ok": True})
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,17 +21,18 @@ from aiohttp import web
 from bot import metrics
 from bot.config import Config
 from bot.economics.codes import Redeemer
-from bot.keys import DB, HTTP
-from bot.pay.routes import PAY
+from bot.keys import DB, HTTP, PAY
 from bot.pay.service import OrderFailed, ProductNotFound
 from storage.codes import CodeRepo
 from storage.rate_events import Attempts
-from web_companion import jsonin, oauth
+from web_companion import oauth
 from web_companion.account import HISTORY_PAGE, AccountView
 from web_companion.clientip import client_ip, from_trusted_proxy
+from web_companion.keys import COMPANION, Companion
 from web_companion.login import Logins, TooManyWaits
 from web_companion.sessions import COOKIE, Sessions
 from web_companion.shop import NOT_OPEN, in_wechat, order_view, product_view
+from web_companion.views import error_response, int_param, json_body, refusals, session_user
 
 log = structlog.get_logger(__name__)
 
@@ -44,29 +43,7 @@ WAIT_COOKIE = "mpgpt_login_wait"
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
-@dataclass
-class Companion:
-    cfg: Config
-    login: Logins
-    sessions: Sessions
-    account: AccountView
-    redeemer: Redeemer
-    attempts: Attempts
-
-
-COMPANION = web.AppKey("companion", Companion)
-
-
-# -- helpers ------------------------------------------------------------------------------------------
-
-
-def _error(status: int, message: str, reason: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, "reason": reason, **extra}, status=status)
-
-
-class _Refused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
+# -- helpers only these views use ----------------------------------------------------------------
 
 
 def _client_ip(request: web.Request, cfg: Config) -> str:
@@ -89,55 +66,6 @@ def _redirect(location: str) -> web.Response:
 def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float) -> None:
     response.set_cookie(name, value, max_age=int(max_age), path="/", httponly=True, samesite="Lax",
                         secure=_https(request, request.app[COMPANION].cfg))
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    # JSON only: a cross-site form cannot send it without a CORS preflight (no login CSRF).
-    if request.content_type != "application/json":
-        raise _Refused(_error(415, "请求格式错误", "json_required"))
-    try:
-        body = jsonin.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise _Refused(_error(400, "请求内容不是有效的 JSON", "bad_json")) from None
-    if not isinstance(body, dict):
-        raise _Refused(_error(400, "请求内容应为 JSON 对象", "bad_json"))
-    return body
-
-
-async def _user(request: web.Request) -> str:
-    companion = request.app[COMPANION]
-    openid = await companion.sessions.openid(request.cookies.get(COOKIE))
-    if openid is None:
-        cfg = companion.cfg
-        raise _Refused(_error(401, "请先登录", "login_required", login_word=(cfg.commands.login or ("登录",))[0],
-                              oauth_url="/auth/wechat" if cfg.companion.oauth else None))
-    return openid
-
-
-Handler = Callable[[web.Request], Any]
-
-
-def _refusals(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except _Refused as r:
-            return r.response
-    wrapped.__name__ = handler.__name__
-    return wrapped
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _Refused(_error(400, f"参数 {name} 应为整数", "bad_param")) from None
-    if not low <= value <= high:
-        raise _Refused(_error(400, f"参数 {name} 应在 {low} 到 {high} 之间", "bad_param"))
-    return value
 
 
 # -- the page -----------------------------------------------------------------------------------------
@@ -163,30 +91,30 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 # -- login --------------------------------------------------------------------------------------------
 
-@_refusals
+@refusals
 async def login(request: web.Request) -> web.StreamResponse:
     """A one-time link's token (the page reads it from the link's fragment) logs this browser in."""
     companion = request.app[COMPANION]
-    body = await _json_body(request)
+    body = await json_body(request)
     token = body.get("token")
     if not isinstance(token, str) or not token:
-        return _error(400, "缺少登录链接", "token_required")
+        return error_response(400, "缺少登录链接", "token_required")
     openid = await companion.login.redeem_link(token[:128])
     if openid is None:
         word = (companion.cfg.commands.login or ("登录",))[0]
-        return _error(401, f"登录链接已失效或已使用，请在公众号重新发送「{word}」。", "invalid")
+        return error_response(401, f"登录链接已失效或已使用，请在公众号重新发送「{word}」。", "invalid")
     return await _logged_in(request, web.json_response({"ok": True}), openid, "code")
 
 
-@_refusals
+@refusals
 async def login_wait(request: web.Request) -> web.StreamResponse:
     """A browser without the link: its short code to send in chat, or (once claimed) its session."""
     companion = request.app[COMPANION]
-    await _json_body(request)
+    await json_body(request)
     try:
         state = await companion.login.wait(request.cookies.get(WAIT_COOKIE), _client_ip(request, companion.cfg))
     except TooManyWaits:
-        return _error(429, "请求登录码太频繁，请稍后再试。", "limited")
+        return error_response(429, "请求登录码太频繁，请稍后再试。", "limited")
     if state.openid is not None:
         response = web.json_response({"ok": True})
         response.del_cookie(WAIT_COOKIE, path="/")
@@ -206,9 +134,9 @@ async def _logged_in(request: web.Request, response: web.StreamResponse, openid:
     return response
 
 
-@_refusals
+@refusals
 async def logout(request: web.Request) -> web.StreamResponse:
-    await _json_body(request)  # JSON only: another site's form cannot log the follower out
+    await json_body(request)  # JSON only: another site's form cannot log the follower out
     await request.app[COMPANION].sessions.end(request.cookies.get(COOKIE))
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
@@ -221,7 +149,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def oauth_start(request: web.Request) -> web.StreamResponse:
     cfg = request.app[COMPANION].cfg
     if not cfg.companion.oauth:
-        return _error(404, "未开启微信授权登录", "oauth_off")
+        return error_response(404, "未开启微信授权登录", "oauth_off")
     state = secrets.token_urlsafe(16)
     response = _redirect(oauth.authorize_url(cfg, state))
     _set_cookie(request, response, STATE_COOKIE, state, 600)
@@ -231,7 +159,7 @@ async def oauth_start(request: web.Request) -> web.StreamResponse:
 async def oauth_callback(request: web.Request) -> web.StreamResponse:
     cfg = request.app[COMPANION].cfg
     if not cfg.companion.oauth:
-        return _error(404, "未开启微信授权登录", "oauth_off")
+        return error_response(404, "未开启微信授权登录", "oauth_off")
     failed = _redirect("/?login=failed")
     failed.del_cookie(STATE_COOKIE, path="/")
     state, expected = request.query.get("state", ""), request.cookies.get(STATE_COOKIE, "")
@@ -256,11 +184,11 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
 # -- account, products, orders -------------------------------------------------------------------------
 
 
-@_refusals
+@refusals
 async def me(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
-    offset = _int_param(request, "offset", 0, 0, 1_000_000)
-    limit = _int_param(request, "limit", HISTORY_PAGE, 1, 50)
+    openid = await session_user(request)
+    offset = int_param(request, "offset", 0, 0, 1_000_000)
+    limit = int_param(request, "limit", HISTORY_PAGE, 1, 50)
     return web.json_response(await request.app[COMPANION].account.me(openid, offset, limit))
 
 
@@ -273,40 +201,40 @@ async def products(request: web.Request) -> web.StreamResponse:
     return web.json_response({"open": True, "message": None, "products": [product_view(p) for p in on_sale]})
 
 
-@_refusals
+@refusals
 async def create_order(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
-    body = await _json_body(request)
+    openid = await session_user(request)
+    body = await json_body(request)
     pay = request.app.get(PAY)
     if pay is None:
-        return _error(503, NOT_OPEN, "topups_closed")
+        return error_response(503, NOT_OPEN, "topups_closed")
     product_id, kind = body.get("product_id"), body.get("kind")
     if not isinstance(product_id, str) or not product_id:
-        return _error(400, "请选择要购买的套餐", "product_required")
+        return error_response(400, "请选择要购买的套餐", "product_required")
     if kind is None:
         kind = "jsapi" if in_wechat(request.headers.get("User-Agent", "")) else "native"
     if kind not in ("native", "jsapi"):
-        return _error(400, "支付方式应为 native 或 jsapi", "bad_kind")
+        return error_response(400, "支付方式应为 native 或 jsapi", "bad_kind")
     c = request.app[COMPANION].cfg.companion
     if not await request.app[COMPANION].attempts.admit(f"orders:{openid}", c.order_limit, c.order_window, time.time()):
-        return _error(429, "下单太频繁，请稍后再试。", "limited")
+        return error_response(429, "下单太频繁，请稍后再试。", "limited")
     try:
         checkout = await pay.create_order(openid, product_id, kind)
     except ProductNotFound:
-        return _error(404, "该套餐不存在或已下架", "no_such_product")
+        return error_response(404, "该套餐不存在或已下架", "no_such_product")
     except OrderFailed as e:
         status = 503 if e.retry else 502
-        return _error(status, "微信支付暂时无法下单，请稍后再试。", "pay_unavailable")
+        return error_response(status, "微信支付暂时无法下单，请稍后再试。", "pay_unavailable")
     return web.json_response(order_view(checkout.order, checkout))
 
 
-@_refusals
+@refusals
 async def get_order(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
+    openid = await session_user(request)
     pay = request.app.get(PAY)
     order = await pay.order_for(openid, request.match_info["no"]) if pay is not None else None
     if order is None:
-        return _error(404, "没有这个订单", "no_such_order")
+        return error_response(404, "没有这个订单", "no_such_order")
     view = order_view(order)
     view["balance"] = await request.app[COMPANION].account.balance(openid)
     return web.json_response(view)
@@ -319,18 +247,18 @@ _REDEEM_STATUS = {"redeemed": 200, "mine": 200, "used": 409, "expired": 410, "di
                   "limited": 429}
 
 
-@_refusals
+@refusals
 async def redeem(request: web.Request) -> web.StreamResponse:
-    openid = await _user(request)
-    body = await _json_body(request)
+    openid = await session_user(request)
+    body = await json_body(request)
     code = body.get("code")
     companion = request.app[COMPANION]
     if not isinstance(code, str) or not code.strip():
-        return _error(400, companion.cfg.texts.redeem_usage, "code_required")
+        return error_response(400, companion.cfg.texts.redeem_usage, "code_required")
     result, text = await companion.redeemer.redeem(openid, code[:64])
     status = _REDEEM_STATUS[result.outcome]
     if status != 200:
-        response = _error(status, text, result.outcome)
+        response = error_response(status, text, result.outcome)
         if status == 429:
             response.headers["Retry-After"] = str(max(1, int(result.retry_after + 0.999)))
         return response

@@ -24,9 +24,8 @@ from storage.analytics import PageEvents
 from web_companion import jsonin
 from web_companion.analytics import BadEvent, EventSink, IpRateLimit, parse_event
 from web_companion.clientip import client_ip
+from web_companion.keys import LIMIT, SINK
 
-SINK = web.AppKey("analytics_sink", EventSink)
-LIMIT = web.AppKey("analytics_limit", IpRateLimit)
 TRACKER = Path(__file__).parent / "static" / "track.js"
 
 

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from bot.config import Config
-from bot.keys import DB
+from bot.keys import DB, PAY
 from bot.pay.client import PayClient
 from bot.pay.service import OnCredited, PayService
 from storage.db import Database
@@ -29,7 +29,6 @@ from storage.orders import ApplyEntry, OrderRepo
 
 log = structlog.get_logger(__name__)
 
-PAY = web.AppKey("pay", PayService)
 NOTIFY_PATH = "/api/pay/notify"
 # A payment notify is about 1 KB; anything much larger is not one.
 MAX_NOTIFY_BYTES = 16 * 1024

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from bot import metrics
 from bot.config import Config
 from bot.rules.answers import AnswerCheck
 from bot.rules.base import Pass, Question, Refusal, Rule
@@ -59,7 +60,8 @@ def word_filter(cfg: Config, clock: Callable[[], float] = time.monotonic) -> Wor
 
 def build_chain(cfg: Config, db: Database, words: WordFilter, clock: Callable[[], float] = time.time) -> Chain:
     r, texts = cfg.rules, cfg.rules.texts
-    wallet = Wallet(Ledger(db, clock), cfg.quota, texts, cfg.server.public_url, clock, cfg.tiers)
+    wallet = Wallet(Ledger(db, clock, on_moved=metrics.credits_moved), cfg.quota, texts, cfg.server.public_url, clock,
+                    cfg.tiers)
     aliases = {alias: name for name, m in cfg.models.items() for alias in m.aliases}
     make: dict[str, Callable[[], Rule]] = {
         "whitelist": lambda: WhitelistRule(Accounts(db, clock)),

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.config import Config, ConfigError
+from scripts.composition import database
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
 from storage.db import Database, latest_schema_version
 from storage.ledger import Ledger
@@ -84,7 +85,7 @@ async def _database(cfg: Config, checks: list[Check]) -> Database | None:
     path = cfg.resolve_path(cfg.storage.path)
     if not path.exists():
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate`)")
-    db = await Database(path, cfg.storage.busy_timeout_ms).open(migrate=False)
+    db = await database(cfg).open(migrate=False)
     checks.append(Check("database", "pass", str(path)))
     have, want = await db.schema_version(), latest_schema_version()
     if have == want:

@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError
+from scripts.composition import config_from_args, database
 from storage.audit import Audit
 from storage.db import Database, latest_schema_version
 from storage.owner_views import OwnerViews
@@ -144,7 +145,7 @@ class Ctx:
 
 
 def config_of(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None) or os.environ.get("MPGPT_CONFIG") or "config.toml")
+    return config_from_args(args)
 
 
 def quiet_logs() -> None:
@@ -161,7 +162,7 @@ async def open_db(cfg: Config) -> Database:
     path = cfg.resolve_path(cfg.storage.path)
     if not path.exists():
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate` first)")
-    db = await Database(path, cfg.storage.busy_timeout_ms).open(migrate=False)
+    db = await database(cfg).open(migrate=False)
     have, want = await db.schema_version(), latest_schema_version()
     if have != want:
         await db.close()

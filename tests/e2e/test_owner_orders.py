@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bot.app import create_app
+from scripts.composition import create_app
 from bot.config import load_config
 from bot.keys import DB
 from bot.pay.routes import PAY

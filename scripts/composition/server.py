@@ -1,4 +1,4 @@
-"""The aiohttp application factory: one server for /wechat and the companion page.
+"""The whole server: the aiohttp app for /wechat, WeChat Pay and the companion page.
 
 Resources are opened and closed in cleanup_ctx generators, in order: database, HTTP client, the
 chat machinery (gateway, generator, background recovery).
@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from bot import metrics
 from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.delivery import Pusher
@@ -30,10 +31,10 @@ from bot.chat.web import WebChat
 from bot.config import Config
 from bot.economics.codes import Redeemer
 from bot.economics.invites import Inviter
+from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WEBCHAT, WECHAT, WECHAT_API
 from bot.media.guard import HostGuard
 from bot.media.pictures import PictureSource, QuestionPictures
 from bot.media.voice import Listener
-from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WECHAT, WECHAT_API
 from bot.metrics_http import record_request, setup_metrics
 from bot.pay.routes import setup_pay
 from bot.providers.router import Router
@@ -42,6 +43,7 @@ from bot.rules.chain import answer_check, build_chain, word_filter
 from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
+from scripts.composition import database
 from storage.answers import AnswerRepo
 from storage.codes import CodeRepo
 from storage.invites import InviteRepo
@@ -56,7 +58,7 @@ from storage.rate_events import Attempts, RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from storage.wechat_requests import SignedRequests
-from web_companion.chat import WEBCHAT, setup_webchat
+from web_companion.chat import setup_webchat
 from web_companion.login import Logins
 from web_companion.routes import setup_companion
 from web_companion.track import setup_tracking
@@ -70,8 +72,7 @@ def process_owner() -> str:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[CONFIG]
-    db = Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
+    db = database(app[CONFIG])
     await db.open()
     app[DB] = db
     app[SIGNED_REQUESTS] = SignedRequests(db)
@@ -131,7 +132,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         if pusher is not None and answer.route == "push":
             await pusher.push_pending(answer.id)
 
-    conversations, ledger = ConversationRepo(db), Ledger(db)
+    conversations, ledger = ConversationRepo(db), Ledger(db, on_moved=metrics.credits_moved)
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
                           pictures=QuestionPictures(picture_repo, picture_source))
