@@ -22,7 +22,7 @@ from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
-from bot.chat.generation import Generator
+from bot.chat.generation import Generator, LiveAnswer
 from bot.chat.media import Heard, PictureQuestions, VoiceQuestions
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
@@ -58,6 +58,8 @@ class ChatService:
         w = cfg.wechat
         # A question's own deliveries span this long; after it, what it is owed is fetched.
         self.question_window = w.window * w.deliveries + w.reply_margin
+        # More than this much waiting is worth a reply at once (a whole part, with room for the marker).
+        self.full_part = reserve(w.max_reply_bytes, cfg.texts.more_marker)
 
     async def handle(self, msg: Inbound, still_open: Callable[[], bool]) -> str:
         """The reply text for one delivery; "" means `success` (nothing shown to the user)."""
@@ -187,9 +189,15 @@ class ChatService:
 
     async def _await_reply(self, msg: Inbound, arrived: float, last: bool, still_open: Callable[[], bool],
                            target: "Target | None", delivery: int = 1) -> str:
-        w, c = self.cfg.wechat, self.cfg.chat
-        give_up_at = arrived + w.window - w.reply_margin
-        full_part = reserve(w.max_reply_bytes, self.cfg.texts.more_marker)
+        """Wait, while this delivery's connection is open, until its reply can be decided.
+
+        Each round reads top to bottom: a retry first learns which answer the first delivery chose;
+        the reply is taken once the answer is finished or has more than a whole part waiting; the
+        last delivery takes it anyway when its window is about to close (what is whole so far, or
+        the hint); a delivery WeChat has given up on ends with ""; otherwise wait a little.
+        """
+        w = self.cfg.wechat
+        closes_at = arrived + w.window - w.reply_margin  # only the last delivery keeps to it
         answer = target.answer if target else None
         while True:
             if target is None:  # a retry: learn what the first delivery decided
@@ -203,56 +211,67 @@ class ChatService:
                 # whatever it took would reach nobody; its retry, or the next message, carries on
                 return ""
             now = self.clock()
+            closing = last and now >= closes_at
             live = self.generator.live.get(target.answer_id) if target else None
-            if target is not None:
-                generating_here = live is not None and not live.done.is_set()
+            generating_here = live is not None and not live.done.is_set()
+            if target is None:
+                if closing:
+                    # The first delivery is still deciding (or died deciding): say something valid.
+                    return self.cfg.texts.thinking
+            else:
                 if answer is None or not generating_here:
                     answer = await self.answers.get(target.answer_id)
                     assert answer is not None
-                if generating_here:
-                    ready, text = False, live.raw
-                else:
-                    ready, text = answer.finished, answer.text
-                big = utf8_len(text[answer.delivered_upto:]) > full_part
-                if ready or big or (last and now >= give_up_at):
-                    live_text = await self.generator.reviewed(live) if generating_here else None
-                    planned: list[tuple[Answer, tuple[str, int, bool]]] = []
-                    reply = await self.answers.take_reply(
-                        msg.msg_key, target.answer_id, _noting(planned, self.planner.plan, target.note), self.clock(),
-                        live_text)
-                    _count_delivery(planned, msg.msg_key, delivery, self.clock())
-                    return self.replies.keep(msg.msg_key, reply)
-            elif last and now >= give_up_at:
-                # The first delivery is still deciding (or died deciding): say something valid.
-                return self.cfg.texts.thinking
+                if closing or self._enough_to_reply(answer, live if generating_here else None):
+                    return await self._take_reply(msg, target, live if generating_here else None, delivery)
             if not last and not still_open():
                 return ""  # WeChat gave up on this delivery; its retry carries on
-            pause = c.poll_interval
-            if last:
-                pause = max(0.0, min(pause, give_up_at - now))
-            if live is not None and not live.done.is_set():
-                try:
-                    await asyncio.wait_for(live.done.wait(), pause)
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(pause)
+            await self._pause(live, closes_at - now if last else None)
+
+    def _enough_to_reply(self, answer: Answer, live: LiveAnswer | None) -> bool:
+        """The answer is finished, or more than a whole part of it is waiting to be delivered.
+
+        `live` is this process's generation of it, newer than storage's copy, when it runs here."""
+        if live is None and answer.finished:
+            return True
+        text = live.raw if live is not None else answer.text
+        return utf8_len(text[answer.delivered_upto:]) > self.full_part
+
+    async def _take_reply(self, msg: Inbound, target: Target, live: LiveAnswer | None, delivery: int) -> str:
+        """This message's reply, decided once in storage's transaction, and the delivery counted."""
+        live_text = await self.generator.reviewed(live) if live is not None else None
+        # What the planner decided inside the transaction. It may run more than once (a group commit
+        # re-runs a batch), the last run is the one committed; it does not run at all when another
+        # delivery had already stored this message's reply.
+        decided: list[tuple[Answer, int, bool]] = []
+
+        def plan(answer: Answer) -> tuple[str, int, bool]:
+            reply, upto, owed = self.planner.plan(answer, target.note)
+            decided.append((answer, upto, owed))
+            return reply, upto, owed
+
+        reply = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, self.clock(), live_text)
+        if decided:
+            _count_delivery(*decided[-1], msg.msg_key, delivery, self.clock())
+        return self.replies.keep(msg.msg_key, reply)
+
+    async def _pause(self, live: LiveAnswer | None, until_close: float | None) -> None:
+        """One poll interval (never past the last delivery's close); woken early when the answer
+        generating in this process finishes."""
+        pause = self.cfg.chat.poll_interval
+        if until_close is not None:
+            pause = max(0.0, min(pause, until_close))
+        if live is not None and not live.done.is_set():
+            try:
+                await asyncio.wait_for(live.done.wait(), pause)
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(pause)
 
 
-def _noting(seen: list, plan: Callable, note: str | None) -> Callable:
-    """The planner, remembering what it decided (for the delivery metrics)."""
-    def run(answer: Answer) -> tuple[str, int, bool]:
-        decided = plan(answer, note)
-        seen.append((answer, decided))
-        return decided
-    return run
-
-
-def _count_delivery(seen: list, msg_key: str, delivery: int, now: float) -> None:
+def _count_delivery(answer: Answer, upto: int, owed: bool, msg_key: str, delivery: int, now: float) -> None:
     """Count the answer as delivered when this reply handed over its last part (once per answer)."""
-    if not seen:
-        return  # another delivery had decided this reply
-    answer, (_, upto, owed) = seen[-1]
     if owed or not answer.finished or upto <= answer.delivered_upto:
         return
     outcome = metrics.delivery_outcome(status=answer.status, own_message=answer.msg_key == msg_key,
