@@ -117,6 +117,16 @@ class _Attempt:
             usage_estimated=bool(u and u.estimated), outcome=outcome,
             error_kind=self.error.kind if self.error else None)
 
+    async def relay(self, inner: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        """A channel's stream as it comes, noting when its first token arrived and its usage."""
+        async with aclosing(inner):
+            async for item in inner:
+                if isinstance(item, Usage):
+                    self.usage = item
+                elif self.first_token is None:
+                    self.first_token = time.perf_counter()
+                yield item
+
 
 def key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
@@ -255,12 +265,8 @@ class Router:
             attempt = _Attempt(route, user, msg_key, name, time.time(), time.perf_counter())
             route.breaker.begin(self.clock())
             try:
-                async with aclosing(route.channel.stream(name, messages)) as inner:
-                    async for item in inner:
-                        if isinstance(item, Usage):
-                            attempt.usage = item
-                        elif attempt.first_token is None:
-                            attempt.first_token = time.perf_counter()
+                async with aclosing(attempt.relay(route.channel.stream(name, messages))) as relayed:
+                    async for item in relayed:
                         yield item
             except ProviderError as err:
                 attempt.error = err
@@ -302,12 +308,8 @@ class Router:
         route = Route(channel)
         attempt = _Attempt(route, user, msg_key, name, time.time(), time.perf_counter())
         try:
-            async with aclosing(channel.stream(name, messages)) as inner:
-                async for item in inner:
-                    if isinstance(item, Usage):
-                        attempt.usage = item
-                    elif attempt.first_token is None:
-                        attempt.first_token = time.perf_counter()
+            async with aclosing(attempt.relay(channel.stream(name, messages))) as relayed:
+                async for item in relayed:
                     yield item
             self._record(attempt, "ok")
         except ProviderError as err:
