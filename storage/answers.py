@@ -31,7 +31,8 @@ class Answer:
     delivered_upto: int
     awaiting_fetch: bool
     route: str
-    lease_owner: str | None
+    # The process generating (or pushing) it now; the column kept its first name, lease_owner.
+    lease_holder: str | None
     lease_until: float | None
     created_at: float
     deadline_at: float
@@ -83,7 +84,7 @@ class AnswerRepo:
         self.db = db
 
     async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str, now: float,
-                     deadline_at: float, owner: str, lease_until: float, asked_before: float, idle: float,
+                     deadline_at: float, holder: str, lease_until: float, asked_before: float, idle: float,
                      max_turns: int, heard: str | None = None, picture_id: int | None = None) -> NewQuestion:
         """Insert the answer for a question, in one step with everything its first delivery needs.
 
@@ -100,7 +101,7 @@ class AnswerRepo:
                 " lease_until, created_at, deadline_at, awaiting_fetch, heard, picture_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_key) DO NOTHING",
-                (openid, msg_key, conversation_id, question, model, route, owner, lease_until, now, deadline_at,
+                (openid, msg_key, conversation_id, question, model, route, holder, lease_until, now, deadline_at,
                  int(owed_id is not None and route == "reply"), heard, picture_id),
             )
             created = cur.rowcount == 1
@@ -114,15 +115,15 @@ class AnswerRepo:
         row = await self.db.lookup("SELECT * FROM answers WHERE id = ?", (answer_id,))
         return _answer(row) if row else None
 
-    async def save_progress(self, answer_id: int, owner: str, text: str, lease_until: float,
+    async def save_progress(self, answer_id: int, holder: str, text: str, lease_until: float,
                             first_token_at: float | None) -> bool:
         """Write the growing text and renew the lease; False when the lease was lost."""
         return await self.db.write(lambda conn: conn.execute(
             "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
             " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (text, lease_until, first_token_at, answer_id, owner)).rowcount == 1)
+            (text, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
 
-    async def finish(self, answer_id: int, owner: str, status: str, text: str, now: float,
+    async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
                      turns: tuple[str, str] | None) -> bool:
         """Close the generation; with `turns` (question, answer) the conversation gets both in the same step."""
         assert status in FINAL
@@ -131,7 +132,7 @@ class AnswerRepo:
             cur = conn.execute(
                 "UPDATE answers SET status = ?, text = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL"
                 " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (status, text, now, answer_id, owner),
+                (status, text, now, answer_id, holder),
             )
             if cur.rowcount != 1:
                 return False
@@ -146,23 +147,23 @@ class AnswerRepo:
 
         return await self.db.write(run)
 
-    async def claim_stale(self, now: float, owner: str, lease_until: float) -> list[Answer]:
-        """Take over generations whose owner stopped renewing its lease (it crashed or was killed)."""
+    async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
+        """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""
         def run(conn: sqlite3.Connection) -> list[Answer]:
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM answers WHERE status = 'generating' AND lease_until < ?", (now,))]
             for answer_id in ids:
                 conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                             " WHERE id = ?", (owner, lease_until, answer_id))
+                             " WHERE id = ?", (holder, lease_until, answer_id))
             return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
 
         return await self.db.write(run)
 
-    async def reset_text(self, answer_id: int, owner: str) -> bool:
+    async def reset_text(self, answer_id: int, holder: str) -> bool:
         """Start a taken-over generation afresh; only while the user has been given nothing of it."""
         return await self.db.write(lambda conn: conn.execute(
             "UPDATE answers SET text = '', first_token_at = NULL WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
-            (answer_id, owner)).rowcount == 1)
+            (answer_id, holder)).rowcount == 1)
 
     async def oldest_owed(self, openid: str, asked_before: float) -> Answer | None:
         """The oldest answer the user is still owed whose own question's deliveries are over."""
@@ -193,7 +194,7 @@ class AnswerRepo:
 
         return await self.db.write(run)
 
-    async def claim_push(self, now: float, owner: str, lease_until: float,
+    async def claim_push(self, now: float, holder: str, lease_until: float,
                          answer_id: int | None = None) -> list[Answer]:
         """Finished answers in active mode with parts not yet pushed, claimed by one process at a time."""
         def run(conn: sqlite3.Connection) -> list[Answer]:
@@ -202,16 +203,16 @@ class AnswerRepo:
                 " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
                 " AND (? IS NULL OR id = ?)", (now, answer_id, answer_id))]
             for i in ids:
-                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, lease_until, i))
+                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ?", (holder, lease_until, i))
             return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
 
         return await self.db.write(run)
 
-    async def record_push(self, answer_id: int, owner: str, upto: int, owed: bool, done: bool) -> None:
+    async def record_push(self, answer_id: int, holder: str, upto: int, owed: bool, done: bool) -> None:
         """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim."""
         await self.db.write(lambda conn: conn.execute(
             "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
             " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
             " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
             " WHERE id = ? AND lease_owner = ?",
-            (upto, int(owed), int(done), int(done), answer_id, owner)))
+            (upto, int(owed), int(done), int(done), answer_id, holder)))

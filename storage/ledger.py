@@ -26,6 +26,7 @@ import aiosqlite
 import structlog
 
 from storage.db import Database
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -215,7 +216,7 @@ class Ledger:
 
         opened, account = await self.db.write(run)
         if opened:
-            log.info("credits.account_opened", user=openid[-6:], trial=max(0, trial_credits))
+            log.info("credits.account_opened", user=short_user(openid), trial=max(0, trial_credits))
         return account
 
     async def balance(self, openid: str) -> int:
@@ -320,7 +321,7 @@ class Ledger:
 
         reserved, charged, foreign = await self.db.write(run)
         if foreign:
-            log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=openid[-6:])
+            log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=short_user(openid))
         if charged:
             self.on_moved("reserved", amount)  # after the commit
         return reserved
@@ -361,7 +362,7 @@ class Ledger:
         for row in rows:
             if await self.refund(row["gen_key"]):
                 refunded += 1
-                log.warning("credits.stale_reservation_refunded", gen_key=row["gen_key"], user=row["openid"][-6:])
+                log.warning("credits.stale_reservation_refunded", gen_key=row["gen_key"], user=short_user(row["openid"]))
         return refunded
 
     # -- reading and checking -------------------------------------------------------------------

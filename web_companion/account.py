@@ -10,6 +10,7 @@ from bot.config import Config
 from bot.rules.wallet import Wallet
 from storage.db import Database
 from storage.ledger import Ledger
+from storage.redact import short_user
 from storage.usage import UsageRepo
 
 HISTORY_PAGE = 20
@@ -45,7 +46,7 @@ class AccountView:
             frozen = account.frozen
         rows = await self.usage.movements(openid, limit + 1, offset)
         return {
-            "user": openid[-6:],
+            "user": short_user(openid),
             "balance": paid + daily,
             "paid": paid,
             "daily": daily,

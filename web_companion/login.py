@@ -31,6 +31,7 @@ from bot.config import Config
 from storage.db import Database
 from storage.login import LoginLinkRepo
 from storage.rate_events import Attempts
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +79,7 @@ class Logins:
         url = self.cfg.server.public_url
         token = secrets.token_urlsafe(24)
         await self.repo.add_link(_hash(token), openid, self.clock(), c.login_code_ttl)
-        log.info("companion.link_issued", user=openid[-6:])
+        log.info("companion.link_issued", user=short_user(openid))
         lines = c.login_text.split("\n")
         if not url:
             lines = [ln for ln in lines if "{link}" not in ln and "{url}" not in ln]
@@ -94,7 +95,7 @@ class Logins:
             metrics.login_attempted("code", "limited")
             return c.login_code_limited_text.format(minutes=max(1, math.ceil(c.failure_window / 60)))
         if CODE.fullmatch(code) and await self.repo.claim(code, openid, now):
-            log.info("companion.wait_claimed", user=openid[-6:])
+            log.info("companion.wait_claimed", user=short_user(openid))
             return c.login_code_done_text
         metrics.login_attempted("code", "invalid")
         return c.login_code_wrong_text
@@ -104,7 +105,7 @@ class Logins:
         openid = await self.repo.use_link(_hash(token), self.clock()) if TOKEN.fullmatch(token) else None
         metrics.login_attempted("link", "ok" if openid else "invalid")
         if openid:
-            log.info("companion.link_used", user=openid[-6:])
+            log.info("companion.link_used", user=short_user(openid))
         return openid
 
     async def wait(self, secret: str | None, ip: str) -> WaitState:

@@ -19,6 +19,7 @@ import structlog
 from bot.config import Config
 from storage.db import Database
 from storage.login import SecretRepo, SessionRepo
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,7 @@ class Sessions:
         session_id = secrets.token_urlsafe(18)
         expires = int(now + self.lifetime)
         await self.repo.create(session_id, openid, method, now, expires)
-        log.info("companion.session_started", user=openid[-6:], method=method)
+        log.info("companion.session_started", user=short_user(openid), method=method)
         payload = f"{_VERSION}.{session_id}.{expires}"
         return f"{payload}.{self._sign(payload)}"
 

@@ -19,6 +19,7 @@ from bot.chat.own_keys import OwnKeys
 from bot.config import Config
 from bot.providers.router import ModelUnavailable, Router
 from storage.generations import ModelChoiceRepo
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -137,5 +138,5 @@ class Commands:
         if arg in _REMOVE:
             return texts.own_key_removed if await self.own_keys.remove(openid) else texts.own_key_none
         await self.own_keys.store(openid, arg)
-        log.info("own_key_saved", user=openid[-6:])  # never the key itself
+        log.info("own_key_saved", user=short_user(openid))  # never the key itself
         return texts.own_key_saved

@@ -17,6 +17,7 @@ from bot.chat.textparts import reserve, take_part, utf8_len
 from bot.config import Config
 from bot.wechat.api import WeChatAPI, WeChatAPIError
 from storage.answers import Answer, AnswerRepo
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -51,17 +52,17 @@ class ReplyPlanner:
 class Pusher:
     """Active mode: customer-service messages, at most `push_budget` per user message."""
 
-    def __init__(self, cfg: Config, api: WeChatAPI, answers: AnswerRepo, owner: str, clock=time.time) -> None:
+    def __init__(self, cfg: Config, api: WeChatAPI, answers: AnswerRepo, holder: str, clock=time.time) -> None:
         self.cfg = cfg
         self.api = api
         self.answers = answers
-        self.owner = owner
+        self.holder = holder
         self.clock = clock
 
     async def push_pending(self, answer_id: int | None = None) -> int:
         """Push every finished, unpushed answer this process can claim; return how many it handled."""
         now = self.clock()
-        claimed = await self.answers.claim_push(now, self.owner, now + self.cfg.chat.lease_seconds, answer_id)
+        claimed = await self.answers.claim_push(now, self.holder, now + self.cfg.chat.lease_seconds, answer_id)
         for answer in claimed:
             await self._push(answer)
         return len(claimed)
@@ -70,7 +71,7 @@ class Pusher:
         max_bytes = self.cfg.wechat.max_reply_bytes
         marker = self.cfg.texts.more_marker
         upto = answer.delivered_upto
-        bound = log.bind(answer=answer.id, user=answer.openid[-6:])
+        bound = log.bind(answer=answer.id, user=short_user(answer.openid))
         for sent in range(self.cfg.wechat.push_budget):
             last_allowed = sent == self.cfg.wechat.push_budget - 1
             part, new_upto = take_part(answer.text, upto, max_bytes, complete=True)
@@ -85,12 +86,12 @@ class Pusher:
                 await self.api.send_text(answer.openid, part)
             except WeChatAPIError as e:
                 bound.warning("push_failed", errcode=e.errcode, parts_sent=sent)
-                await self.answers.record_push(answer.id, self.owner, upto, owed=True, done=True)
+                await self.answers.record_push(answer.id, self.holder, upto, owed=True, done=True)
                 return
             upto = new_upto
-            await self.answers.record_push(answer.id, self.owner, upto, owed=False, done=False)
+            await self.answers.record_push(answer.id, self.holder, upto, owed=False, done=False)
         owed = bool(answer.text[upto:].strip())
-        await self.answers.record_push(answer.id, self.owner, upto, owed=owed, done=True)
+        await self.answers.record_push(answer.id, self.holder, upto, owed=owed, done=True)
         bound.info("pushed", owed=owed)
         if not owed and upto > answer.delivered_upto:
             metrics.answer_delivered(metrics.delivery_outcome(status=answer.status, pushed=True),

@@ -27,6 +27,7 @@ from bot.rules.answers import AnswerCheck
 from storage.answers import Answer, AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ class LiveAnswer:
 
 class Generator:
     def __init__(self, cfg: Config, answers: AnswerRepo, conversations: ConversationRepo, models: ModelSide,
-                 ledger: Ledger, check: AnswerCheck, owner: str, *,
+                 ledger: Ledger, check: AnswerCheck, holder: str, *,
                  own_key_for: Callable[[str], Awaitable[str | None]] | None = None,
                  after_finish: Callable[[Answer], Awaitable[None]] | None = None,
                  pictures: QuestionPictures | None = None, clock=time.time) -> None:
@@ -78,7 +79,7 @@ class Generator:
         self.models = models
         self.ledger = ledger
         self.check = check
-        self.owner = owner
+        self.holder = holder
         # looks up a follower's own API key again when a generation is taken over after a crash
         self.own_key_for = own_key_for
         # called once a generation is final (active mode pushes from here)
@@ -152,7 +153,7 @@ class Generator:
             if live.raw == written and now - last_renewal < c.lease_seconds / 3:
                 continue
             text = await self.reviewed(live)
-            ok = await self.answers.save_progress(answer.id, self.owner, text, now + c.lease_seconds,
+            ok = await self.answers.save_progress(answer.id, self.holder, text, now + c.lease_seconds,
                                                   now if text else None)
             if not ok:
                 raise LeaseLost()
@@ -174,7 +175,7 @@ class Generator:
 
     async def _run(self, answer: Answer, live: LiveAnswer, turns: list[tuple[str, str]] | None,
                    own_key: str | None) -> None:
-        bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=answer.openid[-6:], model=answer.model)
+        bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=short_user(answer.openid), model=answer.model)
         texts = self.cfg.texts
         started = self.clock()
         status, note = "done", None
@@ -240,19 +241,19 @@ class Generator:
             question = f"{self.cfg.media.picture_placeholder} {question}"
         said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
         turns = (question, said) if status in ("done", "cut") and said else None
-        return await self.answers.finish(answer.id, self.owner, status, text, self.clock(), turns)
+        return await self.answers.finish(answer.id, self.holder, status, text, self.clock(), turns)
 
     async def recover(self) -> int:
         """Take over generations whose process died; restart them, or close them if text was given out."""
         now = self.clock()
-        claimed = await self.answers.claim_stale(now, self.owner, now + self.cfg.chat.lease_seconds)
+        claimed = await self.answers.claim_stale(now, self.holder, now + self.cfg.chat.lease_seconds)
         for answer in claimed:
-            bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=answer.openid[-6:])
+            bound = log.bind(answer=answer.id, msg_id=answer.msg_key, user=short_user(answer.openid))
             if now >= answer.deadline_at:
                 status = "cut" if answer.text else "timed_out"
                 await self._close(answer, status, answer.text, self.cfg.texts.cut if answer.text else self.cfg.texts.deadline)
                 bound.info("generation_recovered", action="closed_past_deadline")
-            elif await self.answers.reset_text(answer.id, self.owner):
+            elif await self.answers.reset_text(answer.id, self.holder):
                 bound.info("generation_recovered", action="restarted")
                 own_key = await self.own_key_for(answer.openid) if self.own_key_for else None
                 self.start(answer, own_key=own_key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from storage.redact import short_user
+
 Kind = Literal["text", "voice", "image", "subscribe", "unsubscribe", "event", "other"]
 
 
@@ -26,4 +28,4 @@ class Inbound:
     @property
     def short_user(self) -> str:
         """Enough of the openid to follow one user through logs without logging the whole id."""
-        return self.openid[-6:]
+        return short_user(self.openid)

@@ -39,7 +39,7 @@ log = structlog.get_logger(__name__)
 class ChatService:
     def __init__(self, cfg: Config, *, inbound: InboundRepo, answers: AnswerRepo, users: UserRepo,
                  conversations: ConversationRepo, generator: Generator, admission: Admission, commands: Commands,
-                 owner: str, voice: VoiceQuestions | None = None, pictures: PictureQuestions | None = None,
+                 holder: str, voice: VoiceQuestions | None = None, pictures: PictureQuestions | None = None,
                  clock=time.time) -> None:
         self.cfg = cfg
         self.admission = admission
@@ -51,7 +51,7 @@ class ChatService:
         self.generator = generator
         self.planner = ReplyPlanner(cfg)
         self.replies = ReplyCache()
-        self.owner = owner
+        self.holder = holder
         self.voice = voice or VoiceQuestions(cfg, None)
         self.pictures = pictures if pictures is not None and pictures.on else None
         self.clock = clock
@@ -168,7 +168,7 @@ class ChatService:
         new = await self.answers.create(
             openid=msg.openid, msg_key=msg.msg_key, question=admitted.question, model=admitted.model,
             route="push" if active else "reply", now=now, deadline_at=started + c.generation_deadline,
-            owner=self.owner, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
+            holder=self.holder, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
             heard=admitted.question if heard is not None else None, picture_id=picture_id,
         )

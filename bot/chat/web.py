@@ -26,6 +26,7 @@ from bot.rules.base import Refusal
 from storage.answers import AnswerRepo
 from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ class Event:
 
 class WebChat:
     def __init__(self, cfg: Config, *, answers: AnswerRepo, conversations: ConversationRepo, generator: Generator,
-                 admission: Admission, router: Router, commands: Commands, ledger: Ledger, owner: str,
+                 admission: Admission, router: Router, commands: Commands, ledger: Ledger, holder: str,
                  pictures: PictureQuestions | None = None, clock=time.time) -> None:
         self.cfg = cfg
         self.answers = answers
@@ -60,7 +61,7 @@ class WebChat:
         self.router = router
         self.commands = commands
         self.ledger = ledger
-        self.owner = owner
+        self.holder = holder
         self.pictures = pictures
         self.clock = clock
 
@@ -96,11 +97,11 @@ class WebChat:
         c = self.cfg.chat
         new = await self.answers.create(
             openid=openid, msg_key=gen_key, question=admitted.question, model=admitted.model, route="web", now=now,
-            deadline_at=now + c.generation_deadline, owner=self.owner, lease_until=now + c.lease_seconds,
+            deadline_at=now + c.generation_deadline, holder=self.holder, lease_until=now + c.lease_seconds,
             asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns, picture_id=picture_id,
         )
         self.generator.start(new.answer, new.turns, admitted.own_key)
-        log.info("web_question", answer=new.answer.id, user=openid[-6:], model=admitted.model)
+        log.info("web_question", answer=new.answer.id, user=short_user(openid), model=admitted.model)
         return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,
                        self.generator.live[new.answer.id])
 

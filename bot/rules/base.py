@@ -1,14 +1,16 @@
 """What the rule chain works on and what it answers.
 
-A question flows through the rules in configured order (like aiogram filters): each rule either lets
-it on (returns None, possibly noting something on the question for later rules) or refuses it with a
-Refusal carrying a stable reason code and the sentence the user reads. Nothing is charged before the
-last rule, so a refusal is never charged.
+A question flows through the rules in configured order (like aiogram filters): each rule returns a
+verdict, either Go (let it on, with what later rules should see differently: a masked text, the
+whitelist's word, reserved credits) or a Refusal carrying a stable reason code and the sentence the
+user reads. Rules never change the question they are handed; the chain hands the next rule the
+question with the Go's notes applied, so what a rule depends on is in its verdict, not in the order
+of side effects. Nothing is charged before the last rule, so a refusal is never charged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from storage.ledger import Account
@@ -22,9 +24,9 @@ SENSITIVE_QUESTION = "sensitive_question"
 NO_CREDITS = "no_credits"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Question:
-    """One question on its way through the chain; rules note what later rules need."""
+    """One question on its way through the chain, as the rules so far have left it."""
 
     openid: str
     model: str
@@ -36,6 +38,23 @@ class Question:
     account: Account
     whitelisted: bool = False
     reserved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    """Let the question on. A field set here is what the rules after this one (and the answer) see."""
+
+    text: str | None = None  # the question as the model should see it (mask-list words starred out)
+    whitelisted: bool | None = None
+    reserved: bool | None = None  # credits are now held under the question's gen_key
+
+    def applied_to(self, q: Question) -> Question:
+        notes = {k: v for k, v in (("text", self.text), ("whitelisted", self.whitelisted),
+                                   ("reserved", self.reserved)) if v is not None}
+        return replace(q, **notes) if notes else q
+
+
+GO = Go()  # let it on, nothing to note
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +78,4 @@ class Pass:
 class Rule(Protocol):
     name: str
 
-    async def check(self, q: Question) -> Refusal | None: ...
+    async def check(self, q: Question) -> Go | Refusal: ...

@@ -30,6 +30,7 @@ from storage.accounts import Accounts
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.rate_events import RateEvents
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -42,10 +43,11 @@ class Chain:
     async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None) -> Pass | Refusal:
         q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid))
         for rule in self.rules:
-            refusal = await rule.check(q)
-            if refusal is not None:
-                log.info("rules.refused", rule=rule.name, code=refusal.code, user=openid[-6:], model=model)
-                return refusal
+            verdict = await rule.check(q)
+            if isinstance(verdict, Refusal):
+                log.info("rules.refused", rule=rule.name, code=verdict.code, user=short_user(openid), model=model)
+                return verdict
+            q = verdict.applied_to(q)
         return Pass(q.text, q.reserved, q.whitelisted, q.account)
 
 

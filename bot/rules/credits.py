@@ -4,7 +4,7 @@ unknown model is refused, never free."""
 
 from __future__ import annotations
 
-from bot.rules.base import MODEL_UNKNOWN, NO_CREDITS, Question, Refusal
+from bot.rules.base import GO, MODEL_UNKNOWN, NO_CREDITS, Go, Question, Refusal
 from bot.rules.wallet import Wallet
 
 
@@ -14,14 +14,13 @@ class CreditsRule:
     def __init__(self, wallet: Wallet) -> None:
         self.wallet = wallet
 
-    async def check(self, q: Question) -> Refusal | None:
+    async def check(self, q: Question) -> Go | Refusal:
         if q.whitelisted:
-            return None
+            return GO
         texts = self.wallet.texts
         if q.cost is None:
             return Refusal(MODEL_UNKNOWN, texts.model_unknown.format(model=q.model))
         if await self.wallet.ledger.reserve(q.openid, q.gen_key, q.cost):
-            q.reserved = True
-            return None
+            return Go(reserved=True)
         account = await self.wallet.ledger.account(q.openid) or q.account
         return Refusal(NO_CREDITS, self.wallet.describe(texts.no_credits, account, cost=q.cost))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bot.rules.base import MODEL_NOT_ALLOWED, MODEL_UNKNOWN, Question, Refusal
+from bot.rules.base import GO, MODEL_NOT_ALLOWED, MODEL_UNKNOWN, Go, Question, Refusal
 
 
 class ModelsRule:
@@ -19,9 +19,9 @@ class ModelsRule:
         self.not_allowed = not_allowed
         self.unknown = unknown
 
-    async def check(self, q: Question) -> Refusal | None:
+    async def check(self, q: Question) -> Go | Refusal:
         if q.cost is None:
             return Refusal(MODEL_UNKNOWN, self.unknown.format(model=q.model))
         if self.allowed and q.model not in self.allowed.get(q.account.tier, frozenset()):
             return Refusal(MODEL_NOT_ALLOWED, self.not_allowed.format(model=q.model))
-        return None
+        return GO

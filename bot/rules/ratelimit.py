@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bot.rules.base import RATE_LIMITED, Question, Refusal
+from bot.rules.base import GO, RATE_LIMITED, Go, Question, Refusal
 from storage.rate_events import RateEvents
 
 
@@ -21,7 +21,7 @@ class RateLimitRule:
         self.text = text
         self.clock = clock
 
-    async def check(self, q: Question) -> Refusal | None:
+    async def check(self, q: Question) -> Go | Refusal:
         if q.whitelisted or await self.events.admit(q.openid, self.limit, self.window, self.clock()):
-            return None
+            return GO
         return Refusal(RATE_LIMITED, self.text)

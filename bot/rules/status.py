@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.rules.base import FROZEN, Question, Refusal
+from bot.rules.base import FROZEN, GO, Go, Question, Refusal
 
 
 class StatusRule:
@@ -11,5 +11,5 @@ class StatusRule:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    async def check(self, q: Question) -> Refusal | None:
-        return Refusal(FROZEN, self.text) if q.account.frozen else None
+    async def check(self, q: Question) -> Go | Refusal:
+        return Refusal(FROZEN, self.text) if q.account.frozen else GO

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import structlog
 
-from bot.rules.base import SENSITIVE_QUESTION, Question, Refusal
+from bot.rules.base import GO, SENSITIVE_QUESTION, Go, Question, Refusal
 from bot.rules.wordfilter import WordFilter
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -19,13 +20,12 @@ class WordsRule:
         self.text = text
         self.mask_char = mask_char
 
-    async def check(self, q: Question) -> Refusal | None:
+    async def check(self, q: Question) -> Go | Refusal:
         await self.words.refresh()
         scan = self.words.scan(q.text)
         if not scan.hits:
-            return None
-        log.info("words.question_hit", dictionaries=scan.dictionaries, blocked=scan.blocked, user=q.openid[-6:])
+            return GO
+        log.info("words.question_hit", dictionaries=scan.dictionaries, blocked=scan.blocked, user=short_user(q.openid))
         if scan.blocked:
             return Refusal(SENSITIVE_QUESTION, self.text)
-        q.text = scan.mask(q.text, self.mask_char)
-        return None
+        return Go(text=scan.mask(q.text, self.mask_char))

@@ -66,7 +66,7 @@ from web_companion.track import setup_tracking
 log = structlog.get_logger(__name__)
 
 
-def process_owner() -> str:
+def process_holder() -> str:
     """A name for this process in leases: unique even for two processes on one host."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -107,7 +107,7 @@ async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher
 
 async def _chat(app: web.Application) -> AsyncIterator[None]:
     cfg, db = app[CONFIG], app[DB]
-    owner = process_owner()
+    holder = process_holder()
     answers = AnswerRepo(db)
     router = Router.from_config(cfg, generations=GenerationRepo(db), disabled=DisabledChannelRepo(db))
     await router.load_disabled()
@@ -122,7 +122,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     if cfg.wechat.mode == "active":
         assert api is not None  # the config demands app_id and app_secret in active mode
         app[WECHAT_API] = api
-        pusher = Pusher(cfg, api, answers, owner)
+        pusher = Pusher(cfg, api, answers, holder)
     speech, voice = _speech(cfg, api)
     picture_repo = PictureRepo(db)
     picture_source = PictureSource(app[HTTP], HostGuard(cfg.media.hosts, cfg.wechat.api_base), api,
@@ -133,7 +133,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
             await pusher.push_pending(answer.id)
 
     conversations, ledger = ConversationRepo(db), Ledger(db, on_moved=metrics.credits_moved)
-    generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), owner,
+    generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), holder,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
                           pictures=QuestionPictures(picture_repo, picture_source))
     redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
@@ -151,15 +151,15 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     pictures = PictureQuestions(cfg, picture_repo, picture_source, router.catalogue, commands, tier_of)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
                             conversations=conversations, generator=generator, admission=admission,
-                            commands=commands, owner=owner, voice=voice, pictures=pictures)
+                            commands=commands, holder=holder, voice=voice, pictures=pictures)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
-                           admission=admission, router=router, commands=commands, ledger=ledger, owner=owner,
+                           admission=admission, router=router, commands=commands, ledger=ledger, holder=holder,
                            pictures=pictures)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).
     gc.freeze()
-    log.info("chat_ready", mode=cfg.wechat.mode, owner=owner,
+    log.info("chat_ready", mode=cfg.wechat.mode, holder=holder,
              event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
     yield
     loop_task.cancel()

@@ -21,6 +21,7 @@ from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
 from storage.db import Database, latest_schema_version
 from storage.ledger import Ledger
 from storage.owner_views import OwnerViews
+from storage.redact import short_user
 from storage.tokens import TokenRepo
 
 
@@ -107,7 +108,7 @@ async def _ledger(db: Database, checks: list[Check]) -> None:
         row = await db.fetchone("SELECT COUNT(*) AS n FROM accounts")
         checks.append(Check("ledger", "pass", f"{row['n'] if row else 0} accounts match their ledger rows"))
         return
-    first = ", ".join(f"{m.openid[-6:]} {m.subject} stored {m.stored} ledger {m.ledger}" for m in found[:3])
+    first = ", ".join(f"{short_user(m.openid)} {m.subject} stored {m.stored} ledger {m.ledger}" for m in found[:3])
     checks.append(Check("ledger", "fail", f"{len(found)} mismatches: {first}"))
 
 
