@@ -20,6 +20,7 @@ import structlog
 from bot import metrics
 from bot.config import Config
 from storage.codes import CodeRepo, Redemption
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ class Redeemer:
         result = await self.codes.redeem(openid, hash_of(text[:64]) or _NO_CODE, limit=c.max_failures,
                                          window=c.failure_window)
         metrics.code_redeemed(result.outcome)
-        log.info("codes.redeem", user=openid[-6:], outcome=result.outcome)  # never the code
+        log.info("codes.redeem", user=short_user(openid), outcome=result.outcome)  # never the code
         if result.outcome == "redeemed":
             reply = texts.redeem_done.format(credits=result.credits, balance=await self.balance(openid))
         elif result.outcome == "mine":

@@ -13,8 +13,7 @@ from aiohttp import web
 
 from scripts.composition import create_app
 from bot.config import load_config
-from bot.keys import DB
-from bot.pay.routes import PAY
+from bot.keys import DB, PAY
 from bot.pay.service import ProductNotFound
 from storage.ledger import Ledger
 from tests.fakes.llm import FakeLLM
