@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from bot.config.channels import PROVIDER_KEY_ENV
+from bot.config.base import Section
 from bot.config.errors import ConfigError, from_validation
 from bot.config.root import Config
 
@@ -33,9 +34,9 @@ ENV_KEYS = {
     "MPGPT_COMPANION_SESSION_SECRET": ("companion", "session_secret"),
 }
 # Sections validated even when the file leaves them out, so that their own checks (wechat.token is
-# required) run; [pay] is not among them: without the table, pay stays off and unchecked.
-_ALWAYS = ("server", "storage", "wechat", "chat", "commands", "texts", "log", "router", "quota", "rules",
-           "words", "metrics", "analytics", "companion")
+# required) run: every table of Config but [pay] (without the table, pay stays off and unchecked).
+_ALWAYS = tuple(name for name, f in Config.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, Section) and name != "pay")
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
