@@ -4,7 +4,7 @@ storage every command opens (here).
 Dependencies point one way: scripts -> composition -> web_companion -> bot -> storage. Only this
 package knows every other one, so it sits in scripts/, above both the page and the bot (as
 cosmicpython's bootstrap.py sits beside its entrypoints): the bot's 登录 command is handed the page's
-LoginCodes here, and neither package imports the other's wiring.
+Logins here, and neither package imports the other's wiring.
 
 `create_app` is imported on first use: commands that only open storage (migrate, the owner's
 commands) do not pay for importing the server's SDKs.
