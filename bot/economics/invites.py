@@ -10,6 +10,7 @@ import structlog
 
 from bot.config import Config
 from storage.invites import InviteRepo
+from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +29,7 @@ class Inviter:
             count, _ = await self.invites.invited(openid)
             return texts.invite_mine.format(code=mine, reward=c.inviter_reward, count=count)
         outcome = await self.invites.record(openid, code[:16], "wechat", c.window)
-        log.info("invites.record", user=openid[-6:], outcome=outcome)
+        log.info("invites.record", user=short_user(openid), outcome=outcome)
         if outcome == "recorded":
             return texts.invite_recorded.format(reward=c.invitee_reward)
         if outcome == "self":
