@@ -1,4 +1,4 @@
-"""Pruning message content past retention: inbound messages, answers, conversations and their turns.
+"""Pruning message content past retention: inbound messages, pictures, answers, conversations, turns.
 
 Money and usage records stay (ledger, orders, pay events, generations, audit): they are small and the
 books must keep adding up. Deletes go in batches, each its own short transaction, so a running
@@ -15,6 +15,8 @@ from storage.db import Database
 # conversations they point at, turns before their conversations.
 _STEPS = (
     ("inbound", "inbound", "received_at < ?1"),
+    # followers' pictures (where WeChat keeps them, or a web upload): older than every answer kept
+    ("pictures", "pictures", "created_at < ?1"),
     # a generation still running (or stuck, and left to recovery) is not ours to delete
     ("answers", "answers", "created_at < ?1 AND status != 'generating'"),
     ("turns", "turns", "conversation_id IN (SELECT id FROM conversations WHERE last_at < ?1)"),
@@ -27,6 +29,7 @@ _STEPS = (
 @dataclass(frozen=True, slots=True)
 class Pruned:
     inbound: int = 0
+    pictures: int = 0
     answers: int = 0
     turns: int = 0
     conversations: int = 0
