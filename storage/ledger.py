@@ -9,6 +9,12 @@ carries the two deltas it applied, so for every account
 and every method below that writes a row moves the account by the same deltas in the same
 transaction. `check_invariant()` proves it for a whole database (`mpgpt doctor`).
 
+Token-priced answers (migration 0022) are charged to the milli-credit: each bucket's sub-credit part
+is a column of its own (`balance_milli`, `daily_milli`, 0..999), moved by the ledger's `amount_milli`
+and `daily_milli` the same way, so `balance_milli == SUM(ledger.amount_milli)` and `daily_milli ==
+SUM(ledger.daily_milli)` hold too. Only a token-priced settle (giving back what was reserved but not
+spent) and an expiry write milli-credits; reservations take whole credits, so nothing else changes.
+
 Exactly-once: each state change is one BEGIN IMMEDIATE transaction guarded in SQL (a conditional
 UPDATE, a state transition `WHERE state = 'reserved'`, UNIQUE (openid, kind, ref) on the ledger), so a
 WeChat retry, a second process or a restart repeats nothing.
@@ -53,6 +59,9 @@ class Account:
     # The Asia/Shanghai day `daily` was granted for (YYYY-MM-DD), None before the first grant.
     daily_day: str | None
     created_at: float
+    # the sub-credit parts of the buckets, in milli-credits (0..999; token-priced answers leave them)
+    balance_milli: int = 0
+    daily_milli: int = 0
 
     @property
     def frozen(self) -> bool:
@@ -60,7 +69,18 @@ class Account:
 
     @property
     def spendable(self) -> int:
+        """Whole credits a reservation may take (the milli-credit parts wait to make up a credit)."""
         return self.balance + self.daily
+
+    @property
+    def balance_exact(self) -> int:
+        """The lasting balance in milli-credits."""
+        return self.balance * 1000 + self.balance_milli
+
+    @property
+    def daily_exact(self) -> int:
+        """Today's free credits in milli-credits."""
+        return self.daily * 1000 + self.daily_milli
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +91,13 @@ class Entry:
     daily_amount: int
     ref: str
     created_at: float
+    amount_milli: int = 0
+    daily_milli: int = 0
+
+    @property
+    def total_milli(self) -> int:
+        """What the row moved, both buckets, in milli-credits."""
+        return (self.amount + self.daily_amount) * 1000 + self.amount_milli + self.daily_milli
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +109,22 @@ class Reservation:
     state: str
     created_at: float
     finished_at: float | None
+    # token pricing: what was charged (milli-credits), and whether the usage was our estimate
+    spent_milli: int | None = None
+    estimated: bool = False
+
+    @property
+    def charged_milli(self) -> int:
+        """What the answer cost in milli-credits: 0 unless settled."""
+        if self.state != "settled":
+            return 0
+        return self.amount * 1000 if self.spent_milli is None else self.spent_milli
 
 
 @dataclass(frozen=True, slots=True)
 class Mismatch:
-    """One broken invariant: `subject` is 'balance', 'daily' or 'reservation <gen_key>'."""
+    """One broken invariant: `subject` is 'balance', 'daily', 'balance_milli', 'daily_milli' or
+    'reservation <gen_key>' (whose rows are compared in milli-credits)."""
 
     openid: str
     subject: str
@@ -94,12 +132,12 @@ class Mismatch:
     ledger: Any
 
 
-_ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at"
+_ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at, balance_milli, daily_milli"
 
 
 def _account(row: Any) -> Account:
     return Account(row["openid"], row["status"], row["tier"], row["balance"], row["daily"], row["daily_day"],
-                   row["created_at"])
+                   row["created_at"], row["balance_milli"], row["daily_milli"])
 
 
 def _check_entry(kind: str, amount: int) -> None:
@@ -147,17 +185,43 @@ async def apply_entry(conn: aiosqlite.Connection, openid: str, kind: str, amount
     return await conn._execute(apply_entry_now, conn._conn, openid, kind, amount, ref, now)
 
 
-def settle_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | None:
-    """Settle `gen_key`'s reservation inside an open transaction; the amount, or None if there is
-    none or it was settled or refunded already."""
+def settle_entry(conn: sqlite3.Connection, gen_key: str, now: float, spent_milli: int | None = None,
+                 estimated: bool = False) -> int | None:
+    """Settle `gen_key`'s reservation inside an open transaction; the amount reserved, or None if there
+    is none or it was settled or refunded already.
+
+    `spent_milli` None spends the whole reservation (a fixed cost). Otherwise (token pricing) the
+    answer spends that much, never more than was reserved, and the settle row gives the rest back
+    to the buckets it came from (daily pays first, as it did in the reserve)."""
     rows = conn.execute(
-        "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
-        " RETURNING openid, amount", (now, gen_key)).fetchall()
+        "UPDATE reservations SET state = 'settled', finished_at = ?,"
+        " spent_milli = CASE WHEN ? IS NULL THEN NULL WHEN amount * 1000 < ? THEN amount * 1000 ELSE ? END,"
+        " estimated = ? WHERE gen_key = ? AND state = 'reserved' RETURNING openid, amount, from_daily, spent_milli",
+        (now, spent_milli, spent_milli, spent_milli, int(estimated), gen_key)).fetchall()
     if not rows:
         return None
-    conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
-                 (rows[0]["openid"], gen_key, now))
-    return int(rows[0]["amount"])
+    openid, amount, from_daily, spent = rows[0]["openid"], rows[0]["amount"], rows[0]["from_daily"], rows[0]["spent_milli"]
+    if spent is None:
+        conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
+                     (openid, gen_key, now))
+        return int(amount)
+    from_daily_spent = min(from_daily * 1000, spent)
+    back_daily = from_daily * 1000 - from_daily_spent
+    back_balance = (amount - from_daily) * 1000 - (spent - from_daily_spent)
+    # the carry into whole credits happens in the UPDATE itself (no earlier read to go stale);
+    # the row's deltas follow from the new values, since the old milli part was within 0..999
+    new = conn.execute(
+        "UPDATE accounts SET balance = balance + (balance_milli + :b) / 1000, balance_milli = (balance_milli + :b) % 1000,"
+        " daily = daily + (daily_milli + :d) / 1000, daily_milli = (daily_milli + :d) % 1000"
+        " WHERE openid = :o RETURNING balance_milli, daily_milli",
+        {"b": back_balance, "d": back_daily, "o": openid}).fetchone()
+    b_milli = new["balance_milli"] - (new["balance_milli"] - back_balance) % 1000
+    d_milli = new["daily_milli"] - (new["daily_milli"] - back_daily) % 1000
+    conn.execute(
+        "INSERT INTO ledger (openid, kind, amount, daily_amount, amount_milli, daily_milli, ref, created_at)"
+        " VALUES (?, 'settle', ?, ?, ?, ?, ?, ?)",
+        (openid, (back_balance - b_milli) // 1000, (back_daily - d_milli) // 1000, b_milli, d_milli, gen_key, now))
+    return int(amount)
 
 
 def refund_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | None:
@@ -235,17 +299,19 @@ class Ledger:
         now = self.clock()
 
         def run(conn: sqlite3.Connection) -> bool:
-            current = conn.execute("SELECT daily, daily_day FROM accounts WHERE openid = ?", (openid,)).fetchone()
+            current = conn.execute("SELECT daily, daily_milli, daily_day FROM accounts WHERE openid = ?",
+                                   (openid,)).fetchone()
             if current is None or (current["daily_day"] is not None and current["daily_day"] >= day):
                 return False
-            left = current["daily"]
-            if left > 0:
-                conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
-                             " VALUES (?, 'expire', ?, ?, ?)", (openid, -left, day, now))
+            left, left_milli = current["daily"], current["daily_milli"]
+            if left > 0 or left_milli > 0:
+                conn.execute("INSERT INTO ledger (openid, kind, daily_amount, daily_milli, ref, created_at)"
+                             " VALUES (?, 'expire', ?, ?, ?, ?)", (openid, -left, -left_milli, day, now))
             if amount > 0:
                 conn.execute("INSERT INTO ledger (openid, kind, daily_amount, ref, created_at)"
                              " VALUES (?, 'daily', ?, ?, ?)", (openid, amount, day, now))
-            conn.execute("UPDATE accounts SET daily = ?, daily_day = ? WHERE openid = ?", (max(0, amount), day, openid))
+            conn.execute("UPDATE accounts SET daily = ?, daily_milli = 0, daily_day = ? WHERE openid = ?",
+                         (max(0, amount), day, openid))
             return True
 
         return await self.db.write(run)
@@ -326,12 +392,17 @@ class Ledger:
             self.on_moved("reserved", amount)  # after the commit
         return reserved
 
-    async def settle(self, gen_key: str) -> bool:
-        """The generation delivered: its reserved credits are spent. True exactly once."""
+    async def settle(self, gen_key: str, spent_milli: int | None = None, *, estimated: bool = False) -> bool:
+        """The generation delivered: its reserved credits are spent (all of them, or `spent_milli`
+        milli-credits of them for a token-priced answer, the rest given back in the same row). True
+        exactly once."""
+        if spent_milli is not None and spent_milli < 0:
+            msg = f"cannot spend a negative amount ({spent_milli})"
+            raise ValueError(msg)
         now = self.clock()
-        amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now))
+        amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now, spent_milli, estimated))
         if amount is not None:
-            self.on_moved("settled", amount)
+            self.on_moved("settled", amount if spent_milli is None else min(spent_milli, amount * 1000) // 1000)
         return amount is not None
 
     async def refund(self, gen_key: str) -> bool:
@@ -348,7 +419,7 @@ class Ledger:
         if row is None:
             return None
         return Reservation(row["gen_key"], row["openid"], row["amount"], row["from_daily"], row["state"],
-                           row["created_at"], row["finished_at"])
+                           row["created_at"], row["finished_at"], row["spent_milli"], bool(row["estimated"]))
 
     async def sweep_stale(self, older_than: float) -> int:
         """Refund reservations still open `older_than` seconds after they were made (the process that
@@ -370,9 +441,9 @@ class Ledger:
     async def history(self, openid: str, limit: int = 20, offset: int = 0) -> list[Entry]:
         """The account's ledger rows, newest first."""
         rows = await self.db.fetchall(
-            "SELECT id, kind, amount, daily_amount, ref, created_at FROM ledger WHERE openid = ?"
-            " ORDER BY id DESC LIMIT ? OFFSET ?", (openid, limit, offset))
-        return [Entry(r["id"], r["kind"], r["amount"], r["daily_amount"], r["ref"], r["created_at"]) for r in rows]
+            "SELECT id, kind, amount, daily_amount, ref, created_at, amount_milli, daily_milli FROM ledger"
+            " WHERE openid = ? ORDER BY id DESC LIMIT ? OFFSET ?", (openid, limit, offset))
+        return [Entry(*tuple(r)) for r in rows]
 
     async def apply(self, openid: str, kind: str, amount: int, ref: str) -> bool:
         """apply_entry in a transaction of its own (owner adjustments from the command line)."""
@@ -382,19 +453,26 @@ class Ledger:
     async def check_invariant(self) -> list[Mismatch]:
         """Every account whose buckets differ from its ledger sums, and every reservation whose ledger
         rows do not match its state. Empty means the books balance."""
+        sums = (("balance", "balance", "s_amount"), ("daily", "daily", "s_daily"),
+                ("balance_milli", "balance_milli", "s_amount_milli"), ("daily_milli", "daily_milli", "s_daily_milli"))
         found = [
             Mismatch(r["openid"], subject, r[stored], r[summed])
             for r in await self.db.fetchall(
-                "SELECT a.openid, a.balance, a.daily, COALESCE(SUM(l.amount), 0) AS s_amount,"
-                " COALESCE(SUM(l.daily_amount), 0) AS s_daily"
-                " FROM accounts a LEFT JOIN ledger l ON l.openid = a.openid GROUP BY a.openid"
-                " HAVING a.balance != s_amount OR a.daily != s_daily")
-            for subject, stored, summed in (("balance", "balance", "s_amount"), ("daily", "daily", "s_daily"))
+                "SELECT a.openid, a.balance, a.daily, a.balance_milli, a.daily_milli,"
+                " COALESCE(SUM(l.amount), 0) AS s_amount, COALESCE(SUM(l.daily_amount), 0) AS s_daily,"
+                " COALESCE(SUM(l.amount_milli), 0) AS s_amount_milli, COALESCE(SUM(l.daily_milli), 0) AS s_daily_milli"
+                " FROM accounts a LEFT JOIN ledger l ON l.openid = a.openid GROUP BY a.openid, a.balance, a.daily,"
+                " a.balance_milli, a.daily_milli HAVING a.balance != COALESCE(SUM(l.amount), 0)"
+                " OR a.daily != COALESCE(SUM(l.daily_amount), 0) OR a.balance_milli != COALESCE(SUM(l.amount_milli), 0)"
+                " OR a.daily_milli != COALESCE(SUM(l.daily_milli), 0)")
+            for subject, stored, summed in sums
             if r[stored] != r[summed]
         ]
         for r in await self.db.fetchall(_RESERVATION_ROWS):
-            expected = {"reserve": -r["amount"], "settle": 0 if r["state"] == "settled" else None,
-                        "refund": r["amount"] if r["state"] == "refunded" else None}
+            # in milli-credits: a settle gives back what a token-priced answer did not spend (0 otherwise)
+            unspent = 0 if r["spent_milli"] is None else r["amount"] * 1000 - r["spent_milli"]
+            expected = {"reserve": -r["amount"] * 1000, "settle": unspent if r["state"] == "settled" else None,
+                        "refund": r["amount"] * 1000 if r["state"] == "refunded" else None}
             actual = {"reserve": r["reserved"], "settle": r["settled"], "refund": r["refunded"]}
             if expected != actual:
                 found.append(Mismatch(r["openid"], f"reservation {r['gen_key']}", expected, actual))
@@ -405,14 +483,14 @@ class Ledger:
         return found
 
 
-# Per reservation, the total each of its ledger rows moved (NULL when the row is absent).
+# Per reservation, the total each of its ledger rows moved in milli-credits (NULL when the row is absent).
 _RESERVATION_ROWS = """
-SELECT r.gen_key, r.openid, r.amount, r.state,
-    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'reserve' AND ref = r.gen_key)
-        AS reserved,
-    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'settle' AND ref = r.gen_key)
-        AS settled,
-    (SELECT amount + daily_amount FROM ledger WHERE openid = r.openid AND kind = 'refund' AND ref = r.gen_key)
-        AS refunded
+SELECT r.gen_key, r.openid, r.amount, r.state, r.spent_milli,
+    (SELECT (amount + daily_amount) * 1000 + amount_milli + daily_milli FROM ledger
+        WHERE openid = r.openid AND kind = 'reserve' AND ref = r.gen_key) AS reserved,
+    (SELECT (amount + daily_amount) * 1000 + amount_milli + daily_milli FROM ledger
+        WHERE openid = r.openid AND kind = 'settle' AND ref = r.gen_key) AS settled,
+    (SELECT (amount + daily_amount) * 1000 + amount_milli + daily_milli FROM ledger
+        WHERE openid = r.openid AND kind = 'refund' AND ref = r.gen_key) AS refunded
 FROM reservations r
 """

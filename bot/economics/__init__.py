@@ -1,1 +1,1 @@
-"""The owner's economics beyond top-ups: redemption codes (more to come: plans, invitations)."""
+"""The owner's economics beyond top-ups: token pricing, redemption codes, membership plans, invitations."""

@@ -1,4 +1,4 @@
-"""The model catalogue: names, aliases, credit cost and limits, from [models.NAME] and the channels.
+"""The model catalogue: names, aliases, credit cost or token price and limits, from [models.NAME] and the channels.
 
 A model the channels serve but [models] does not describe gets plain defaults (its own name shown,
 cost 1). A name that is neither a model nor an alias resolves to nothing: the router refuses it
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bot.config import ModelConfig
+from bot.economics.pricing import TokenPrice
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ModelInfo:
     max_output_tokens: int
     vision: bool = False
     image_cost: int = 0
+    # Token pricing: set, the answer is charged from the provider's usage instead of `cost`.
+    price: TokenPrice | None = None
 
 
 class Catalogue:
@@ -32,8 +35,10 @@ class Catalogue:
             if name in self._info:
                 continue
             m = models.get(name, ModelConfig())
+            price = (TokenPrice(m.prompt_price, m.completion_price, m.min_cost)
+                     if m.prompt_price is not None and m.completion_price is not None else None)
             self._info[name] = ModelInfo(name, m.display_name or name, m.aliases, m.cost, m.context_tokens,
-                                         m.max_output_tokens, m.vision, m.image_cost)
+                                         m.max_output_tokens, m.vision, m.image_cost, price)
         self._names: dict[str, str] = {}
         for info in self._info.values():
             for alias in (info.name, *info.aliases):
