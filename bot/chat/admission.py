@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from bot.chat.commands import Commands
 from bot.chat.own_keys import OwnKeys
 from bot.config import Config
+from bot.economics.pricing import prompt_bound
+from bot.providers.base import estimate_tokens
+from bot.providers.catalogue import ModelInfo
 from bot.providers.router import ModelUnavailable, Router
 from bot.rules.base import Refusal
 from bot.rules.chain import Chain
@@ -48,10 +51,20 @@ class Admission:
         own_key = await self.own_keys.key_for(openid) if self.own_keys else None
         info = self.router.catalogue.info(resolved)
         # an unknown model has no cost: the chain refuses it, never free
-        cost = 0 if own_key else (info.cost + pictures * info.image_cost if info else None)
+        cost = 0 if own_key else (self._answer_cost(info, question) + pictures * info.image_cost if info else None)
         if cost is not None:
             cost += heard_cost
         verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost)
         if isinstance(verdict, Refusal):
             return verdict
         return Admitted(resolved, verdict.text, own_key)
+
+    def _answer_cost(self, info: ModelInfo, question: str) -> int:
+        """Credits to hold for the answer: the fixed cost, or for a token-priced model an upper bound
+        (the most prompt tokens the context may hold, and max_output_tokens, which the provider is
+        told as max_tokens); the settle charges the real price and gives the rest back."""
+        if info.price is None:
+            return info.cost
+        c = self.cfg.chat
+        fixed = estimate_tokens(c.system_prompt) + estimate_tokens(question)
+        return info.price.bound(prompt_bound(c.max_context_tokens, fixed, c.max_turns), info.max_output_tokens)

@@ -20,6 +20,7 @@ import structlog
 
 from bot.chat.textparts import to_plain
 from bot.config import Config
+from bot.economics.pricing import TokenPrice, delivered_usage
 from bot.media.pictures import PictureUnavailable, QuestionPictures
 from bot.providers.base import ChatMessage, Delta, ProviderError, Usage, estimate_tokens
 from bot.providers.router import ModelUnavailable
@@ -180,6 +181,7 @@ class Generator:
         started = self.clock()
         status, note = "done", None
         usage: Usage | None = None
+        messages: list[ChatMessage] | None = None
         head = self.heading(answer)
         live.raw = head
         keeper = asyncio.create_task(self._keep_lease(answer, live))
@@ -212,7 +214,11 @@ class Generator:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         body = (await self.check.review(live.shown())).text if live.raw != head else ""
-        finished = await self._close(answer, status, body, note)
+        # a cut answer's usage never came (it is the stream's last item): estimated from what was delivered
+        said = live.raw.removeprefix(head)
+        finished = await self._close(answer, status, body, note,
+                                     delivered_usage(usage if status == "done" else None, messages, answer.question,
+                                                     self.cfg.chat.system_prompt, said))
         if answer.picture_id is not None and self.pictures is not None:
             await self.pictures.done(answer.picture_id)
         live.done.set()
@@ -224,14 +230,16 @@ class Generator:
         if finished and self.after_finish is not None:
             await self.after_finish(answer)
 
-    async def _close(self, answer: Answer, status: str, body: str, note: str | None) -> bool:
+    async def _close(self, answer: Answer, status: str, body: str, note: str | None,
+                     usage: Usage | None = None) -> bool:
         """Settle or refund the question's credits, then make the answer final.
 
         Credits first: a crash in between leaves a generation that recovery runs again (settling
         again is a no-op), never an answer delivered but refunded by the sweeper.
         """
         if status in ("done", "cut"):
-            await self.ledger.settle(answer.msg_key)
+            spent, estimated = self._spent(answer, body, usage)
+            await self.ledger.settle(answer.msg_key, spent, estimated=estimated)
         else:
             await self.ledger.refund(answer.msg_key)
         text = "\n".join(part for part in (body, note) if part)
@@ -242,6 +250,22 @@ class Generator:
         said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
         turns = (question, said) if status in ("done", "cut") and said else None
         return await self.answers.finish(answer.id, self.holder, status, text, self.clock(), turns)
+
+    def _spent(self, answer: Answer, body: str, usage: Usage | None) -> tuple[int | None, bool]:
+        """What a token-priced answer spent, in milli-credits (None: a fixed cost spends what it
+        reserved), and whether the usage was estimated. The answer's fixed extras (a picture's
+        image_cost, hearing a voice message) are charged as reserved; the settle never takes more than
+        the reservation (an own key's reserved only the extras, so its tokens cost nothing)."""
+        price = TokenPrice.of(self.cfg.models.get(answer.model))
+        if price is None:
+            return None, False
+        if usage is None:
+            said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
+            usage = delivered_usage(None, None, answer.question, self.cfg.chat.system_prompt, said)
+        model = self.cfg.models[answer.model]
+        extras = (model.image_cost if answer.picture_id is not None else 0) + (
+            self.cfg.speech.cost if answer.heard is not None else 0)
+        return extras * 1000 + price.milli(usage), usage.estimated
 
     async def recover(self) -> int:
         """Take over generations whose process died; restart them, or close them if text was given out."""

@@ -19,7 +19,9 @@ from decimal import Decimal
 from fractions import Fraction
 from math import ceil
 
-from bot.providers.base import Usage
+from bot.config import ModelConfig
+from bot.providers.base import ChatMessage, Usage, estimate_tokens
+from bot.providers.errors import estimate_usage
 
 MILLI = 1000  # milli-credits per credit
 # ~4 tokens of framing per message in OpenAI's chat format (as bot.providers.errors.estimate_usage).
@@ -33,6 +35,13 @@ class TokenPrice:
     prompt: Decimal
     completion: Decimal
     min_cost: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, m: ModelConfig | None) -> TokenPrice | None:
+        """A [models.NAME] table's token price, None for a fixed `cost` model."""
+        if m is None or m.prompt_price is None or m.completion_price is None:
+            return None
+        return cls(m.prompt_price, m.completion_price, m.min_cost)
 
     def milli(self, usage: Usage) -> int:
         """The answer's cost in milli-credits: exact, rounded up once, at least min_cost."""
@@ -65,3 +74,17 @@ def prompt_bound(max_context_tokens: int, fixed_prompt_tokens: int, max_turns: i
     question alone, when they are longer), plus framing for every message the context may hold."""
     messages = 2 * max_turns + 2
     return max(max_context_tokens, fixed_prompt_tokens) + FRAMING_PER_MESSAGE * messages
+
+
+def delivered_usage(usage: Usage | None, messages: list[ChatMessage] | None, question: str, system_prompt: str,
+                    answer: str) -> Usage:
+    """What an answer used: the provider's report when it gave one for the whole answer, else our
+    estimate (marked so) from the prompt and the text actually delivered — an answer cut short is
+    charged for what the follower got, not for what the provider might have gone on to write."""
+    if usage is not None:
+        return usage
+    if messages:
+        return estimate_usage(messages, answer)
+    # taken over after a crash: the context is gone, the system prompt and question are not
+    prompt = estimate_tokens(system_prompt) + estimate_tokens(question) + 2 * FRAMING_PER_MESSAGE
+    return Usage(prompt, estimate_tokens(answer), estimated=True)

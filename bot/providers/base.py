@@ -1,7 +1,8 @@
 """The one interface every model channel speaks, and the errors it may raise.
 
 A channel's `stream()` yields text chunks (`str`) as the provider sends them, then exactly one
-`Usage` as its last item. Errors are `ProviderError`s whose `kind` says what went wrong, so the
+`Usage` as its last item. `max_tokens`, when given, caps the answer (sent to the provider): a
+token-priced model's reservation counts on it. Errors are `ProviderError`s whose `kind` says what went wrong, so the
 router can decide to fail over (connect, timeout, rate_limited, server) or not (auth, bad_request,
 refused), and the chat service can pick the sentence the user sees.
 """
@@ -63,7 +64,8 @@ class Channel(Protocol):
     provider: str
     models: tuple[str, ...]
 
-    def stream(self, model: str, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]: ...
+    def stream(self, model: str, messages: Sequence[ChatMessage], *,
+               max_tokens: int | None = None) -> AsyncIterator[Delta]: ...
 
     async def aclose(self) -> None: ...
 

@@ -35,8 +35,7 @@ class Catalogue:
             if name in self._info:
                 continue
             m = models.get(name, ModelConfig())
-            price = (TokenPrice(m.prompt_price, m.completion_price, m.min_cost)
-                     if m.prompt_price is not None and m.completion_price is not None else None)
+            price = TokenPrice.of(m)
             self._info[name] = ModelInfo(name, m.display_name or name, m.aliases, m.cost, m.context_tokens,
                                          m.max_output_tokens, m.vision, m.image_cost, price)
         self._names: dict[str, str] = {}

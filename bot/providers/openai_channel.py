@@ -46,7 +46,10 @@ class OpenAIChannel(StreamSlots):
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, model: str, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]:
+    async def stream(self, model: str, messages: Sequence[ChatMessage], *,
+                     max_tokens: int | None = None) -> AsyncIterator[Delta]:
+        # only given for token-priced models (some models refuse max_tokens; the others keep working)
+        limit = {"max_tokens": max_tokens} if max_tokens is not None else {}
         opened = False
         async with self.slot() as deadlines:
             try:
@@ -60,7 +63,7 @@ class OpenAIChannel(StreamSlots):
                         response = await stack.enter_async_context(
                             self._client.chat.completions.with_streaming_response.create(
                                 model=model, messages=[], stream=True, stream_options={"include_usage": True},
-                                extra_body={"messages": [m.wire() for m in messages]},
+                                extra_body={"messages": [m.wire() for m in messages]}, **limit,
                             ))
                     opened = True
                     pieces = sse_pieces(response.iter_lines())

@@ -252,6 +252,9 @@ class Router:
                      msg_key: str | None = None) -> AsyncIterator[Delta]:
         await self._sync_disabled_if_due()
         name = self.resolve(model)
+        info = self.catalogue.info(name)
+        # a token-priced model's reservation counts on the answer being no longer than this
+        max_tokens = info.max_output_tokens if info is not None and info.price is not None else None
         tried: list[str] = []
         pending: _Attempt | None = None  # failed before its first token; its outcome depends on what follows
         for _ in range(self.settings.max_attempts):
@@ -265,7 +268,7 @@ class Router:
             attempt = _Attempt(route, user, msg_key, name, time.time(), time.perf_counter())
             route.breaker.begin(self.clock())
             try:
-                async with aclosing(attempt.relay(route.channel.stream(name, messages))) as relayed:
+                async with aclosing(attempt.relay(route.channel.stream(name, messages, max_tokens=max_tokens))) as relayed:
                     async for item in relayed:
                         yield item
             except ProviderError as err:

@@ -81,13 +81,14 @@ class ZhipuAIChannel(StreamSlots):
     async def aclose(self) -> None:
         self._http.close()
 
-    async def stream(self, model: str, messages: Sequence[ChatMessage]) -> AsyncIterator[Delta]:
+    async def stream(self, model: str, messages: Sequence[ChatMessage], *,
+                     max_tokens: int | None = None) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
         async with self.slot() as deadlines:
             call = _Call(loop)
             payload = [m.wire() for m in messages]
             try:
-                loop.run_in_executor(self._executor, self._pump, call, model, payload)
+                loop.run_in_executor(self._executor, self._pump, call, model, payload, max_tokens)
                 try:
                     pieces = sdk_pieces(call.items())
                     async for item in read_chunks(pieces, deadlines.first_at, deadlines.total_at, messages):
@@ -101,12 +102,13 @@ class ZhipuAIChannel(StreamSlots):
             finally:
                 call.stop.set()
 
-    def _pump(self, call: _Call, model: str, payload: list[dict[str, str]]) -> None:
+    def _pump(self, call: _Call, model: str, payload: list[dict[str, str]], max_tokens: int | None = None) -> None:
         """Runs in a worker thread: read the SDK's stream, hand each chunk over at once."""
         if call.stop.is_set():
             return  # waited in the pool past the consumer's patience
         try:
-            resp = self._client.chat.completions.create(model=model, messages=payload, stream=True)
+            limit = {"max_tokens": max_tokens} if max_tokens is not None else {}
+            resp = self._client.chat.completions.create(model=model, messages=payload, stream=True, **limit)
             call.opened = True
             try:
                 for chunk in resp:

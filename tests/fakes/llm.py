@@ -324,6 +324,11 @@ class FakeLLM:
         created = int(time.time())
         pieces = script.pieces()
         total = script.completion_tokens if script.completion_tokens is not None else len(pieces)
+        finish_reason = script.finish_reason
+        limit = rec.body.get("max_tokens")
+        if isinstance(limit, int) and total > limit:  # as providers do: stop at max_tokens, say "length"
+            pieces = pieces[: max(1, len(pieces) * limit // total)]
+            total, finish_reason = limit, "length"
         include_usage = bool((rec.body.get("stream_options") or {}).get("include_usage"))
         mode = script.usage
 
@@ -353,7 +358,7 @@ class FakeLLM:
             return _cut(request)
         final = self._usage(script.prompt_tokens, total)
         finish_usage = final if mode in ("cumulative", "with_finish") else None
-        await resp.write(chunk({}, script.finish_reason, finish_usage))
+        await resp.write(chunk({}, finish_reason, finish_usage))
         if mode == "final" and include_usage:
             await resp.write(chunk({}, None, final, choices=False))
         await resp.write(b"data: [DONE]\n\n")
