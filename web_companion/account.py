@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.config import Config
+from bot.economics.pricing import milli_text
 from bot.rules.wallet import Wallet
 from storage.db import Database
 from storage.ledger import Ledger
@@ -16,6 +17,17 @@ from storage.usage import UsageRepo
 HISTORY_PAGE = 20
 MAX_HISTORY_PAGE = 50
 RECENT_USES = 10
+
+
+def _signed(milli: int) -> str:
+    """A history line's amount as the page shows it: "+5", "-0.731"."""
+    return ("+" if milli > 0 else "") + milli_text(milli)
+
+
+def _credits(milli: int) -> int | str:
+    """Credits for the page's JSON: a number when whole (as always), else the exact decimal as a string
+    ("9.985"; a float would not be exact)."""
+    return milli // 1000 if milli % 1000 == 0 else milli_text(milli)
 
 
 class AccountView:
@@ -41,21 +53,24 @@ class AccountView:
         frozen = False
         if account is not None:
             account = await self.wallet.open_day(openid)
-            paid = account.balance
-            daily = account.daily if account.daily_day == self.wallet.today() else 0
+            paid = account.balance_exact
+            daily = account.daily_exact if account.daily_day == self.wallet.today() else 0
             frozen = account.frozen
         rows = await self.usage.movements(openid, limit + 1, offset)
         return {
             "user": short_user(openid),
-            "balance": paid + daily,
-            "paid": paid,
-            "daily": daily,
+            # whole credits where they are whole (as before token pricing), else e.g. 9.985
+            "balance": _credits(paid + daily),
+            "paid": _credits(paid),
+            "daily": _credits(daily),
             "daily_free": self.wallet.daily_free(account.tier) if account is not None else self.cfg.quota.daily_free,
             "plan": await self._plan(openid),
             "frozen": frozen,
             "history": {
                 "offset": offset, "limit": limit, "more": len(rows) > limit,
-                "items": [{"kind": m.kind, "amount": m.amount, "daily_amount": m.daily_amount, "at": m.created_at}
+                "items": [{"kind": m.entry.kind, "amount": m.entry.amount, "daily_amount": m.entry.daily_amount,
+                           "at": m.entry.created_at, "credits": _signed(m.entry.total_milli), "model": m.model,
+                           "estimated": m.estimated}
                           for m in rows[:limit]],
             },
             "usage": [{"model": u.model, "at": u.started_at, "outcome": u.outcome,

@@ -17,6 +17,8 @@ import structlog
 
 from bot.chat.own_keys import OwnKeys
 from bot.config import Config
+from bot.economics.pricing import credits_text
+from bot.providers.catalogue import ModelInfo
 from bot.providers.router import ModelUnavailable, Router
 from storage.generations import ModelChoiceRepo
 from storage.redact import short_user
@@ -111,6 +113,16 @@ class Commands:
         chosen = await self.models.get(openid)
         return chosen or self.router.catalogue.resolve(self.cfg.chat.default_model) or self.cfg.chat.default_model
 
+    def _price(self, info: ModelInfo) -> str:
+        texts = self.cfg.texts
+        if info.price is None:
+            return texts.model_cost.format(cost=info.cost)
+        prompt, completion = info.price.per_thousand()
+        text = texts.model_token_price.format(prompt=prompt, completion=completion)
+        if info.price.min_cost:
+            text += texts.model_min_cost.format(min_cost=credits_text(info.price.min_cost))
+        return text
+
     async def _model(self, openid: str, arg: str) -> str:
         texts = self.cfg.texts
         if not arg:
@@ -119,7 +131,7 @@ class Commands:
             for info in self.router.catalogue.served():
                 shown = info.name if info.display_name == info.name else f"{info.name}（{info.display_name}）"
                 mark = " ← 当前" if info.name == current else ""
-                lines.append(f"• {shown}，每次 {info.cost} 点{mark}")
+                lines.append(f"• {shown}，{self._price(info)}{mark}")
             return texts.model_list.format(models="\n".join(lines))
         try:
             name = self.router.resolve(arg)

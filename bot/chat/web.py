@@ -21,6 +21,7 @@ from bot.chat.commands import Commands
 from bot.chat.generation import Generator, LiveAnswer
 from bot.chat.media import PictureQuestions
 from bot.config import Config
+from bot.economics.pricing import credits_text, milli_text
 from bot.providers.router import Router
 from bot.rules.base import Refusal
 from storage.answers import AnswerRepo
@@ -71,7 +72,10 @@ class WebChat:
         tier = account.tier if account else "free"
         allowed = self.cfg.rules.tier_models.get(tier)
         current = await self.commands.chosen_model(openid)
-        return [{"name": m.name, "display_name": m.display_name, "cost": m.cost, "current": m.name == current}
+        return [{"name": m.name, "display_name": m.display_name, "cost": m.cost, "current": m.name == current,
+                 # a token-priced model: credits per 1,000 prompt / completion tokens (exact decimals)
+                 "price": ({"prompt": m.price.per_thousand()[0], "completion": m.price.per_thousand()[1],
+                            "min_cost": credits_text(m.price.min_cost)} if m.price is not None else None)}
                 for m in self.router.catalogue.served()
                 if allowed is None or m.name in allowed or any(a in allowed for a in m.aliases)]
 
@@ -132,11 +136,14 @@ class WebChat:
         else:  # the final check masked something already shown: send the corrected whole
             yield Event("replace", final)
         reservation = await self.ledger.reservation(started.gen_key)
-        charged = reservation.amount if reservation is not None and reservation.state == "settled" else 0
+        charged = reservation.charged_milli if reservation is not None else 0
         usage = live.usage
         yield Event("done", {
             "status": answer.status, "model": started.model, "conversation_id": started.conversation_id,
             "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                       "estimated": usage.estimated} if usage else None,
-            "credits_charged": charged, "balance": await self.ledger.balance(answer.openid),
+            # whole credits as numbers (as before token pricing); a fraction as its exact decimal string
+            "credits_charged": charged // 1000 if charged % 1000 == 0 else milli_text(charged),
+            "estimated": bool(reservation is not None and reservation.estimated),
+            "balance": await self.ledger.balance(answer.openid),
         })

@@ -19,7 +19,7 @@ _TEXT_PLACEHOLDERS = {
     "model_not_allowed": ("model",), "model_unknown": ("model",),
     "no_credits": ("cost", "balance", "paid", "daily", "daily_free", "topup"),
     "balance": ("balance", "paid", "daily", "daily_free", "topup"), "topup": ("url",),
-    "plan_line": ("tier", "until"),
+    "plan_line": ("tier", "until"), "answer_cost": ("model", "cost", "estimated", "when"),
 }
 
 
@@ -38,6 +38,11 @@ class RefusalTextsConfig(Section):
     topup: str = "充值请打开：{url}"
     # Added to the 余额 reply while a membership plan runs.
     plan_line: str = "会员：{tier}，有效期至 {until}"
+    # The 余额 reply ends with the latest answers' costs: a heading, one line each, and the mark of an
+    # answer whose usage was estimated (the provider reported none, or it was cut short).
+    answer_costs: str = "最近的回答："
+    answer_cost: str = "{when} {model}：{cost} 积分{estimated}"
+    estimated_mark: str = "（估算）"
 
     @model_validator(mode="after")
     def _placeholders(self) -> RefusalTextsConfig:

@@ -10,7 +10,8 @@ from bot.config.errors import problem
 # Reply templates and the placeholders each is filled with.
 _PLACEHOLDERS = {"redeem_done": ("credits", "balance"), "redeem_mine": ("credits",), "redeem_limited": ("minutes",),
                  "redeem_used": (), "redeem_expired": (), "redeem_disabled": (), "redeem_invalid": (),
-                 "redeem_usage": (), "voice_heard": ("text",), "picture_no_vision": ("models",)}
+                 "redeem_usage": (), "voice_heard": ("text",), "picture_no_vision": ("models",),
+                 "model_cost": ("cost",), "model_token_price": ("prompt", "completion"), "model_min_cost": ("min_cost",)}
 
 
 class TextsConfig(Section):
@@ -36,6 +37,10 @@ class TextsConfig(Section):
     topup_done: str = "充值成功，已到账 {credits} 点额度。感谢支持！"
     model_unavailable: str = "你选择的模型 {model} 暂时不可用，发送「模型」查看可用的模型。"
     model_list: str = "可用的模型（发送「模型 名称」切换）：\n{models}"
+    # Each model's price in that list: a fixed cost, or a token price (credits per 1,000 tokens).
+    model_cost: str = "每次 {cost} 点"
+    model_token_price: str = "按用量：每千 token 提问 {prompt} 点、回答 {completion} 点"
+    model_min_cost: str = "，每次至少 {min_cost} 点"
     model_switched: str = "已切换到 {model}，之后的提问将使用它。"
     model_no_such: str = "没有名为「{model}」的模型。发送「模型」查看可用的模型。"
     own_key_off: str = "本公众号没有开放使用自己的 API key。"

@@ -11,8 +11,13 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot.config import QuotaConfig, RefusalTextsConfig, TierConfig
+from bot.economics.pricing import milli_text
 from storage.ledger import Account, Ledger
 from storage.plans import Plan, PlanRepo
+from storage.usage import UsageRepo
+
+# The latest answers whose cost the 余额 reply lists.
+RECENT_CHARGES = 3
 
 
 def day_of(ts: float, tz: ZoneInfo) -> str:
@@ -31,6 +36,7 @@ class Wallet:
         self.tz = ZoneInfo(quota.timezone)
         self.tiers = tiers or {}
         self.plans = PlanRepo(ledger.db, clock)
+        self.usage = UsageRepo(ledger.db)
 
     def today(self) -> str:
         return day_of(self.clock(), self.tz)
@@ -63,13 +69,15 @@ class Wallet:
     def describe(self, template: str, account: Account, **extra: object) -> str:
         """Fill a balance template. Lines about daily credits are left out when there are none to give,
         and the top-up line when there is no public address to link to."""
-        daily = account.daily if account.daily_day == self.today() else 0
+        # milli-credits: a token-priced answer leaves fractions (shown as 9.985; whole numbers as before)
+        daily = account.daily_exact if account.daily_day == self.today() else 0
+        paid = account.balance_exact
         topup = self.texts.topup.format(url=self.public_url) if self.public_url else ""
         daily_free = self.daily_free(account.tier)
         lines = template.split("\n")
         if daily_free == 0:
             lines = [ln for ln in lines if "{daily" not in ln]
-        text = "\n".join(lines).format(balance=account.balance + daily, paid=account.balance, daily=daily,
+        text = "\n".join(lines).format(balance=milli_text(paid + daily), paid=milli_text(paid), daily=milli_text(daily),
                                        daily_free=daily_free, topup=topup, **extra)
         return "\n".join(ln for ln in text.split("\n") if ln.strip()).strip()
 
@@ -81,4 +89,12 @@ class Wallet:
         if plan is not None:
             until = datetime.fromtimestamp(plan.ends_at, self.tz).strftime("%Y-%m-%d %H:%M")
             text += "\n" + self.texts.plan_line.format(tier=plan.tier.upper(), until=until)
+        charges = await self.usage.charges(openid, RECENT_CHARGES)
+        if charges:
+            text += "\n" + self.texts.answer_costs
+            for c in charges:
+                when = datetime.fromtimestamp(c.at, self.tz).strftime("%m-%d %H:%M")
+                text += "\n" + self.texts.answer_cost.format(
+                    when=when, model=c.model or "", cost=milli_text(c.milli),
+                    estimated=self.texts.estimated_mark if c.estimated else "")
         return text

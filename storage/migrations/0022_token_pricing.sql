@@ -23,6 +23,8 @@ ALTER TABLE accounts ADD COLUMN daily_milli INTEGER NOT NULL DEFAULT 0
 -- refunded), and whether its usage was our estimate (the provider reported none).
 ALTER TABLE reservations ADD COLUMN spent_milli INTEGER CHECK (spent_milli IS NULL OR spent_milli >= 0);
 ALTER TABLE reservations ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0 CHECK (estimated IN (0, 1));
+-- 余额 and the page list a follower's latest answers with their cost.
+CREATE INDEX reservations_by_user ON reservations (openid, finished_at);
 
 -- SQLite cannot alter a CHECK: the ledger is rebuilt with every row and id kept (as in 0018).
 DROP TRIGGER ledger_no_update;

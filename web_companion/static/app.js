@@ -40,7 +40,6 @@
     var d = new Date(ts * 1000);
     return pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
   }
-  function signed(n) { return (n > 0 ? "+" : "") + n; }
 
   function notice(msg) { text($("notice"), msg || ""); show($("notice"), !!msg); }
 
@@ -142,8 +141,9 @@
     var items = me.history.items;
     for (var i = 0; i < items.length; i++) {
       var it = items[i];
-      var total = it.amount + it.daily_amount;
-      list.appendChild(row(KINDS[it.kind] || it.kind, when(it.at), signed(total), total > 0 ? "plus" : "minus"));
+      var s = it.credits;
+      list.appendChild(row((KINDS[it.kind] || it.kind) + (it.model ? " " + it.model : "") + (it.estimated ? "（估算）" : ""),
+        when(it.at), s, s[0] == "-" ? "minus" : "plus"));
     }
     state.historyOffset = me.history.offset + items.length;
     show($("history-more"), me.history.more);

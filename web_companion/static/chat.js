@@ -234,7 +234,8 @@
       var select = $("chat-model");
       select.textContent = "";
       for (var i = 0; i < data.models.length; i++) {
-        var m = data.models[i], option = el("option", null, m.display_name + (m.cost ? " · " + m.cost + " 积分/次" : ""));
+        var m = data.models[i], option = el("option", null, m.display_name + (m.price ? " · " + m.price.prompt + "/" + m.price.completion + " 积分/千token"
+          : m.cost ? " · " + m.cost + " 积分/次" : ""));
         option.value = m.name;
         option.selected = !!m.current;
         select.appendChild(option);
