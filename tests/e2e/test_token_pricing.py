@@ -1,0 +1,134 @@
+"""Token pricing as a follower meets it in WeChat: one reserve and one settle per answer, charged the exact
+price of the provider's reported usage (or of what was delivered), never overdrawn."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from math import ceil
+
+import pytest
+
+from bot.keys import DB, GENERATOR
+from bot.providers.base import estimate_tokens
+from storage.ledger import Ledger
+from tests.fakes.llm import Script
+from tests.fakes.wechat import FakeWeChat
+from tests.harness import APP_ID, TOKEN, make_config, running
+
+PROMPT, COMPLETION = Fraction("0.37"), Fraction("1.13")  # credits per 1,000 tokens
+
+
+def price_milli(prompt_tokens: int, completion_tokens: int) -> int:
+    """The rule the README states: exact, rounded up to the milli-credit once per answer."""
+    return ceil(prompt_tokens * PROMPT + completion_tokens * COMPLETION)
+
+
+@pytest.fixture
+async def server(tmp_path, llm):
+    cfg = make_config(tmp_path, llm.base_url, quota={"trial_credits": 10, "daily_free": 0},
+                      rules={"rate_limit": 1000},
+                      models={"gpt-4o-mini": {"prompt_price": 0.37, "completion_price": 1.13}})
+    async with running(cfg) as (url, app):
+        async with FakeWeChat(f"{url}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            yield wx, app
+
+
+async def rows(app, openid: str) -> list[tuple[str, str, int]]:
+    got = await app[DB].fetchall(
+        "SELECT kind, ref, (amount + daily_amount) * 1000 + amount_milli + daily_milli AS milli FROM ledger"
+        " WHERE openid = ? AND kind IN ('reserve', 'settle', 'refund') ORDER BY id", (openid,))
+    return [(r["kind"], r["ref"], r["milli"]) for r in got]
+
+
+async def exact(app, openid: str) -> int:
+    account = await Ledger(app[DB]).account(openid)
+    assert account is not None
+    return account.balance_exact + account.daily_exact
+
+
+async def test_an_answer_is_charged_the_exact_price_of_the_reported_usage(server, llm):
+    wx, app = server
+    llm.queue(Script(text="按用量计费的回答。", prompt_tokens=1234, completion_tokens=567))
+    d = await wx.send_text("o_tok", "问题")
+    assert d.content == "按用量计费的回答。"
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    price = price_milli(1234, 567)  # 456.58 + 640.71 -> 1098 milli-credits
+    assert price == 1098
+    moved = await rows(app, "o_tok")
+    # one reserve (the upper bound: the context budget and max_output_tokens, in whole credits), one settle
+    assert [k for k, _, _ in moved] == ["reserve", "settle"] and moved[0][1] == moved[1][1]
+    assert moved[0][2] == -4000 and moved[0][2] + moved[1][2] == -price
+    assert await exact(app, "o_tok") == 10_000 - price
+    reservation = await Ledger(app[DB]).reservation(moved[0][1])
+    assert reservation is not None and (reservation.charged_milli, reservation.estimated) == (price, False)
+    assert llm.requests[0].body["max_tokens"] == 2048  # the bound holds because the provider is told
+    assert await Ledger(app[DB]).check_invariant() == []
+    balance = await wx.send_text("o_tok", "余额")
+    assert "积分余额：8.902" in balance.content and "：1.098 积分" in balance.content
+    assert "估算" not in balance.content
+    models = await wx.send_text("o_tok", "模型")
+    assert "每千 token 提问 0.37 点、回答 1.13 点" in models.content
+
+
+async def test_a_dozen_answers_cost_exactly_the_sum_of_their_prices(server, llm):
+    wx, app = server
+    usages = [(17 + 97 * i, 3 + 131 * i) for i in range(12)]
+    llm.queue(*(Script(text=f"第{i}个。", prompt_tokens=p, completion_tokens=c) for i, (p, c) in enumerate(usages)))
+    assert await Ledger(app[DB]).apply("o_many", "topup", 100, "order-1")  # so a dozen answers fit
+    for i in range(12):
+        d = await wx.send_text("o_many", f"问题{i}")
+        assert d.content == f"第{i}个。"
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    assert await exact(app, "o_many") == 100_000 + 10_000 - sum(price_milli(p, c) for p, c in usages)
+    assert len(await rows(app, "o_many")) == 24
+    assert await Ledger(app[DB]).check_invariant() == []
+
+
+async def test_no_usage_reported_is_estimated_and_recorded_as_estimated(server, llm):
+    wx, app = server
+    llm.queue(Script(text="没有用量的回答。", usage="none"))
+    d = await wx.send_text("o_est", "问题")
+    assert d.content == "没有用量的回答。"
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    sent = llm.requests[0].messages
+    prompt = sum(estimate_tokens(m["content"]) + 4 for m in sent)
+    price = price_milli(prompt, estimate_tokens("没有用量的回答。"))
+    moved = await rows(app, "o_est")
+    assert [k for k, _, _ in moved] == ["reserve", "settle"] and moved[0][2] + moved[1][2] == -price
+    reservation = await Ledger(app[DB]).reservation(moved[0][1])
+    assert reservation is not None and reservation.estimated and reservation.charged_milli == price
+    balance = await wx.send_text("o_est", "余额")
+    assert "（估算）" in balance.content
+
+
+async def test_an_answer_cut_short_is_charged_for_what_was_delivered(server, llm):
+    wx, app = server
+    text = "这是一个很长很长的回答，会在中途断掉，后面的部分用户永远看不到。"
+    llm.queue(Script(text=text, chunk_chars=4, cut_after=3, prompt_tokens=50, completion_tokens=900))
+    d = await wx.send_text("o_cut", "问题")
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    delivered = text[:12]
+    assert d.content is not None and d.content.startswith(delivered[:4])
+    sent = llm.requests[0].messages
+    prompt = sum(estimate_tokens(m["content"]) + 4 for m in sent)
+    price = price_milli(prompt, estimate_tokens(delivered))
+    assert price < price_milli(50, 900)
+    moved = await rows(app, "o_cut")
+    assert [k for k, _, _ in moved] == ["reserve", "settle"] and moved[0][2] + moved[1][2] == -price
+    reservation = await Ledger(app[DB]).reservation(moved[0][1])
+    assert reservation is not None and reservation.estimated
+
+
+async def test_fifty_concurrent_questions_never_overdraw_one_account(server, llm):
+    wx, app = server
+    llm.default = Script(text="答案。", first_delay=0.2, prompt_tokens=1234, completion_tokens=567)
+    replies = await asyncio.gather(*(wx.send_text("o_race", f"问题{i}") for i in range(50)))
+    await asyncio.wait_for(app[GENERATOR].idle(), 15)
+    answered = [d for d in replies if d.content == "答案。"]
+    refused = [d for d in replies if d.content and d.content.startswith("积分不足")]
+    # 10 credits hold two 4-credit reservations at once; a settle gives credits back for a later one
+    assert len(answered) >= 2 and len(answered) + len(refused) == 50
+    assert len(llm.requests) == len(answered)
+    assert await exact(app, "o_race") == 10_000 - len(answered) * 1098 >= 0
+    assert await Ledger(app[DB]).check_invariant() == []
