@@ -17,6 +17,7 @@ WITH ids AS (SELECT openid FROM users UNION SELECT openid FROM accounts)
 SELECT ids.openid, u.first_seen, u.last_seen, COALESCE(u.subscribed, 0) AS subscribed, u.model,
        COALESCE(a.status, 'active') AS status, COALESCE(a.tier, 'free') AS tier,
        COALESCE(a.balance, 0) AS balance, COALESCE(a.daily, 0) AS daily, a.daily_day,
+       COALESCE(a.balance_milli, 0) AS balance_milli, COALESCE(a.daily_milli, 0) AS daily_milli,
        EXISTS (SELECT 1 FROM whitelist w WHERE w.openid = ids.openid) AS whitelisted,
        (SELECT COALESCE(SUM(o.amount_fen), 0) FROM orders o
          WHERE o.openid = ids.openid AND o.state IN ('paid', 'refunding', 'refunded')) AS paid_fen

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bot.economics.pricing import milli_text
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, pairs, parse_since, table, yuan
 from storage.accounts import Accounts
 from storage.ledger import Ledger, apply_entry
@@ -68,12 +69,16 @@ async def users_show(ctx: Ctx) -> None:
             "ledger": [_entry(e) for e in ledger],
             "orders": [_order(o) for o in orders], "usage": usage}
 
+    # token-priced answers leave milli-credits: shown exactly (9.985), whole numbers as before
+    paid = milli_text(user["balance"] * 1000 + user["balance_milli"])
+    daily = milli_text(user["daily"] * 1000 + user["daily_milli"])
+
     def text() -> str:
         head = pairs([
             ("user", openid), ("status", user["status"]), ("tier", user["tier"]),
             ("whitelisted", "yes" if user["whitelisted"] else "no"),
             ("plan", f"{plan.tier} until {ctx.when(plan.ends_at)}" if plan else "-"),
-            ("balance", f"{user['balance']} (+ {user['daily']} free today)" if user["daily"] else user["balance"]),
+            ("balance", f"{paid} (+ {daily} free today)" if daily != "0" else paid),
             ("paid", yuan(user["paid_fen"])), ("model", user["model"] or "(default)"),
             ("first seen", ctx.when(user["first_seen"])), ("last seen", ctx.when(user["last_seen"])),
             ("questions", f"{usage['questions']} ({usage['answered']} answered, {usage['not_answered']} not)"),
@@ -82,7 +87,8 @@ async def users_show(ctx: Ctx) -> None:
             [(m["model"], m["attempts"], m["ok"], m["prompt_tokens"], m["completion_tokens"]) for m in usage["models"]],
             ("MODEL", "ATTEMPTS", "OK", "PROMPT TOKENS", "COMPLETION TOKENS"))]
         parts += ["", "ledger (newest first):", table(
-            [(e.id, ctx.when(e.created_at), e.kind, _signed(e.amount), _signed(e.daily_amount), e.ref) for e in ledger],
+            [(e.id, ctx.when(e.created_at), e.kind, _signed(e.amount * 1000 + e.amount_milli),
+              _signed(e.daily_amount * 1000 + e.daily_milli), e.ref) for e in ledger],
             ("ID", "WHEN", "KIND", "BALANCE", "DAILY", "REF"))]
         parts += ["", "orders (newest first):", table(
             [(o.out_trade_no, ctx.when(o.created_at), o.product_id, yuan(o.amount_fen), o.credits, o.state)
@@ -93,8 +99,8 @@ async def users_show(ctx: Ctx) -> None:
 
 
 def _entry(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "kind": e.kind, "amount": e.amount, "daily_amount": e.daily_amount, "ref": e.ref,
-            "created_at": e.created_at}
+    return {"id": e.id, "kind": e.kind, "amount": e.amount, "daily_amount": e.daily_amount,
+            "amount_milli": e.amount_milli, "daily_milli": e.daily_milli, "ref": e.ref, "created_at": e.created_at}
 
 
 def _order(o: Any) -> dict[str, Any]:
@@ -103,8 +109,8 @@ def _order(o: Any) -> dict[str, Any]:
             "flagged": o.flagged}
 
 
-def _signed(n: int) -> str:
-    return f"{n:+d}" if n else "0"
+def _signed(milli: int) -> str:
+    return ("+" if milli > 0 else "") + milli_text(milli)
 
 
 async def _set_status(ctx: Ctx, frozen: bool) -> None:
