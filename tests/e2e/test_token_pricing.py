@@ -132,3 +132,30 @@ async def test_fifty_concurrent_questions_never_overdraw_one_account(server, llm
     assert len(llm.requests) == len(answered)
     assert await exact(app, "o_race") == 10_000 - len(answered) * 1098 >= 0
     assert await Ledger(app[DB]).check_invariant() == []
+
+
+async def test_the_page_shows_the_price_the_charge_and_one_history_line_per_answer(tmp_path, llm):
+    from tests.companionkit import browser_session, serving, token_in
+    from tests.e2e.test_webchat import read_events
+
+    priced = {"models": {"gpt-4o-mini": {"prompt_price": 0.37, "completion_price": 1.13, "min_cost": 0.5}}}
+    async with serving(tmp_path, llm.base_url, **priced) as (base, app):
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
+            code = token_in((await wx.send_text("o_page", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": code}) as r:
+                assert r.status == 200
+            llm.queue(Script(text="网页上的回答。", prompt_tokens=1234, completion_tokens=567))
+            async with browser.post(f"{base}/api/chat", json={"message": "你好"}) as r:
+                events = await read_events(r)
+            done = events[-1][1]
+            assert done["credits_charged"] == "1.098" and done["estimated"] is False
+            async with browser.get(f"{base}/api/me") as r:
+                me = await r.json()
+            async with browser.get(f"{base}/api/models") as r:
+                listed = await r.json()
+    # today's 3 free credits paid first: 1.098 of them spent, the rest back where it came from
+    assert (me["balance"], me["paid"], me["daily"]) == ("11.902", 10, "1.902")
+    items = me["history"]["items"]
+    assert [(i["kind"], i["credits"], i["model"]) for i in items[:1]] == [("reserve", "-1.098", "gpt-4o-mini")]
+    assert "settle" not in {i["kind"] for i in items}
+    assert listed["models"][0]["price"] == {"prompt": "0.37", "completion": "1.13", "min_cost": "0.5"}
