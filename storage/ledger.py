@@ -193,28 +193,33 @@ def settle_entry(conn: sqlite3.Connection, gen_key: str, now: float, spent_milli
     `spent_milli` None spends the whole reservation (a fixed cost). Otherwise (token pricing) the
     answer spends that much, never more than was reserved, and the settle row gives the rest back
     to the buckets it came from (daily pays first, as it did in the reserve)."""
+    if spent_milli is None:
+        rows = conn.execute(
+            "UPDATE reservations SET state = 'settled', finished_at = ? WHERE gen_key = ? AND state = 'reserved'"
+            " RETURNING openid, amount", (now, gen_key)).fetchall()
+        if not rows:
+            return None
+        conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
+                     (rows[0]["openid"], gen_key, now))
+        return int(rows[0]["amount"])
     rows = conn.execute(
         "UPDATE reservations SET state = 'settled', finished_at = ?,"
-        " spent_milli = CASE WHEN ? IS NULL THEN NULL WHEN amount * 1000 < ? THEN amount * 1000 ELSE ? END,"
-        " estimated = ? WHERE gen_key = ? AND state = 'reserved' RETURNING openid, amount, from_daily, spent_milli",
-        (now, spent_milli, spent_milli, spent_milli, int(estimated), gen_key)).fetchall()
+        " spent_milli = CASE WHEN amount * 1000 < ? THEN amount * 1000 ELSE ? END, estimated = ?"
+        " WHERE gen_key = ? AND state = 'reserved' RETURNING openid, amount, from_daily, spent_milli",
+        (now, spent_milli, spent_milli, int(estimated), gen_key)).fetchall()
     if not rows:
         return None
     openid, amount, from_daily, spent = rows[0]["openid"], rows[0]["amount"], rows[0]["from_daily"], rows[0]["spent_milli"]
-    if spent is None:
-        conn.execute("INSERT INTO ledger (openid, kind, ref, created_at) VALUES (?, 'settle', ?, ?)",
-                     (openid, gen_key, now))
-        return int(amount)
     from_daily_spent = min(from_daily * 1000, spent)
     back_daily = from_daily * 1000 - from_daily_spent
     back_balance = (amount - from_daily) * 1000 - (spent - from_daily_spent)
     # the carry into whole credits happens in the UPDATE itself (no earlier read to go stale);
     # the row's deltas follow from the new values, since the old milli part was within 0..999
     new = conn.execute(
-        "UPDATE accounts SET balance = balance + (balance_milli + :b) / 1000, balance_milli = (balance_milli + :b) % 1000,"
-        " daily = daily + (daily_milli + :d) / 1000, daily_milli = (daily_milli + :d) % 1000"
-        " WHERE openid = :o RETURNING balance_milli, daily_milli",
-        {"b": back_balance, "d": back_daily, "o": openid}).fetchone()
+        "UPDATE accounts SET balance = balance + (balance_milli + ?) / 1000, balance_milli = (balance_milli + ?) % 1000,"
+        " daily = daily + (daily_milli + ?) / 1000, daily_milli = (daily_milli + ?) % 1000"
+        " WHERE openid = ? RETURNING balance_milli, daily_milli",
+        (back_balance, back_balance, back_daily, back_daily, openid)).fetchone()
     b_milli = new["balance_milli"] - (new["balance_milli"] - back_balance) % 1000
     d_milli = new["daily_milli"] - (new["daily_milli"] - back_daily) % 1000
     conn.execute(
