@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -106,3 +106,11 @@ class InviteRepo:
         row = await self.db.fetchone("SELECT COUNT(*) AS n, COUNT(rewarded_at) AS r FROM invites WHERE inviter = ?",
                                      (inviter,))
         return (row["n"], row["r"]) if row else (0, 0)
+
+    async def listing(self, inviter: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Invitations for the owner, newest first (one inviter's, or everyone's)."""
+        where, params = ("WHERE inviter = ?", [inviter]) if inviter is not None else ("", [])
+        rows = await self.db.fetchall(
+            f"SELECT invitee, inviter, via, created_at, rewarded_at FROM invites {where}"
+            " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+        return [dict(r) for r in rows]

@@ -1,4 +1,4 @@
-"""The owner's maintenance commands (`mpgpt users|credits|whitelist|products|orders|codes|channels|
+"""The owner's maintenance commands (`mpgpt users|credits|whitelist|products|orders|codes|invites|channels|
 words|backup|prune|menu|doctor|audit`), one module per family, each with `register(subparsers)`.
 
 They open the server's database the way the server does and change it only through the server's
@@ -13,8 +13,9 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from scripts.owner import (audit_log, channels, codes, credits, doctor, maintenance, menu, orders, products,
-                               users, words)
+    from scripts.owner import (audit_log, channels, codes, credits, doctor, invites, maintenance, menu, orders,
+                               products, users, words)
 
-    for module in (users, credits, products, orders, codes, channels, words, maintenance, menu, doctor, audit_log):
+    for module in (users, credits, products, orders, codes, invites, channels, words, maintenance, menu, doctor,
+                   audit_log):
         module.register(subparsers)

@@ -45,3 +45,19 @@ async def test_an_invitees_first_payment_rewards_the_inviter_once(tmp_path, llm,
         assert await ledger.balance("o_new") == 600
         assert await ledger.check_invariant() == []
         assert "已邀请 1 人" in (await wx.send_text("o_inviter", "邀请")).content
+
+
+async def test_the_owner_lists_invitations_with_mpgpt_invites(tmp_path, llm):
+    from tests.ownerkit import ask, assert_one_line_failure, mpgpt, ok
+    from tests.ownerkit import serving as serving_process
+
+    async with serving_process(tmp_path, llm) as (config, _, wechat):
+        code = re.search(r"邀请码：([0-9A-Z]+)", await ask(wechat, "o_host00001", "邀请")).group(1)
+        assert "已记录邀请关系" in await ask(wechat, "o_guest00001", f"邀请 {code}")
+        rows = (await ok(config, "invites", "list", "--json")).json()
+        assert [(r["invitee"], r["inviter"], r["via"], r["rewarded"]) for r in rows] == [
+            ("o_guest00001", "o_host00001", "wechat", False)]
+        assert (await ok(config, "invites", "list", "--inviter", "o_guest00001", "--json")).json() == []
+        shown = (await ok(config, "invites", "list")).out
+        assert "o_guest00001" in shown and "not yet" in shown
+        assert_one_line_failure(await mpgpt(config, "invites", "list", "--limit", "0"), "--limit")
