@@ -159,3 +159,46 @@ async def test_the_page_shows_the_price_the_charge_and_one_history_line_per_answ
     assert [(i["kind"], i["credits"], i["model"]) for i in items[:1]] == [("reserve", "-1.098", "gpt-4o-mini")]
     assert "settle" not in {i["kind"] for i in items}
     assert listed["models"][0]["price"] == {"prompt": "0.37", "completion": "1.13", "min_cost": "0.5"}
+
+
+async def test_an_answer_closed_by_another_process_after_a_crash_is_charged_for_its_delivered_text(tmp_path, llm):
+    import sqlite3
+
+    from tests.harness import ServerProcess, config_data, free_port, write_toml
+
+    config = write_toml(tmp_path / "config.toml", config_data(
+        tmp_path, llm.base_url, quota={"trial_credits": 10, "daily_free": 0}))
+    # as an owner writes it: TOML floats, kept as the decimals written
+    config.write_text(config.read_text(encoding="utf-8")
+                      + "\n[models.gpt-4o-mini]\nprompt_price = 0.37\ncompletion_price = 1.13\n", encoding="utf-8")
+    llm.default = Script(text="第一句。第二句。" + "后面还有很多很多句。" * 30, chunk_chars=4, chunk_delay=0.1,
+                         prompt_tokens=40, completion_tokens=2000)
+    first = ServerProcess(config, free_port()).start()
+    wx = FakeWeChat(f"{first.url}/wechat", TOKEN, APP_ID, window=0.6)
+    try:
+        d = await wx.send_text("o_crash", "问题")
+        assert (d.content or "").startswith("第一句。")  # part of it reached the follower
+        first.kill()  # a crash mid-answer: the other process must close it, charged for what it has
+        second = ServerProcess(config, free_port()).start()
+        try:
+            db = sqlite3.connect(tmp_path / "mpgpt.db")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                state = db.execute("SELECT state FROM reservations").fetchone()
+                if state and state[0] != "reserved":
+                    break
+            text, question = db.execute("SELECT text, question FROM answers").fetchone()
+            spent, estimated = db.execute("SELECT spent_milli, estimated FROM reservations").fetchone()
+            kinds = [k for (k,) in db.execute("SELECT kind FROM ledger WHERE kind IN ('reserve', 'settle', 'refund')")]
+            db.close()
+        finally:
+            second.stop()
+    finally:
+        await wx.close()
+    from bot.config import Config  # the system prompt the answer was asked with (the default)
+
+    system = Config.model_fields["chat"].default_factory().system_prompt
+    said = text.split("\n")[0] if "\n" in text else text
+    prompt = estimate_tokens(system) + estimate_tokens(question) + 8
+    assert kinds == ["reserve", "settle"] and estimated == 1
+    assert spent == price_milli(prompt, estimate_tokens(said)) < price_milli(40, 2000)
