@@ -140,3 +140,43 @@ async def test_fifty_concurrent_token_priced_answers_never_overdraw(db: Database
     assert all(spent)
     assert await exact_value(ledger, ALICE) == 10_000 - 5 * 1_234
     assert await ledger.check_invariant() == []
+
+
+async def test_migration_0022_keeps_every_ledger_row_and_the_books_balance(tmp_path) -> None:
+    """A database from before token pricing (migrations up to 0020, with answers reserved, settled and
+    refunded) migrates forward with its rows and ids, no milli-credits, and the ledger still append-only."""
+    from importlib import resources
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at REAL NOT NULL)")
+    for entry in sorted(resources.files("storage.migrations").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql") and int(entry.name[:4]) <= 20:
+            conn.executescript(entry.read_text(encoding="utf-8"))
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(entry.name[:4]), entry.name))
+    conn.executescript("""
+        INSERT INTO accounts (openid, balance, daily, daily_day, created_at) VALUES ('o_old', 8, 2, '2026-12-03', 0);
+        INSERT INTO ledger (id, openid, kind, amount, ref, created_at) VALUES (3, 'o_old', 'trial', 10, 'trial', 0);
+        INSERT INTO ledger (id, openid, kind, daily_amount, ref, created_at) VALUES (4, 'o_old', 'daily', 3, '2026-12-03', 0);
+        INSERT INTO ledger (id, openid, kind, amount, daily_amount, ref, created_at) VALUES (5, 'o_old', 'reserve', -2, -1, 'g1', 0);
+        INSERT INTO ledger (id, openid, kind, ref, created_at) VALUES (6, 'o_old', 'settle', 'g1', 0);
+        INSERT INTO ledger (id, openid, kind, amount, ref, created_at) VALUES (8, 'o_old', 'reserve', -1, 'g2', 0);
+        INSERT INTO ledger (id, openid, kind, amount, ref, created_at) VALUES (9, 'o_old', 'refund', 1, 'g2', 0);
+        INSERT INTO reservations (gen_key, openid, amount, from_daily, state, created_at) VALUES ('g1', 'o_old', 3, 1, 'settled', 0);
+        INSERT INTO reservations (gen_key, openid, amount, from_daily, state, created_at) VALUES ('g2', 'o_old', 1, 0, 'refunded', 0);
+    """)
+    conn.close()
+    async with Database(path) as db:
+        rows = await db.fetchall("SELECT id, kind, amount, daily_amount, amount_milli, daily_milli FROM ledger ORDER BY id")
+        assert [tuple(r) for r in rows] == [(3, "trial", 10, 0, 0, 0), (4, "daily", 0, 3, 0, 0),
+                                            (5, "reserve", -2, -1, 0, 0), (6, "settle", 0, 0, 0, 0),
+                                            (8, "reserve", -1, 0, 0, 0), (9, "refund", 1, 0, 0, 0)]
+        ledger = Ledger(db)
+        assert await ledger.check_invariant() == []
+        reservation = await ledger.reservation("g1")
+        assert reservation is not None and (reservation.charged_milli, reservation.estimated) == (3_000, False)
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await db.write(lambda c: c.execute("UPDATE ledger SET amount_milli = 1 WHERE id = 6"))
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await db.write(lambda c: c.execute("DELETE FROM ledger WHERE id = 6"))
