@@ -109,6 +109,11 @@ class WebChat:
         return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,
                        self.generator.live[new.answer.id])
 
+    async def _left(self, openid: str) -> int:
+        """What the follower has left, in milli-credits."""
+        account = await self.ledger.account(openid)
+        return account.balance_exact + account.daily_exact if account is not None else 0
+
     async def _vision_model(self, openid: str, asked: str | None) -> str | None:
         """The model a picture goes to: the one asked for if it sees pictures, else as in WeChat."""
         if self.pictures is None or not self.pictures.on:
@@ -143,7 +148,13 @@ class WebChat:
             "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                       "estimated": usage.estimated} if usage else None,
             # whole credits as numbers (as before token pricing); a fraction as its exact decimal string
-            "credits_charged": charged // 1000 if charged % 1000 == 0 else milli_text(charged),
+            "credits_charged": _credits(charged),
             "estimated": bool(reservation is not None and reservation.estimated),
-            "balance": await self.ledger.balance(answer.openid),
+            "balance": _credits(await self._left(answer.openid)),
         })
+
+
+def _credits(milli: int) -> int | str:
+    """Credits in the final event: a number when whole (as before token pricing), else the exact
+    decimal as a string ("1.098"; a float would not be exact)."""
+    return milli // 1000 if milli % 1000 == 0 else milli_text(milli)

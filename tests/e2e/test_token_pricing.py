@@ -148,7 +148,7 @@ async def test_the_page_shows_the_price_the_charge_and_one_history_line_per_answ
             async with browser.post(f"{base}/api/chat", json={"message": "你好"}) as r:
                 events = await read_events(r)
             done = events[-1][1]
-            assert done["credits_charged"] == "1.098" and done["estimated"] is False
+            assert (done["credits_charged"], done["estimated"], done["balance"]) == ("1.098", False, "11.902")
             async with browser.get(f"{base}/api/me") as r:
                 me = await r.json()
             async with browser.get(f"{base}/api/models") as r:
