@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot.config import Config
 from bot.economics.codes import Redeemer
+from bot.economics.invites import Inviter
 from storage.rate_events import Attempts
 from web_companion.account import AccountView
 from web_companion.analytics import EventSink, IpRateLimit
@@ -28,6 +29,8 @@ class Companion:
     account: AccountView
     redeemer: Redeemer
     attempts: Attempts
+    # records an invitation when a follower who opened an invite link logs in
+    inviter: Inviter | None = None
 
 
 COMPANION = web.AppKey("companion", Companion)

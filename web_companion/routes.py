@@ -10,6 +10,7 @@ many requests, 502/503 WeChat Pay trouble or top-ups off.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,9 +22,11 @@ from aiohttp import web
 from bot import metrics
 from bot.config import Config
 from bot.economics.codes import Redeemer
+from bot.economics.invites import LINK_PATH, Inviter
 from bot.keys import DB, HTTP, PAY
 from bot.pay.service import OrderFailed, ProductNotFound
 from storage.codes import CodeRepo
+from storage.invites import InviteRepo
 from storage.rate_events import Attempts
 from web_companion import oauth
 from web_companion.account import HISTORY_PAGE, AccountView
@@ -39,6 +42,9 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 STATE_COOKIE = "mpgpt_oauth_state"
 WAIT_COOKIE = "mpgpt_login_wait"
+INVITE_COOKIE = "mpgpt_invite"
+# An invite code as InviteRepo makes them (8 of 31 unambiguous characters); anything else is ignored.
+_INVITE_CODE = re.compile(r"[2-9A-HJKMNP-Z]{8}")
 # The page's own files only; QR codes arrive as data: images; WeixinJSBridge is WeChat's, not a script.
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -131,6 +137,22 @@ async def _logged_in(request: web.Request, response: web.StreamResponse, openid:
     companion = request.app[COMPANION]
     token = await companion.sessions.start(openid, method)
     _set_cookie(request, response, COOKIE, token, companion.sessions.lifetime)
+    invite = request.cookies.get(INVITE_COOKIE)
+    if invite is not None:
+        if companion.inviter is not None and _INVITE_CODE.fullmatch(invite):
+            await companion.inviter.arrived(openid, invite)
+        response.del_cookie(INVITE_COOKIE, path="/")  # tried once, whatever the outcome
+    return response
+
+
+async def invite_link(request: web.Request) -> web.StreamResponse:
+    """An invite link: keep its code in a cookie until this browser logs in (which records the
+    invitation if the follower is new), then show the page. A malformed code is not kept."""
+    cfg = request.app[COMPANION].cfg
+    code = request.match_info["code"].strip().upper()
+    response = _redirect("/")
+    if cfg.invites.enabled and _INVITE_CODE.fullmatch(code):
+        _set_cookie(request, response, INVITE_COOKIE, code, cfg.invites.window)
     return response
 
 
@@ -278,7 +300,7 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
         account = AccountView(cfg, db, clock)
         redeemer = Redeemer(cfg, CodeRepo(db, clock), account.balance, open_account=account.wallet.open_day)
         app[COMPANION] = Companion(cfg, Logins(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
-                                   redeemer, Attempts(db))
+                                   redeemer, Attempts(db), Inviter(cfg, InviteRepo(db, clock)))
         yield
 
     app.cleanup_ctx.append(companion_ctx)
@@ -294,5 +316,6 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
     r.add_post("/api/orders", create_order, name="companion_create_order")
     r.add_get("/api/orders/{no}", get_order, name="companion_order")
     r.add_post("/api/redeem", redeem, name="companion_redeem")
+    r.add_get(LINK_PATH + "{code}", invite_link, name="companion_invite_link")
     r.add_get("/auth/wechat", oauth_start, name="companion_oauth")
     r.add_get(oauth.CALLBACK_PATH, oauth_callback, name="companion_oauth_callback")

@@ -11,7 +11,7 @@ from bot.config.errors import problem
 _PLACEHOLDERS = {"redeem_done": ("credits", "balance"), "redeem_mine": ("credits",), "redeem_limited": ("minutes",),
                  "redeem_used": (), "redeem_expired": (), "redeem_disabled": (), "redeem_invalid": (),
                  "redeem_usage": (), "voice_heard": ("text",), "picture_no_vision": ("models",),
-                 "model_cost": ("cost",), "model_token_price": ("prompt", "completion"), "model_min_cost": ("min_cost",)}
+                 "invite_link": ("link",), "model_cost": ("cost",), "model_token_price": ("prompt", "completion"), "model_min_cost": ("min_cost",)}
 
 
 class TextsConfig(Section):
@@ -67,6 +67,8 @@ class TextsConfig(Section):
     # Replies to 邀请 (placeholders in braces).
     invite_mine: str = ("你的邀请码：{code}\n好友关注后发送「邀请 {code}」，首次充值后你将获得 {reward} 积分。"
                         "已邀请 {count} 人。")
+    # Added to invite_mine when server.public_url is set: the link a friend opens to arrive invited.
+    invite_link: str = "邀请链接：{link}"
     invite_recorded: str = "已记录邀请关系，谢谢！你首次充值后，邀请你的好友将获得奖励。"
     invite_refused: str = "邀请码无效，或你已不是新用户（只有新关注的用户可以填写邀请码）。"
     invite_self: str = "不能填写自己的邀请码哦。"

@@ -1,4 +1,6 @@
-"""邀请 in WeChat: a follower's invite code, and a new follower naming who invited them.
+"""邀请 in WeChat: a follower's invite code and link, and a new follower naming who invited them (邀请
+CODE in WeChat, or arriving through the link: the page keeps the code in a cookie until the follower
+logs in, then records it the same way).
 
 The reward itself is paid by the order that credits the invitee's first paid top-up (storage.orders
 → storage.invites.reward_invite), in its transaction; here only the relation is recorded, once.
@@ -14,6 +16,9 @@ from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
 
+# Where an invite link points on the page's address (the page's route serves it).
+LINK_PATH = "/i/"
+
 
 class Inviter:
     def __init__(self, cfg: Config, invites: InviteRepo) -> None:
@@ -27,7 +32,10 @@ class Inviter:
         if not code:
             mine = await self.invites.code_for(openid)
             count, _ = await self.invites.invited(openid)
-            return texts.invite_mine.format(code=mine, reward=c.inviter_reward, count=count)
+            reply = texts.invite_mine.format(code=mine, reward=c.inviter_reward, count=count)
+            if self.cfg.server.public_url:
+                reply += "\n" + texts.invite_link.format(link=self.link(mine))
+            return reply
         outcome = await self.invites.record(openid, code[:16], "wechat", c.window)
         log.info("invites.record", user=short_user(openid), outcome=outcome)
         if outcome == "recorded":
@@ -37,3 +45,16 @@ class Inviter:
         if outcome == "already":
             return texts.invite_already
         return texts.invite_refused
+
+    def link(self, code: str) -> str:
+        """The page link that invites whoever opens it (LINK_PATH on the public address)."""
+        return self.cfg.server.public_url.rstrip("/") + LINK_PATH + code
+
+    async def arrived(self, openid: str, code: str) -> str:
+        """A follower logged in on the page after opening an invite link: record it as 邀请 CODE
+        would (once, only a new follower, no self-invitation or circles). The outcome, for the log."""
+        if not self.cfg.invites.enabled:
+            return "off"
+        outcome = await self.invites.record(openid, code[:16], "page", self.cfg.invites.window)
+        log.info("invites.record", user=short_user(openid), outcome=outcome, via="page")
+        return outcome

@@ -68,3 +68,36 @@ async def test_the_owner_lists_invitations_with_mpgpt_invites(tmp_path, llm):
         shown = (await ok(config, "invites", "list")).out
         assert "o_guest00001" in shown and "not yet" in shown
         assert_one_line_failure(await mpgpt(config, "invites", "list", "--limit", "0"), "--limit")
+
+
+async def test_a_new_follower_who_opens_the_invite_link_is_recorded_when_they_log_in_on_the_page(tmp_path, llm):
+    import aiohttp
+
+    from storage.invites import InviteRepo
+    from tests.companionkit import browser_session, token_in
+
+    async with serving(tmp_path, llm.base_url) as (base, app), \
+            FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+        mine = (await wx.send_text("o_linker", "邀请")).content
+        link = re.search(r"邀请链接：(\S+)", mine).group(1)
+        code = link.rsplit("/", 1)[1]
+        assert link == f"{base}/i/{code}"
+        async with aiohttp.ClientSession() as stranger:  # a malformed code is not kept
+            async with stranger.get(f"{base}/i/{code[:4]}%0d%0aX", allow_redirects=False) as r:
+                assert r.status == 302 and "mpgpt_invite" not in r.headers.get("Set-Cookie", "")
+        async with browser_session() as browser:
+            async with browser.get(link.lower(), allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"] == "/"
+                assert "HttpOnly" in r.headers["Set-Cookie"]
+            token = token_in((await wx.send_text("o_arrived", "登录")).content)
+            assert "mpgpt_invite" in {c.key for c in browser.cookie_jar}
+            async with browser.post(f"{base}/api/login", json={"token": token}) as r:
+                assert r.status == 200
+            assert "mpgpt_invite" not in {c.key for c in browser.cookie_jar}  # used once
+            # logging in again (the cookie is gone) records nothing more
+            token = token_in((await wx.send_text("o_arrived", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": token}) as r:
+                assert r.status == 200
+        rows = await InviteRepo(app[DB]).listing()
+        assert [(r["invitee"], r["inviter"], r["via"]) for r in rows] == [("o_arrived", "o_linker", "page")]
+        assert "已邀请 1 人" in (await wx.send_text("o_linker", "邀请")).content
