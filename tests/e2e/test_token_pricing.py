@@ -125,12 +125,15 @@ async def test_fifty_concurrent_questions_never_overdraw_one_account(server, llm
     llm.default = Script(text="答案。", first_delay=0.2, prompt_tokens=1234, completion_tokens=567)
     replies = await asyncio.gather(*(wx.send_text("o_race", f"问题{i}") for i in range(50)))
     await asyncio.wait_for(app[GENERATOR].idle(), 15)
-    answered = [d for d in replies if d.content == "答案。"]
     refused = [d for d in replies if d.content and d.content.startswith("积分不足")]
     # 10 credits hold two 4-credit reservations at once; a settle gives credits back for a later one
-    assert len(answered) >= 2 and len(answered) + len(refused) == 50
-    assert len(llm.requests) == len(answered)
-    assert await exact(app, "o_race") == 10_000 - len(answered) * 1098 >= 0
+    # (an answer slower than the window is owed, not refused: it still counts as asked)
+    asked = 50 - len(refused)
+    assert 2 <= asked < 50 and len(llm.requests) == asked
+    settled = await app[DB].fetchone("SELECT COUNT(*) AS n FROM reservations WHERE openid = 'o_race'"
+                                     " AND state = 'settled'")
+    assert settled is not None and settled["n"] == asked
+    assert await exact(app, "o_race") == 10_000 - asked * 1098 >= 0
     assert await Ledger(app[DB]).check_invariant() == []
 
 
