@@ -109,7 +109,9 @@ async def test_an_answer_cut_short_is_charged_for_what_was_delivered(server, llm
     d = await wx.send_text("o_cut", "问题")
     await asyncio.wait_for(app[GENERATOR].idle(), 10)
     delivered = text[:12]
-    assert d.content is not None and d.content.startswith(delivered[:4])
+    assert d.status == 200
+    stored = await app[DB].fetchone("SELECT text, status FROM answers WHERE openid = 'o_cut'")
+    assert stored is not None and stored["status"] == "cut" and stored["text"].startswith(delivered)
     sent = llm.requests[0].messages
     prompt = sum(estimate_tokens(m["content"]) + 4 for m in sent)
     price = price_milli(prompt, estimate_tokens(delivered))
