@@ -145,6 +145,7 @@
     if (ev) { ev.preventDefault(); }
     var input = $("chat-input"), message = input.value.replace(/^\s+|\s+$/g, "");
     if (!message || st.busy) { return; }
+    try { document.dispatchEvent(new CustomEvent("mpgpt:act")); } catch (e) { /* the tracker's; old browsers skip it */ }
     var body = { message: message }, model = $("chat-model").value;
     if (model) { body.model = model; }
     if (st.conv !== null) { body.conversation_id = st.conv; }
