@@ -65,7 +65,7 @@ async def test_freezing_and_the_whitelist_change_what_the_running_server_answers
     async with serving(tmp_path, llm, quota={"trial_credits": 1, "daily_free": 0}) as (config, _, wechat):
         assert await ask(wechat, ALICE) == ANSWER
         out_of_credits = await ask(wechat, ALICE)
-        assert "积分不足" in out_of_credits
+        assert "余额不足" in out_of_credits
 
         added = await ok(config, "whitelist", "add", ALICE, "--note", "朋友", "--reason", "测试账号")
         assert ALICE in added.out and "whitelisted" in added.out
@@ -82,7 +82,7 @@ async def test_freezing_and_the_whitelist_change_what_the_running_server_answers
         assert await ask(wechat, ALICE) == ANSWER
 
         await ok(config, "whitelist", "remove", ALICE)
-        assert "积分不足" in await ask(wechat, ALICE)
+        assert "余额不足" in await ask(wechat, ALICE)
         assert_one_line_failure(await mpgpt(config, "whitelist", "remove", ALICE), "not on the whitelist", code=1)
 
         actions = [r["action"] for r in (await ok(config, "audit", "--target", ALICE, "--json")).json()]

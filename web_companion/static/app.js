@@ -215,7 +215,8 @@
     document.querySelector("header.bar h1").textContent = title;
   }
 
-  var TITLES = { account: "我的积分", chat: "对话", topup: "充值" };
+  var UNIT = document.body.getAttribute("data-unit") || "积分";
+  var TITLES = { account: document.body.getAttribute("data-title") || "我的" + UNIT, chat: "对话", topup: "充值" };
   var SCREENS = { account: "account", chat: "chat", topup: "shop" };
 
   // -- products and paying ----------------------------------------------------------------------------
@@ -325,7 +326,7 @@
       if (code === 401) { showLogin(data); return; }
       if (code === 200 && data.paid) {
         show($("qr"), false);
-        status("支付成功，已到账 " + data.gives + "，当前可用 " + data.balance + " 积分", "ok");
+        status("支付成功，已到账 " + data.gives + "，当前可用 " + data.balance + " " + UNIT, "ok");
         text($("balance"), data.balance);
         state.order = null;
         loadMe(true);
