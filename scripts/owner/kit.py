@@ -38,7 +38,12 @@ class OwnerError(Exception):
 # -- parsers ------------------------------------------------------------------------------------------
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+    # the command's own usage, folded into the same line: what it takes is right beside what was wrong
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    for action in parser._actions:  # a group's usage names its subcommands, not just COMMAND
+        if isinstance(action, argparse._SubParsersAction) and action.choices:
+            usage = usage.replace("COMMAND ...", "{" + "|".join(action.choices) + "} ...")
+    print(f"{parser.prog}: error: {message} (usage: {usage}; --help explains)", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -216,6 +221,11 @@ def when(t: float | None, tz: str = "Asia/Shanghai") -> str:
     if t is None:
         return "-"
     return dt.datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 day`, `2 days` (`words` for an irregular plural: plural(n, "entry", "entries"))."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
 
 def yuan(fen: int | None) -> str:

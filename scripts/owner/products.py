@@ -12,7 +12,7 @@ import argparse
 import re
 from typing import Any
 
-from scripts.owner.kit import Ctx, OwnerError, group, leaf, positive_int, table, yuan
+from scripts.owner.kit import Ctx, OwnerError, group, leaf, plural, positive_int, table, yuan
 from storage.products import Product, ProductRepo
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -96,8 +96,8 @@ async def products_add(ctx: Ctx) -> None:
         ch.detail["product"] = _row(product)
     notes = _notes(ctx, a.name)
     ctx.emit({**_row(product), "audit_id": ch.id, "notes": notes},
-             f"added {a.id}: {a.name}, " + " + ".join(x for x in (f"{a.credits} credits" if a.credits else "",
-                                                                 f"{a.tier} for {a.days} days" if a.days else "") if x)
+             f"added {a.id}: {a.name}, " + " + ".join(x for x in (plural(a.credits, "credit") if a.credits else "",
+                                                                 f"{a.tier} for {plural(a.days, 'day')}" if a.days else "") if x)
              + f" for {yuan(a.price_fen)}"
              + ("" if product.enabled else " (not on sale)") + "".join(f"\nnote: {n}" for n in notes))
 

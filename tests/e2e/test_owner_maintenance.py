@@ -205,7 +205,7 @@ async def test_doctor_passes_when_everything_answers_and_names_each_failure(tmp_
             assert "FAIL" in lines["wechat"] and "40125" in lines["wechat"]
             assert "FAIL" in lines["channel fake"] and "auth" in lines["channel fake"]
             assert "FAIL" in lines["pay"] and "signature" in lines["pay"]
-            assert "FAIL" in lines["ledger"] and "1 mismatches" in lines["ledger"]
+            assert "FAIL" in lines["ledger"] and "1 mismatch:" in lines["ledger"]
             assert "pass" in lines["config"] and "pass" in lines["schema"]
 
 
