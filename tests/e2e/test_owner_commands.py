@@ -109,7 +109,7 @@ async def test_users_list_filters_and_show_tells_the_owner_about_one_follower(tm
         assert {e["kind"] for e in shown["ledger"]} >= {"trial", "reserve", "settle"}
         assert shown["usage"]["models"][0]["model"] == "gpt-4o-mini"
         text = (await ok(config, "users", "show", ALICE)).out
-        assert "ledger (newest first)" in text and "usage by model" in text
+        assert "ledger (newest first, every row)" in text and "usage by model" in text
 
         # The last characters of two openids alike: say so instead of picking one.
         assert_one_line_failure(await mpgpt(config, "users", "show", "2501"), "several users", code=1)
