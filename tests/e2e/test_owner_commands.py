@@ -201,7 +201,8 @@ async def test_bad_arguments_end_in_one_line_and_a_non_zero_exit(tmp_path, llm):
 
 
 @pytest.mark.parametrize("args", [("users", "list"), ("credits", "grant"), ("orders", "refund"), ("doctor",),
-                                  ("backup",), ("products", "add"), ("channels", "test"), ("menu", "set")])
+                                  ("backup",), ("products", "add"), ("channels", "test"), ("menu", "set"),
+                                  ("menu", "show"), ("menu", "delete")])
 async def test_every_command_explains_itself_with_help(args):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scripts.cli", *args, "--help", cwd=ROOT, stdout=asyncio.subprocess.PIPE,

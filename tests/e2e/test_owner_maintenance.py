@@ -159,6 +159,17 @@ async def test_menu_set_sends_a_checked_menu_with_the_shared_token_and_refuses_a
             trail = (await ok(config, "audit", "--action", "menu", "--json")).json()
             assert len(trail) == 3 and trail[-1]["detail"]["menu"] == menu and trail[-1]["reason"] == "新菜单"
 
+            # what WeChat has now, in the format `menu set` takes; then gone
+            shown = (await ok(config, "menu", "show", "--json")).json()
+            listed = (await ok(config, "menu", "show")).out
+            assert shown == menu
+            assert "余额  (click: BALANCE)" in listed and "  - 充值  (view: https://example.com/)" in listed
+            assert "deleted" in (await ok(config, "menu", "delete", "--reason", "换季")).out
+            assert api.menus == []
+            assert "no custom menu" in (await ok(config, "menu", "show")).out
+            trail = (await ok(config, "audit", "--action", "menu.delete", "--json")).json()
+            assert len(trail) == 1 and trail[0]["reason"] == "换季"
+
 
 async def create_order(config: Path, tmp_path: Path) -> str:
     """An order made the way a server makes one (its pay service, on this database)."""
