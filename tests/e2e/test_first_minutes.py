@@ -94,6 +94,27 @@ async def test_the_page_wears_the_owners_title_name_and_colours_and_has_a_small_
         assert headers["X-Content-Type-Options"] == "nosniff" and "default-src 'self'" in headers["Content-Security-Policy"]
 
 
+@pytest.mark.parametrize("texts,key", [({"unit": "积 分"}, "texts.unit"), ({"unit": "{x}"}, "texts.unit"),
+                                       ({"help": "{cmds}"}, "texts.help"),
+                                       ({"help_commands": {"fly": "x"}}, "texts.help_commands"),
+                                       ({"help_commands": {"more": "{nope}"}}, "texts.help_commands")])
+def test_a_bad_unit_or_help_is_refused_naming_the_key(tmp_path, texts, key):
+    from bot.config import ConfigError
+    from tests.harness import make_config
+
+    with pytest.raises(ConfigError) as e:
+        make_config(tmp_path, "http://127.0.0.1:9/v1", texts=texts)
+    assert key in str(e.value)
+
+
+def test_a_product_name_in_the_config_may_say_unit(tmp_path):
+    from tests.harness import make_config
+
+    cfg = make_config(tmp_path, "http://127.0.0.1:9/v1", texts={"unit": "点"},
+                      products=[{"id": "p1", "name": "100 {unit}（{{unit}} 不是占位符）", "credits": 100, "price_fen": 600}])
+    assert cfg.products[0].name == "100 点（{{unit}} 不是占位符）"
+
+
 @pytest.mark.parametrize("bad", [{"color": "red"}, {"color": "#12345"}, {"title": ""}, {"title": "a\nb"},
                                  {"account_name": "{x}"}])
 def test_a_bad_brand_is_refused_naming_the_key(tmp_path, bad):
