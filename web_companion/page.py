@@ -57,10 +57,10 @@ async def compress_page_files(request: web.Request, handler: Handler) -> web.Str
         ours = request.path.startswith("/static/") and request.path.endswith((".js", ".css", ".html"))
     else:
         ours = response.content_type in _COMPRESSED and len(getattr(response, "body", b"") or b"") > 512
-    if (ours and request.method == "GET" and not response.prepared
-            and "gzip" in request.headers.get("Accept-Encoding", "").lower()
-            and "Content-Encoding" not in response.headers):
-        response.enable_compression(web.ContentCoding.gzip)
+    if ours and request.method == "GET" and not response.prepared and "Content-Encoding" not in response.headers:
+        response.headers["Vary"] = "Accept-Encoding"  # a cache in between keeps both forms apart
+        if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+            response.enable_compression(web.ContentCoding.gzip)
     return response
 
 

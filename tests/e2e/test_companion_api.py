@@ -229,7 +229,7 @@ async def test_the_page_and_everything_it_loads_stay_under_25_kb_on_the_wire(tmp
         async with http.get(f"{base}/", headers=gz) as resp:
             assert resp.status == 200 and resp.content_type == "text/html"
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
-            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["Content-Encoding"] == "gzip" and resp.headers["Vary"] == "Accept-Encoding"
             wire = await resp.read()
         html = gzip.decompress(wire)
         assets = re.findall(rb'(?:src|href)="(/[^"]+)"', html)
