@@ -218,9 +218,12 @@ async def _run(run: Callable[[Ctx], Awaitable[int | None]], args: argparse.Names
 # -- formatting ---------------------------------------------------------------------------------------
 
 def when(t: float | None, tz: str = "Asia/Shanghai") -> str:
+    """A time as the owner reads it, in [quota] timezone, saying which: `2026-01-31 14:05 +08:00`."""
     if t is None:
         return "-"
-    return dt.datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    local = dt.datetime.fromtimestamp(t, ZoneInfo(tz))
+    offset = local.strftime("%z")
+    return local.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

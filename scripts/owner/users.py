@@ -94,7 +94,7 @@ async def users_show(ctx: Ctx) -> None:
                  else "every row" if len(ledger) != 1 else "its one row")
         parts += ["", f"ledger (newest first, {shown}):", table(
             [(e.id, ctx.when(e.created_at), e.kind, _signed(e.amount), _signed(e.daily_amount), e.ref) for e in ledger],
-            ("ID", f"WHEN ({tz})", "KIND", "BALANCE", "DAILY", "REF"))]
+            ("ID", "WHEN", "KIND", "BALANCE", "DAILY", "REF"))]
         parts += ["", "orders (newest first):", table(
             [(o.out_trade_no, ctx.when(o.created_at), o.product_id, yuan(o.amount_fen), o.credits, o.state)
              for o in orders], ("ORDER", "CREATED", "PRODUCT", "AMOUNT", "CREDITS", "STATE"))]
