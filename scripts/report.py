@@ -1,11 +1,13 @@
 """`mpgpt report`: the companion page's traffic and the chat side, per day and per page.
 
     mpgpt report [--days N] [--json]
-    mpgpt report --heatmap PAGE --out FILE.png [--url BASE] [--width PX]
+    mpgpt report --heatmap PAGE[#SCREEN] --out FILE.png [--device phone|desktop] [--url BASE] [--width PX]
 
 Page figures: PV (views), UV (distinct visitors), unique IPs, bounce rate and average visible time.
-A session is one visitor's views with less than 30 minutes between them; it bounces when it has one
-view, and it belongs to the page and the day it started on. Days are calendar days in
+The companion page is a single-page app: each screen opened (login, account, shop, chat) is a view
+of its own, reported as PAGE#SCREEN ("/#chat"). A session is one visitor's views with less than 30
+minutes between them; it bounces when it has one view and nothing was done on it (no click, no
+question asked, no form sent), and it belongs to the page and the day it started on. Days are calendar days in
 [quota] timezone. The chat side: messages written (not events), users who wrote, new followers,
 users who paid, and how many accounts opened in the period (each gets its trial) have paid.
 """
@@ -26,6 +28,8 @@ from zoneinfo import ZoneInfo
 from storage.analytics import PageEvents, ViewRow, WeChatStats
 
 SESSION_GAP = 30 * 60
+# Viewport widths (CSS pixels, [low, high)) whose clicks share a heatmap: a phone's layout is not a desktop's.
+DEVICES = {"phone": (0, 768), "desktop": (768, 1 << 30)}
 
 
 @dataclass
@@ -62,38 +66,44 @@ def page_figures(views: Sequence[ViewRow], tz: ZoneInfo) -> dict[str, dict[str, 
     total, by_day, by_page = _Tally(), defaultdict(_Tally), defaultdict(_Tally)
     for v in views:
         day = datetime.fromtimestamp(v.started_at, tz).date().isoformat()
-        for t in (total, by_day[day], by_page[v.page]):
+        for t in (total, by_day[day], by_page[_name(v)]):
             t.views += 1
             t.visitors.add(v.visitor)
             t.ips.add(v.ip)
             if v.visible_ms > 0:
                 t.visible.append(v.visible_ms)
-    for first, count in _sessions(views):
+    for first, count, engaged in _sessions(views):
         day = datetime.fromtimestamp(first.started_at, tz).date().isoformat()
-        for t in (total, by_day[day], by_page[first.page]):
+        for t in (total, by_day[day], by_page[_name(first)]):
             t.sessions += 1
-            t.bounces += count == 1
+            t.bounces += count == 1 and not engaged
     return {"total": {"": total.figures()},
             "by_day": {d: t.figures() for d, t in sorted(by_day.items())},
             "by_page": {p: t.figures() for p, t in sorted(by_page.items())}}
 
 
-def _sessions(views: Iterable[ViewRow]) -> list[tuple[ViewRow, int]]:
-    """(first view, number of views) of every session."""
+def _name(v: ViewRow) -> str:
+    """The page a view counts for: its path, and its screen when the page has screens ("/#chat")."""
+    return f"{v.page}#{v.screen}" if v.screen else v.page
+
+
+def _sessions(views: Iterable[ViewRow]) -> list[tuple[ViewRow, int, bool]]:
+    """(first view, number of views, anything done in it) of every session."""
     by_visitor: dict[str, list[ViewRow]] = defaultdict(list)
     for v in views:
         by_visitor[v.visitor].append(v)
     out = []
     for rows in by_visitor.values():
         rows.sort(key=lambda r: r.started_at)
-        first, count, last = rows[0], 1, rows[0].started_at
+        first, count, engaged, last = rows[0], 1, rows[0].engaged, rows[0].started_at
         for r in rows[1:]:
             if r.started_at - last >= SESSION_GAP:
-                out.append((first, count))
-                first, count = r, 0
+                out.append((first, count, engaged))
+                first, count, engaged = r, 0, False
             count += 1
+            engaged = engaged or r.engaged
             last = r.started_at
-        out.append((first, count))
+        out.append((first, count, engaged))
     return out
 
 
@@ -171,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mpgpt report: --days must be at least 1")
     if args.heatmap is not None and not args.out:
         raise SystemExit("mpgpt report: --heatmap needs --out FILE.png")
-    if not 200 <= args.width <= 4000:
+    if args.width and not 200 <= args.width <= 4000:
         raise SystemExit("mpgpt report: --width must be between 200 and 4000")
     tz = ZoneInfo(cfg.quota.timezone)
 
@@ -193,13 +203,17 @@ def _run(args: argparse.Namespace) -> int:
 async def _heatmap(args: argparse.Namespace, cfg: Any, db: Any, tz: ZoneInfo) -> int:
     from scripts.heatmap import render
 
-    page = args.heatmap if args.heatmap.startswith("/") else "/" + args.heatmap
+    name = args.heatmap if args.heatmap.startswith("/") else "/" + args.heatmap
+    page, _, screen = name.partition("#")
+    low, high = DEVICES[args.device]
+    width = args.width or (390 if args.device == "phone" else 1280)
     since = day_bounds(args.days, tz, time.time())[0][1]
-    clicks = await PageEvents(db).clicks(page, since)
+    clicks = await PageEvents(db).clicks(page, since, screen or None, low, high)
     base = args.url or cfg.server.public_url or f"http://127.0.0.1:{cfg.server.port}"
-    url = None if args.no_browser else base.rstrip("/") + page
-    kind = await render(page, clicks, args.out, url=url, width=args.width)
-    print(f"{args.out}: {len(clicks)} clicks on {page} over a {kind}")
+    # the page opens the screen asked for without a login (`#preview=`), so the heat lies on that screen
+    url = None if args.no_browser else base.rstrip("/") + page + (f"#preview={screen}" if screen else "")
+    kind = await render(name, clicks, args.out, url=url, width=width, height=844 if args.device == "phone" else 800)
+    print(f"{args.out}: {len(clicks)} clicks on {name} from {args.device}s over a {kind}")
     return 0
 
 
@@ -207,9 +221,13 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="page views, visitors, bounce rate and the chat side; click heatmaps")
     p.add_argument("--days", type=int, default=7, help="the last N calendar days, today included (default 7)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--heatmap", metavar="PAGE", help="draw PAGE's clicks as a heatmap instead (e.g. /)")
+    p.add_argument("--heatmap", metavar="PAGE", help="draw PAGE's clicks as a heatmap instead (e.g. /, or /#chat"
+                   " for one screen: login, account, shop, chat)")
+    p.add_argument("--device", choices=sorted(DEVICES), default="phone",
+                   help="whose clicks: phones (viewport under 768 px, the default) or desktops")
     p.add_argument("--out", metavar="FILE.png", help="where the heatmap goes")
     p.add_argument("--url", help="the server's address for the screenshot (default: server.public_url)")
-    p.add_argument("--width", type=int, default=390, help="screenshot width in CSS pixels (default 390, a phone)")
+    p.add_argument("--width", type=int, default=0,
+                   help="picture width in CSS pixels (default 390 for phones, 1280 for desktops)")
     p.add_argument("--no-browser", action="store_true", help="draw over a plain outline, without chromium")
     p.set_defaults(func=_run)

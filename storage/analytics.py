@@ -1,7 +1,9 @@
 """Page analytics (page views, time on page, clicks) and the figures `mpgpt report` reads.
 
 `PageEvents.write` stores a batch of tracker events in one group-committed write; a view recorded
-twice (a retried beacon) is kept once, and a leave only ever raises the view's visible time.
+twice (a retried beacon) is kept once, and a leave only ever raises the view's visible time. A view
+is one screen of the page (its `screen`: login, account, shop, chat); a click or an action on it
+marks it engaged.
 `WeChatStats` reads the chat side (inbound messages, followers, orders, trials) for the report.
 """
 
@@ -30,6 +32,7 @@ class PageView:
     viewport_w: int
     viewport_h: int
     at: float
+    screen: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +51,17 @@ class PageClick:
     viewport_w: int
     target: str
     at: float
+    screen: str = ""
 
 
-PageEvent = PageView | PageLeave | PageClick
+@dataclass(frozen=True, slots=True)
+class PageAct:
+    """Something done on a view that is not a click: a question asked (Enter sends it), a form sent."""
+    view_id: str
+    visitor: str
+
+
+PageEvent = PageView | PageLeave | PageClick | PageAct
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,8 @@ class ViewRow:
     ip: str
     started_at: float
     visible_ms: int
+    screen: str = ""
+    engaged: bool = False
 
 
 class PageEvents:
@@ -67,22 +80,29 @@ class PageEvents:
         self.db = db
 
     async def write(self, events: Sequence[PageEvent]) -> None:
-        views = [(e.view_id, e.visitor, e.page, e.referrer, e.ip, e.viewport_w, e.viewport_h, e.at)
+        views = [(e.view_id, e.visitor, e.page, e.screen, e.referrer, e.ip, e.viewport_w, e.viewport_h, e.at)
                  for e in events if isinstance(e, PageView)]
         leaves = [(e.visible_ms, e.view_id, e.visitor) for e in events if isinstance(e, PageLeave)]
-        clicks = [(e.view_id, e.page, e.x, e.y, e.viewport_w, e.target, e.at)
+        clicks = [(e.view_id, e.page, e.screen, e.x, e.y, e.viewport_w, e.target, e.at)
                   for e in events if isinstance(e, PageClick)]
+        # A click is engagement too; an act names its visitor (a forged view id alone changes nothing).
+        engaged = sorted({e.view_id for e in events if isinstance(e, PageClick)})
+        acts = [(e.view_id, e.visitor) for e in events if isinstance(e, PageAct)]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO page_views (view_id, visitor, page, referrer, ip, viewport_w, viewport_h, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view_id) DO NOTHING", views)
+                "INSERT INTO page_views (view_id, visitor, page, screen, referrer, ip, viewport_w, viewport_h,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view_id) DO NOTHING", views)
             # Views before leaves: a batch may hold both for one page load.
             conn.executemany(
                 "UPDATE page_views SET visible_ms = MAX(visible_ms, ?) WHERE view_id = ? AND visitor = ?", leaves)
             conn.executemany(
-                "INSERT INTO page_clicks (view_id, page, x, y, viewport_w, target, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", clicks)
+                "INSERT INTO page_clicks (view_id, page, screen, x, y, viewport_w, target, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", clicks)
+            conn.executemany("UPDATE page_views SET engaged = 1 WHERE view_id = ? AND engaged = 0",
+                             [(v,) for v in engaged])
+            conn.executemany("UPDATE page_views SET engaged = 1 WHERE view_id = ? AND visitor = ? AND engaged = 0",
+                             acts)
 
         await self.db.write(run)
 
@@ -96,14 +116,22 @@ class PageEvents:
 
     async def views(self, since: float, until: float) -> list[ViewRow]:
         rows = await self.db.fetchall(
-            "SELECT visitor, page, ip, started_at, visible_ms FROM page_views"
+            "SELECT visitor, page, screen, ip, started_at, visible_ms, engaged FROM page_views"
             " WHERE started_at >= ? AND started_at < ? ORDER BY started_at", (since, until))
-        return [ViewRow(r["visitor"], r["page"], r["ip"], r["started_at"], r["visible_ms"]) for r in rows]
+        return [ViewRow(r["visitor"], r["page"], r["ip"], r["started_at"], r["visible_ms"], r["screen"],
+                        bool(r["engaged"])) for r in rows]
 
-    async def clicks(self, page: str, since: float) -> list[tuple[int, int, int]]:
-        """(x, y, viewport width) of every click on `page` since then."""
-        rows = await self.db.fetchall(
-            "SELECT x, y, viewport_w FROM page_clicks WHERE page = ? AND created_at >= ?", (page, since))
+    async def clicks(self, page: str, since: float, screen: str | None = None, min_width: int = 0,
+                     max_width: int = 1 << 30) -> list[tuple[int, int, int]]:
+        """(x, y, viewport width) of every click on `page` since then: on one screen of it when `screen`
+        is given, made at a viewport width in [min_width, max_width)."""
+        sql = ("SELECT x, y, viewport_w FROM page_clicks WHERE page = ? AND created_at >= ?"
+               " AND viewport_w >= ? AND viewport_w < ?")
+        params: list[object] = [page, since, min_width, max_width]
+        if screen is not None:
+            sql += " AND screen = ?"
+            params.append(screen)
+        rows = await self.db.fetchall(sql, params)
         return [(r["x"], r["y"], r["viewport_w"]) for r in rows]
 
 

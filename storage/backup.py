@@ -33,7 +33,8 @@ class CopyCheck:
 
 
 async def backup(db: Database, dest: Path, progress: Progress | None = None, step_pages: int = 256) -> int:
-    """Copy the database to `dest` (replacing it); returns the number of pages copied."""
+    """Copy the database to `dest` (replacing it); returns the number of pages copied. With a
+    `progress`, steps are at most a tenth of the database, so it hears of every 10 %."""
     dest = Path(dest)
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -54,8 +55,10 @@ async def backup(db: Database, dest: Path, progress: Progress | None = None, ste
         try:
             source.execute("BEGIN")
             source.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # take the snapshot now
+            total = source.execute("PRAGMA page_count").fetchone()[0]
+            pages = max(1, min(step_pages, total // 10)) if progress is not None else step_pages
             try:
-                source.backup(target, pages=step_pages, progress=step, sleep=0)
+                source.backup(target, pages=pages, progress=step, sleep=0)
             finally:
                 source.execute("COMMIT")
             # One self-contained file (no -wal beside it) whatever mode the source is in.

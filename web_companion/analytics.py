@@ -20,13 +20,15 @@ import structlog
 
 from bot import metrics
 from bot.config import AnalyticsConfig
-from storage.analytics import PageClick, PageEvent, PageEvents, PageLeave, PageView
+from storage.analytics import PageAct, PageClick, PageEvent, PageEvents, PageLeave, PageView
 
 log = structlog.get_logger(__name__)
 
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _PAGE = re.compile(r"/[\x21-\x7e]{0,199}")
 _TARGET = re.compile(r"[\x20-\x7e]{0,200}")
+# A screen of the single-page app (login, account, shop, chat); "" when the page has none.
+_SCREEN = re.compile(r"(?:[a-z][a-z0-9_-]{0,31})?")
 MAX_COORD = 100_000
 MAX_VISIBLE_MS = 6 * 3600 * 1000
 
@@ -64,6 +66,13 @@ def _page(data: dict[str, Any]) -> str:
     return path
 
 
+def _screen(data: dict[str, Any]) -> str:
+    value = data.get("screen", "")
+    if not isinstance(value, str) or not _SCREEN.fullmatch(value):
+        raise BadEvent("screen must be at most 32 lower-case letters, digits, _ or -")
+    return value
+
+
 def _referrer(data: dict[str, Any]) -> str:
     value = data.get("ref", "")
     if not isinstance(value, str) or len(value) > 2000:
@@ -75,13 +84,14 @@ def _referrer(data: dict[str, Any]) -> str:
 
 
 def parse_event(data: object, ip: str, now: float) -> PageEvent:
-    """One tracker event: {"t": "view"|"leave"|"click", "vid": visitor, "pv": page-view id, ...}."""
+    """One tracker event: {"t": "view"|"leave"|"click"|"act", "vid": visitor, "pv": page-view id, ...}.
+    A view is one screen of the page: "screen" names it (view and click events)."""
     if not isinstance(data, dict):
         raise BadEvent("an event is a JSON object")
     kind = data.get("t")
     if kind == "view":
         return PageView(_id(data, "pv"), _id(data, "vid"), _page(data), _referrer(data), ip[:64],
-                        _int(data, "vw", MAX_COORD), _int(data, "vh", MAX_COORD), now)
+                        _int(data, "vw", MAX_COORD), _int(data, "vh", MAX_COORD), now, _screen(data))
     if kind == "leave":
         return PageLeave(_id(data, "pv"), _id(data, "vid"), _int(data, "ms", MAX_VISIBLE_MS))
     if kind == "click":
@@ -89,8 +99,10 @@ def parse_event(data: object, ip: str, now: float) -> PageEvent:
         if not isinstance(target, str) or not _TARGET.fullmatch(target):
             raise BadEvent("el must be at most 200 printable ASCII characters")
         return PageClick(_id(data, "pv"), _page(data), _int(data, "x", MAX_COORD), _int(data, "y", MAX_COORD),
-                         _int(data, "vw", MAX_COORD), target, now)
-    raise BadEvent("t must be view, leave or click")
+                         _int(data, "vw", MAX_COORD), target, now, _screen(data))
+    if kind == "act":
+        return PageAct(_id(data, "pv"), _id(data, "vid"))
+    raise BadEvent("t must be view, leave, click or act")
 
 
 class IpRateLimit:

@@ -77,15 +77,14 @@ class Logins:
         a desktop browser."""
         c = self.cfg.companion
         url = self.cfg.server.public_url
+        word = (self.cfg.commands.login or ("登录",))[0]
+        if not url:  # no link to send: how long the page's code lasts, and what to do with it
+            return c.login_text_no_url.format(minutes=self._minutes(), word=word)
         token = secrets.token_urlsafe(24)
         await self.repo.add_link(_hash(token), openid, self.clock(), c.login_code_ttl)
         log.info("companion.link_issued", user=short_user(openid))
-        lines = c.login_text.split("\n")
-        if not url:
-            lines = [ln for ln in lines if "{link}" not in ln and "{url}" not in ln]
         link = f"{url.rstrip('/')}/#login={token}"
-        word = (self.cfg.commands.login or ("登录",))[0]
-        return "\n".join(lines).format(link=link, minutes=self._minutes(), url=url, word=word).strip()
+        return c.login_text.format(link=link, minutes=self._minutes(), url=url, word=word).strip()
 
     async def claim(self, openid: str, code: str) -> str:
         """The chat reply to `登录 CODE`: the browser showing CODE is now the sender's."""

@@ -34,6 +34,7 @@ from web_companion.clientip import client_ip, from_trusted_proxy
 from web_companion.keys import COMPANION, Companion
 from web_companion.login import Logins, TooManyWaits
 from web_companion.sessions import COOKIE, Sessions
+from web_companion.page import setup_page
 from web_companion.shop import NOT_OPEN, in_wechat, order_view, product_view
 from web_companion.views import error_response, int_param, json_body, refusals, session_user
 
@@ -65,6 +66,10 @@ def _https(request: web.Request, cfg: Config) -> bool:
     return forwarded == "https" and from_trusted_proxy(request, cfg.server.trusted_proxies)
 
 
+def _unit(request: web.Request) -> str:
+    return request.app[COMPANION].cfg.texts.unit
+
+
 def _redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
@@ -75,12 +80,6 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
 
 
 # -- the page -----------------------------------------------------------------------------------------
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    response = web.FileResponse(STATIC / "index.html")
-    response.headers["Cache-Control"] = "no-cache"
-    return response
 
 
 _SECURITY_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
@@ -220,7 +219,7 @@ async def products(request: web.Request) -> web.StreamResponse:
         return web.json_response({"open": False, "message": NOT_OPEN, "products": []})
     # Read from storage each time: the owner may change what is on sale while the server runs.
     on_sale = await pay.load_products()
-    return web.json_response({"open": True, "message": None, "products": [product_view(p) for p in on_sale]})
+    return web.json_response({"open": True, "message": None, "products": [product_view(p, _unit(request)) for p in on_sale]})
 
 
 @refusals
@@ -247,7 +246,7 @@ async def create_order(request: web.Request) -> web.StreamResponse:
     except OrderFailed as e:
         status = 503 if e.retry else 502
         return error_response(status, "微信支付暂时无法下单，请稍后再试。", "pay_unavailable")
-    return web.json_response(order_view(checkout.order, checkout))
+    return web.json_response(order_view(checkout.order, checkout, _unit(request)))
 
 
 @refusals
@@ -257,7 +256,7 @@ async def get_order(request: web.Request) -> web.StreamResponse:
     order = await pay.order_for(openid, request.match_info["no"]) if pay is not None else None
     if order is None:
         return error_response(404, "没有这个订单", "no_such_order")
-    view = order_view(order)
+    view = order_view(order, unit=_unit(request))
     view["balance"] = await request.app[COMPANION].account.balance(openid)
     return web.json_response(view)
 
@@ -306,7 +305,7 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
     app.cleanup_ctx.append(companion_ctx)
     app.on_response_prepare.append(_security_headers)
     r = app.router
-    r.add_get("/", index, name="companion_index")
+    setup_page(app, cfg)
     r.add_static("/static/", STATIC, name="companion_static")
     r.add_post("/api/login", login, name="companion_login")
     r.add_post("/api/login/wait", login_wait, name="companion_login_wait")

@@ -24,15 +24,15 @@ def in_wechat(user_agent: str) -> bool:
     return "MicroMessenger" in user_agent
 
 
-def gives(credits: int, tier: str, days: int) -> str:
-    """What a purchase brings, as the page shows it: "VIP 会员 30 天 + 100 积分"."""
+def gives(credits: int, tier: str, days: int, unit: str = "积分") -> str:
+    """What a purchase brings, as the page shows it: "VIP 会员 30 天 + 100 积分" (`unit`: [texts] unit)."""
     parts = [f"{tier.upper()} 会员 {days} 天"] if days else []
-    return " + ".join(parts + ([f"{credits} 积分"] if credits else []))
+    return " + ".join(parts + ([f"{credits} {unit}"] if credits else []))
 
 
-def product_view(p: ProductLike) -> dict[str, Any]:
+def product_view(p: ProductLike, unit: str = "积分") -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "credits": p.credits, "price_fen": p.price_fen,
-            "price": f"{p.price_fen // 100}.{p.price_fen % 100:02d}", "tier": p.tier or None, "days": p.days, "gives": gives(p.credits, p.tier, p.days)}
+            "price": f"{p.price_fen // 100}.{p.price_fen % 100:02d}", "tier": p.tier or None, "days": p.days, "gives": gives(p.credits, p.tier, p.days, unit)}
 
 
 def qr_svg(code_url: str) -> str:
@@ -40,11 +40,11 @@ def qr_svg(code_url: str) -> str:
     return segno.make(code_url, error="m").svg_data_uri(scale=6, border=2)
 
 
-def order_view(order: Order, checkout: Checkout | None = None) -> dict[str, Any]:
+def order_view(order: Order, checkout: Checkout | None = None, unit: str = "积分") -> dict[str, Any]:
     view: dict[str, Any] = {
         "out_trade_no": order.out_trade_no, "product_id": order.product_id, "credits": order.credits,
         "tier": order.plan_tier or None, "days": order.plan_days,
-        "gives": gives(order.credits, order.plan_tier, order.plan_days),
+        "gives": gives(order.credits, order.plan_tier, order.plan_days, unit),
         "amount_fen": order.amount_fen, "kind": order.kind, "state": order.state,
         "paid": order.state in SETTLED, "expires_at": order.expires_at,
     }

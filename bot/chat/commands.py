@@ -1,4 +1,5 @@
-"""Chat commands that change or report a follower's settings: 模型, key, 余额, 登录, 兑换.
+"""Chat commands that change or report a follower's settings: 模型, key, 余额, 登录, 兑换, 邀请; and
+帮助's list of the commands that are switched on.
 
 A command is its word alone, or its word, white space and an argument. `key` only counts when
 what follows looks like an API key (or 删除): "key points of …" stays a question; `兑换` only when
@@ -67,6 +68,18 @@ def parse(cfg: Config, text: str) -> tuple[str, str] | None:
                 if name in ("model", "key", "redeem", "login", "invite"):
                     return name, arg
     return None
+
+
+def help_text(cfg: Config) -> str:
+    """The reply to 帮助: [texts] help with a line for each command that is switched on (its words
+    not empty; key only when followers may use their own keys, 邀请 only when invitations are on)."""
+    switched = {"key": cfg.chat.allow_own_keys, "invite": cfg.invites.enabled}
+    lines = []
+    for name, line in cfg.texts.help_commands.items():
+        words = getattr(cfg.commands, name, ())
+        if line and words and switched.get(name, True):
+            lines.append(line.format(word=words[0]))
+    return cfg.texts.help.format(commands="\n".join(lines)).strip()
 
 
 class Commands:

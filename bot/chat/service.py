@@ -19,7 +19,7 @@ import structlog
 
 from bot import metrics
 from bot.chat.admission import Admission
-from bot.chat.commands import Commands
+from bot.chat.commands import Commands, help_text
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
 from bot.chat.generation import Generator, LiveAnswer
@@ -97,7 +97,7 @@ class ChatService:
         if msg.kind == "voice" and not question:
             return texts.voice_unrecognized
         if msg.kind in ("text", "voice") and (not question or question in self.cfg.commands.help):
-            return texts.help
+            return help_text(self.cfg)
         return None
 
     async def _start(self, msg: Inbound, now: float) -> "str | Target":

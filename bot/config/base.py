@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,14 +43,36 @@ HttpUrl = Annotated[str, AfterValidator(http_url)]
 
 
 def check_placeholders(text: str, allowed: tuple[str, ...]) -> str | None:
-    """None when `text` formats with only `allowed` placeholders, else what is wrong with it."""
+    """None when `text` formats with only `allowed` placeholders, else what is wrong with it. `{unit}`
+    is allowed everywhere: the config puts the unit's name in before anything is formatted."""
     try:
-        text.format(**{k: 0 for k in allowed})
+        text.format(**{"unit": 0, **{k: 0 for k in allowed}})
     except (KeyError, IndexError) as e:
         return f"unknown placeholder {e} (allowed: {', '.join(allowed) or 'none'})"
     except ValueError as e:
         return f"bad braces: {e}"
     return None
+
+
+_UNIT_MARK = re.compile(r"(?<!\{)\{unit\}(?!\})")
+
+
+def with_unit(value: Any, unit: str) -> Any:
+    """`value` with `{unit}` in every string of it replaced by `unit` (sections, tables and arrays
+    included); the very same object when nothing changed."""
+    if isinstance(value, str):
+        return _UNIT_MARK.sub(unit, value) if "{unit}" in value else value
+    if isinstance(value, BaseModel):
+        changed = {k: new for k in type(value).model_fields
+                   if (new := with_unit(old := getattr(value, k), unit)) is not old}
+        return value.model_copy(update=changed) if changed else value
+    if isinstance(value, tuple):
+        items = tuple(with_unit(v, unit) for v in value)
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    if isinstance(value, types.MappingProxyType):
+        table = {k: with_unit(v, unit) for k, v in value.items()}
+        return types.MappingProxyType(table) if any(table[k] is not value[k] for k in value) else value
+    return value
 
 
 def base_dir(info: ValidationInfo) -> Path:

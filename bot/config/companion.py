@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+import re
+
+from pydantic import Field, field_validator
 
 from bot.config.base import Positive, PositiveInt, Section, check_placeholders
+
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 class CompanionConfig(Section):
     """The companion page (web_companion/): login from chat, session cookies, web OAuth, request limits."""
 
     # Signs session cookies (at least 32 characters); empty: one is generated once and kept in storage.
+    # Branding: the page's title (the account tab's too), the account's name as the page says it, the
+    # bar's and buttons' colour and the page's background (#rrggbb; the favicon is drawn in `color`).
+    title: str = Field("我的{unit}", min_length=1, max_length=40)
+    account_name: str = Field("本公众号", min_length=1, max_length=40)
+    color: str = "#07c160"
+    background: str = "#f2f3f5"
     session_secret: str = ""
     session_days: Positive = 7.0
     # Inside WeChat's browser, log in without a code through web OAuth snsapi_base (verified service
@@ -32,9 +42,12 @@ class CompanionConfig(Section):
     # the last entry counts), believed only from server.trusted_proxies; "" = the peer address.
     client_ip_header: str = ""
     # The reply to the login command; placeholders {link} (the one-time link), {minutes}, {url}
-    # (server.public_url), {word} (the login word). Without public_url, lines with {link} or {url} go.
+    # (server.public_url), {word} (the login word). Without public_url, login_text_no_url is the reply.
     login_text: str = ("点击链接登录网页（{minutes} 分钟内有效，仅可使用一次）：\n{link}\n"
                        "在电脑上登录：打开网页，把页面上显示的「{word} 数字」发到这里。")
+    # The reply to the login command while server.public_url is empty (no link to send); {minutes}, {word}.
+    login_text_no_url: str = ("打开本公众号的网页（菜单里），把页面上显示的「{word} 数字」发到这里即可登录。"
+                              "页面上的登录码 {minutes} 分钟内有效，过期后刷新页面获取新的。")
     login_code_done_text: str = "已登录网页，请回到浏览器继续。"
     login_code_wrong_text: str = "登录码不正确或已过期，请刷新网页获取新的登录码。"
     # placeholder {minutes}
@@ -47,6 +60,20 @@ class CompanionConfig(Section):
             raise ValueError("must be at least 32 characters (or empty: generated once)")
         return value
 
+    @field_validator("color", "background")
+    @classmethod
+    def _color(cls, value: str) -> str:
+        if not _COLOR.fullmatch(value):
+            raise ValueError("must be a colour as #rrggbb (e.g. #07c160)")
+        return value.lower()
+
+    @field_validator("title", "account_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.isprintable() or "{" in value.replace("{unit}", ""):
+            raise ValueError("must be printable text on one line ({unit} allowed)")
+        return value
+
     @field_validator("login_text")
     @classmethod
     def _login_text(cls, value: str) -> str:
@@ -54,6 +81,13 @@ class CompanionConfig(Section):
             raise ValueError(err)
         if "{link}" not in value:
             raise ValueError("must contain {link}")
+        return value
+
+    @field_validator("login_text_no_url")
+    @classmethod
+    def _no_url_text(cls, value: str) -> str:
+        if err := check_placeholders(value, ("minutes", "word")):
+            raise ValueError(err)
         return value
 
     @field_validator("login_code_done_text", "login_code_wrong_text")

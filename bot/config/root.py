@@ -8,7 +8,7 @@ from typing import Annotated, Mapping
 from pydantic import Field, model_validator
 
 from bot.config.analytics import AnalyticsConfig
-from bot.config.base import AsTuple, Frozen, Section, empty_map, resolve
+from bot.config.base import AsTuple, Frozen, Section, empty_map, resolve, with_unit
 from bot.config.channels import ChannelConfig
 from bot.config.chat import ChatConfig
 from bot.config.codes import CodesConfig
@@ -67,6 +67,15 @@ class Config(Section):
 
     def resolve_path(self, path: str) -> Path:
         return resolve(Path(self.base_dir), path)
+
+    @model_validator(mode="after")
+    def _unit(self) -> Config:
+        """The credit unit's one name ([texts] unit) goes into every text that says `{unit}`."""
+        for name in type(self).model_fields:
+            old = getattr(self, name)
+            if (new := with_unit(old, self.texts.unit)) is not old:
+                object.__setattr__(self, name, new)  # frozen: set once, while it is being built
+        return self
 
     @model_validator(mode="after")
     def _channels(self) -> Config:

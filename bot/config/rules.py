@@ -31,17 +31,19 @@ class RefusalTextsConfig(Section):
     model_not_allowed: str = "你当前的账号等级不能使用模型 {model}，请换用其他模型。"
     model_unknown: str = "暂不支持模型 {model}，请换用其他模型。"
     sensitive_question: str = "抱歉，这个问题涉及不适宜讨论的内容，换个问题试试吧。"
-    no_credits: str = "积分不足：本次提问需要 {cost} 积分，你还有 {balance} 积分。{topup}"
+    no_credits: str = "余额不足：本次提问需要 {cost} {unit}，你还有 {balance} {unit}。{topup}"
     answer_withheld: str = "抱歉，这个回答包含不适宜的内容，已被隐藏。换个问题试试吧。"
-    balance: str = "积分余额：{balance}\n其中今日免费：{daily}（每天 {daily_free}，当天有效）\n{topup}"
+    balance: str = "余额：{balance} {unit}\n其中今日免费：{daily}（每天 {daily_free}，当天有效）\n{topup}"
     # Shown in the two texts above when server.public_url is set.
     topup: str = "充值请打开：{url}"
+    # ... and in their place while server.public_url is empty: what to do without a link.
+    topup_elsewhere: str = "需要更多{unit}：打开公众号菜单里的网页充值，或发送「兑换 兑换码」使用兑换码。"
     # Added to the 余额 reply while a membership plan runs.
     plan_line: str = "会员：{tier}，有效期至 {until}"
     # The 余额 reply ends with the latest answers' costs: a heading, one line each, and the mark of an
     # answer whose usage was estimated (the provider reported none, or it was cut short).
     answer_costs: str = "最近的回答："
-    answer_cost: str = "{when} {model}：{cost} 积分{estimated}"
+    answer_cost: str = "{when} {model}：{cost} {unit}{estimated}"
     estimated_mark: str = "（估算）"
 
     @model_validator(mode="after")

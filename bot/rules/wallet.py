@@ -68,11 +68,11 @@ class Wallet:
 
     def describe(self, template: str, account: Account, **extra: object) -> str:
         """Fill a balance template. Lines about daily credits are left out when there are none to give,
-        and the top-up line when there is no public address to link to."""
+        and the top-up line says what to do without a link when there is no public address."""
         # milli-credits: a token-priced answer leaves fractions (shown as 9.985; whole numbers as before)
         daily = account.daily_exact if account.daily_day == self.today() else 0
         paid = account.balance_exact
-        topup = self.texts.topup.format(url=self.public_url) if self.public_url else ""
+        topup = self.texts.topup.format(url=self.public_url) if self.public_url else self.texts.topup_elsewhere
         daily_free = self.daily_free(account.tier)
         lines = template.split("\n")
         if daily_free == 0:

@@ -19,6 +19,8 @@ from storage.tokens import TokenRepo
 log = structlog.get_logger(__name__)
 
 TOKEN_INVALID = (40001, 42001, 40014)
+# menu/get: "menu no exist"
+MENU_ABSENT = 46003
 
 
 class WeChatAPIError(Exception):
@@ -36,11 +38,14 @@ class WeChatAPI:
         self.tokens = tokens
         self.clock = clock
 
-    async def _post(self, path: str, payload: dict, params: dict | None = None) -> dict:
+    async def _post(self, path: str, payload: dict | None, params: dict | None = None) -> dict:
+        """POST `payload` as JSON (GET when it is None); the answer, or WeChatAPIError for its errcode."""
         url = self.cfg.api_base.rstrip("/") + path
         timeout = aiohttp.ClientTimeout(total=self.cfg.api_timeout)
         try:
-            async with self.session.post(url, json=payload, params=params, timeout=timeout) as resp:
+            request = (self.session.get(url, params=params, timeout=timeout) if payload is None
+                       else self.session.post(url, json=payload, params=params, timeout=timeout))
+            async with request as resp:
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise WeChatAPIError(-1, f"request failed: {type(e).__name__}") from None
@@ -88,14 +93,33 @@ class WeChatAPI:
 
     async def create_menu(self, menu: dict) -> None:
         """Replace the official account's custom menu (`{"button": [...]}`, WeChat's own format)."""
+        await self._with_token("/cgi-bin/menu/create", menu)
+
+    async def get_menu(self) -> dict | None:
+        """The custom menu as set through the API (`{"button": [...]}`), None when there is none (46003)."""
+        try:
+            data = await self._with_token("/cgi-bin/menu/get", None)
+        except WeChatAPIError as e:
+            if e.errcode == MENU_ABSENT:
+                return None
+            raise
+        menu = data.get("menu")
+        return menu if isinstance(menu, dict) else None
+
+    async def delete_menu(self) -> None:
+        """Remove the custom menu (and its conditional menus)."""
+        await self._with_token("/cgi-bin/menu/delete", None)
+
+    async def _with_token(self, path: str, payload: dict | None) -> dict:
+        """A call with the shared access token, refreshed once if WeChat says it is no longer valid."""
         token = await self.access_token()
         try:
-            await self._post("/cgi-bin/menu/create", menu, {"access_token": token})
+            return await self._post(path, payload, {"access_token": token})
         except WeChatAPIError as e:
             if e.errcode not in TOKEN_INVALID:
                 raise
             token = await self.access_token(force_refresh=True)
-            await self._post("/cgi-bin/menu/create", menu, {"access_token": token})
+            return await self._post(path, payload, {"access_token": token})
 
     async def media_get(self, media_id: str, *, max_bytes: int, timeout: float,
                         types: tuple[str, ...]) -> tuple[bytes, str]:

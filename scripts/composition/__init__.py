@@ -25,9 +25,14 @@ if TYPE_CHECKING:
 __all__ = ["config_from_args", "create_app", "database"]
 
 
+def config_path(args: argparse.Namespace) -> str:
+    """The config file a command reads: --config, else $MPGPT_CONFIG, else ./config.toml."""
+    return getattr(args, "config", None) or os.environ.get("MPGPT_CONFIG") or "config.toml"
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config a command runs with: --config, else $MPGPT_CONFIG, else ./config.toml."""
-    return load_config(getattr(args, "config", None) or os.environ.get("MPGPT_CONFIG") or "config.toml")
+    return load_config(config_path(args))
 
 
 def database(cfg: Config) -> Database:

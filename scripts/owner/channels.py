@@ -30,9 +30,11 @@ def register(subparsers: Any) -> None:
              channels_enable)
     p.add_argument("name", help="channel name")
     p.add_argument("--reason", default="", help="why (kept in the audit trail)")
-    p = leaf(channels, "disable", "keep the router off a channel until it is enabled again", channels_disable)
+    p = leaf(channels, "disable", "keep the router off a channel until it is enabled again (--reason REASON is"
+             " required: `channels list` shows it)", channels_disable)
     p.add_argument("name", help="channel name")
-    p.add_argument("--reason", required=True, type=reason_text, help="why (shown in the list, kept in the audit)")
+    p.add_argument("--reason", required=True, type=reason_text,
+                   help="required: why (shown by `channels list`, kept in the audit trail)")
     p = leaf(channels, "test", "send one tiny question through a channel and time it", channels_test, needs="config")
     p.add_argument("name", help="channel name")
     p.add_argument("--model", help="model to ask (default: the channel's first)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.economics.codes import expiry, hash_of, new_code, parse_duration
-from scripts.owner.kit import Ctx, OwnerError, group, leaf, pairs, positive_int, table
+from scripts.owner.kit import Ctx, OwnerError, group, leaf, pairs, plural, positive_int, table
 from storage.codes import Batch, Code, CodeRepo
 
 _BATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -120,7 +120,7 @@ async def codes_create(ctx: Ctx) -> None:
         raise
     ctx.emit({"batch": batch, "count": len(codes), "credits": a.credits, "expires_at": expires_at,
               "out": str(out), "audit_id": ch.id},
-             f"made {len(codes)} codes of {a.credits} credits in batch {batch}"
+             f"made {plural(len(codes), 'code')} of {plural(a.credits, 'credit')} in batch {batch}"
              + (f", valid until {ctx.when(expires_at)}" if expires_at else "") + f": written to {out}")
 
 

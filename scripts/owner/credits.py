@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.owner.kit import Ctx, OwnerError, group, leaf, positive_int, reason_text
+from scripts.owner.kit import Ctx, OwnerError, group, leaf, plural, positive_int, reason_text
 from storage.ledger import InsufficientCredits, Ledger
 
 
@@ -42,7 +42,7 @@ async def _adjust(ctx: Ctx, sign: int) -> None:
     verb = "granted" if sign > 0 else "deducted"
     ctx.emit({"user": openid, "amount": amount, "balance": account.balance, "daily": account.daily,
               "audit_id": ch.id},
-             f"{verb} {ctx.args.amount} credits: {openid} now has {account.balance}"
+             f"{verb} {plural(ctx.args.amount, 'credit')}: {openid} now has {account.balance}"
              + (f" (+ {account.daily} free today)" if account.daily else ""))
 
 

@@ -10,14 +10,15 @@ servers to share.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.config import Config, ConfigError
-from scripts.composition import database
-from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
+from scripts.composition import config_path, database
+from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, plural, table
 from storage.db import Database, latest_schema_version
 from storage.ledger import Ledger
 from storage.owner_views import OwnerViews
@@ -40,11 +41,12 @@ def register(subparsers: Any) -> None:
 
 async def doctor(ctx: Ctx) -> int:
     checks: list[Check] = []
+    path = os.path.abspath(config_path(ctx.args))  # which file was read is the first thing to know
     try:
         cfg = config_of(ctx.args)
-        checks.append(Check("config", "pass", f"{cfg.base_dir}"))
+        checks.append(Check("config", "pass", f"loaded {path}"))
     except ConfigError as e:
-        checks.append(Check("config", "fail", str(e)))
+        checks.append(Check("config", "fail", f"{path}: {e}"))
         return _report(ctx, checks)
     try:
         db = await _database(cfg, checks)
@@ -106,10 +108,10 @@ async def _ledger(db: Database, checks: list[Check]) -> None:
         return
     if not found:
         row = await db.fetchone("SELECT COUNT(*) AS n FROM accounts")
-        checks.append(Check("ledger", "pass", f"{row['n'] if row else 0} accounts match their ledger rows"))
+        checks.append(Check("ledger", "pass", f"{plural(row['n'] if row else 0, 'account')} match their ledger rows"))
         return
     first = ", ".join(f"{short_user(m.openid)} {m.subject} stored {m.stored} ledger {m.ledger}" for m in found[:3])
-    checks.append(Check("ledger", "fail", f"{len(found)} mismatches: {first}"))
+    checks.append(Check("ledger", "fail", f"{plural(len(found), 'mismatch', 'mismatches')}: {first}"))
 
 
 async def _wechat(cfg: Config, db: Database, timeout: float) -> Check:

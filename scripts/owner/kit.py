@@ -38,7 +38,12 @@ class OwnerError(Exception):
 # -- parsers ------------------------------------------------------------------------------------------
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+    # the command's own usage, folded into the same line: what it takes is right beside what was wrong
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    for action in parser._actions:  # a group's usage names its subcommands, not just COMMAND
+        if isinstance(action, argparse._SubParsersAction) and action.choices:
+            usage = usage.replace("COMMAND ...", "{" + "|".join(action.choices) + "} ...")
+    print(f"{parser.prog}: error: {message} (usage: {usage}; --help explains)", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -213,9 +218,17 @@ async def _run(run: Callable[[Ctx], Awaitable[int | None]], args: argparse.Names
 # -- formatting ---------------------------------------------------------------------------------------
 
 def when(t: float | None, tz: str = "Asia/Shanghai") -> str:
+    """A time as the owner reads it, in [quota] timezone, saying which: `2026-01-31 14:05 +08:00`."""
     if t is None:
         return "-"
-    return dt.datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    local = dt.datetime.fromtimestamp(t, ZoneInfo(tz))
+    offset = local.strftime("%z")
+    return local.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 day`, `2 days` (`words` for an irregular plural: plural(n, "entry", "entries"))."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
 
 def yuan(fen: int | None) -> str:

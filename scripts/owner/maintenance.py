@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from scripts.owner.kit import Ctx, OwnerError, leaf, pairs, positive_int
+from scripts.owner.kit import Ctx, OwnerError, leaf, pairs, plural, positive_int
 from storage.backup import backup, check_copy
 from storage.analytics import prune_page_events
 from storage.db import Database
@@ -90,10 +90,10 @@ async def backup_cmd(ctx: Ctx) -> int:
             "integrity": check.integrity, "foreign_key_violations": check.foreign_keys,
             "ledger_mismatches": mismatches, "ok": ok}
     ctx.emit(data, pairs([
-        ("backup", str(out)), ("size", f"{data['bytes']:,} bytes, {pages} pages in {seconds:.2f} s"),
+        ("backup", str(out)), ("size", f"{plural(data['bytes'], 'byte')}, {plural(pages, 'page')} in {seconds:.2f} s"),
         ("integrity", check.integrity), ("foreign keys", "ok" if not check.foreign_keys else
-                                          f"{check.foreign_keys} violations"),
-        ("ledger", "balances match the ledger" if mismatches == 0 else f"{mismatches} mismatches"),
+                                          plural(check.foreign_keys, "violation")),
+        ("ledger", "balances match the ledger" if mismatches == 0 else plural(mismatches or 0, "mismatch", "mismatches")),
         ("schema", version),
         ("result", "ok" if ok else "FAILED: do not rely on this copy")]))
     return 0 if ok else 1
@@ -114,11 +114,16 @@ async def prune_cmd(ctx: Ctx) -> None:
                                detail={"days": days, "analytics_days": analytics_days, "cutoff": cutoff, **counts})
         verb = "deleted"
     data = {"days": days, "analytics_days": analytics_days, "dry_run": bool(ctx.args.dry_run), **counts}
-    text = f"older than {days} days, {verb}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    what = [plural(n, _NOUNS.get(k, k)) for k, n in counts.items() if k != "page_events"]
     if "page_events" in counts:
-        text = text.replace(f"{counts['page_events']} page_events",
-                            f"{counts['page_events']} page events (older than {analytics_days} days)")
+        what.append(f"{plural(counts['page_events'], 'page event')} (older than {plural(analytics_days, 'day')})")
+    text = f"older than {plural(days, 'day')}, {verb}: " + ", ".join(what)
     ctx.emit(data, text)
+
+
+# what prune counts, as one of each is called
+_NOUNS = {"inbound": "message", "pictures": "picture", "answers": "answer", "turns": "turn",
+          "conversations": "conversation"}
 
 
 def _asdict(counts: Any) -> dict[str, int]:

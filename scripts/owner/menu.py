@@ -1,4 +1,5 @@
-"""`mpgpt menu set FILE`: the official account's custom menu, from a JSON file in WeChat's own format.
+"""`mpgpt menu set FILE|show|delete`: the official account's custom menu, from a JSON file in WeChat's own
+format; `show` prints the menu WeChat has now (in the same format, so it can be saved and set again).
 
     {"button": [{"type": "click", "name": "余额", "key": "BALANCE"},
                 {"name": "更多", "sub_button": [{"type": "view", "name": "充值", "url": "https://..."}]}]}
@@ -10,6 +11,7 @@ The access token is the one every server process shares (stable_token, kept in s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scripts.owner.kit import Ctx, OwnerError, group, leaf, read_json_file
@@ -29,6 +31,9 @@ def register(subparsers: Any) -> None:
     menu = group(subparsers, "menu", "the official account's custom menu")
     p = leaf(menu, "set", "replace the custom menu with the one in FILE (JSON, WeChat's format)", menu_set)
     p.add_argument("file", metavar="FILE", help="the menu as JSON: {\"button\": [...]}")
+    p.add_argument("--reason", default="", help="why (kept in the audit trail)")
+    leaf(menu, "show", "the custom menu WeChat shows now (as JSON with --json, ready for `menu set`)", menu_show)
+    p = leaf(menu, "delete", "remove the custom menu", menu_delete)
     p.add_argument("--reason", default="", help="why (kept in the audit trail)")
 
 
@@ -87,24 +92,62 @@ def _type_problem(where: str, b: dict) -> str | None:
     return None
 
 
-async def menu_set(ctx: Ctx) -> None:
+async def _call(ctx: Ctx, what: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `call(api)` with the WeChat API client; WeChat's refusal becomes one line for the owner."""
     import aiohttp
 
     from bot.wechat.api import WeChatAPI, WeChatAPIError
 
+    w = ctx.cfg.wechat
+    if not (w.app_id and w.app_secret):
+        raise OwnerError(f"{what} needs wechat.app_id and wechat.app_secret in the config")
+    async with aiohttp.ClientSession() as session:
+        try:
+            return await call(WeChatAPI(w, session, TokenRepo(ctx.db)))
+        except WeChatAPIError as e:
+            advice = " (add this machine's IP to the account's IP whitelist)" if e.errcode == 40164 else ""
+            raise OwnerError(f"WeChat refused {what}: {e.errcode} {e.errmsg}{advice}") from None
+
+
+async def menu_set(ctx: Ctx) -> None:
     menu = read_json_file(ctx.args.file)
     problem = menu_problem(menu)
     if problem:
         raise OwnerError(f"{ctx.args.file}: {problem}")
     w = ctx.cfg.wechat
-    if not (w.app_id and w.app_secret):
-        raise OwnerError("setting the menu needs wechat.app_id and wechat.app_secret in the config")
-    async with aiohttp.ClientSession() as session:
-        try:
-            await WeChatAPI(w, session, TokenRepo(ctx.db)).create_menu(menu)
-        except WeChatAPIError as e:
-            advice = " (add this machine's IP to the account's IP whitelist)" if e.errcode == 40164 else ""
-            raise OwnerError(f"WeChat refused the menu: {e.errcode} {e.errmsg}{advice}") from None
+    await _call(ctx, "setting the menu", lambda api: api.create_menu(menu))
     names = [b["name"] for b in menu["button"]]
     await ctx.audit.record("menu.set", w.app_id, reason=ctx.args.reason, args=ctx.argv, detail={"menu": menu})
     ctx.emit({"buttons": names, "ok": True}, f"menu set: {' | '.join(names)}")
+
+
+async def menu_show(ctx: Ctx) -> None:
+    menu = await _call(ctx, "showing the menu", lambda api: api.get_menu())
+    if menu is None:
+        ctx.emit(None, "no custom menu (set one with `mpgpt menu set FILE`)")
+        return
+    menu = {"button": menu.get("button", [])}  # WeChat adds its menuid: `menu set` takes the rest back
+
+    def text() -> str:
+        lines = []
+        for b in menu["button"]:
+            lines.append(f"{b.get('name', '')}{_target(b)}")
+            lines += [f"  - {s.get('name', '')}{_target(s)}" for s in b.get("sub_button") or []]
+        return "\n".join(lines)
+
+    ctx.emit(menu, text)
+
+
+def _target(b: dict) -> str:
+    kind = b.get("type")
+    if not kind:
+        return ""
+    what = next((b[k] for k in ("url", "key", "media_id", "article_id", "pagepath") if b.get(k)), "")
+    return f"  ({kind}: {what})" if what else f"  ({kind})"
+
+
+async def menu_delete(ctx: Ctx) -> None:
+    w = ctx.cfg.wechat
+    await _call(ctx, "deleting the menu", lambda api: api.delete_menu())
+    await ctx.audit.record("menu.delete", w.app_id, reason=ctx.args.reason, args=ctx.argv, detail={})
+    ctx.emit({"deleted": True}, "menu deleted: followers see no custom menu now")

@@ -12,7 +12,7 @@ import argparse
 import re
 from typing import Any
 
-from scripts.owner.kit import Ctx, OwnerError, group, leaf, positive_int, table, yuan
+from scripts.owner.kit import Ctx, OwnerError, group, leaf, plural, positive_int, table, yuan
 from storage.products import Product, ProductRepo
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -94,11 +94,26 @@ async def products_add(ctx: Ctx) -> None:
         if not await ProductRepo(ch.db).add(product):
             raise OwnerError(f"product {a.id!r} exists already (use `mpgpt products update`)")
         ch.detail["product"] = _row(product)
-    ctx.emit({**_row(product), "audit_id": ch.id},
-             f"added {a.id}: {a.name}, " + " + ".join(x for x in (f"{a.credits} credits" if a.credits else "",
-                                                                 f"{a.tier} for {a.days} days" if a.days else "") if x)
+    notes = _notes(ctx, a.name)
+    ctx.emit({**_row(product), "audit_id": ch.id, "notes": notes},
+             f"added {a.id}: {a.name}, " + " + ".join(x for x in (plural(a.credits, "credit") if a.credits else "",
+                                                                 f"{a.tier} for {plural(a.days, 'day')}" if a.days else "") if x)
              + f" for {yuan(a.price_fen)}"
-             + ("" if product.enabled else " (not on sale)"))
+             + ("" if product.enabled else " (not on sale)") + "".join(f"\nnote: {n}" for n in notes))
+
+
+def _notes(ctx: Ctx, name: str) -> list[str]:
+    """What the owner should know about a product just added: whether anyone can buy it yet, and a
+    name that calls the unit by another name than the chat and the page do."""
+    notes = []
+    if not ctx.cfg.pay.enabled:
+        notes.append("top-ups are off: the config has no [pay] table, so the page shows no products"
+                     " until WeChat Pay is set up (README: WeChat Pay)")
+    unit = ctx.cfg.texts.unit
+    other = next((w for w in ("积分", "点") if w != unit and re.search(rf"\d\s*{w}", name)), None)
+    if other:
+        notes.append(f"the name says {other!r} but the chat and the page call the unit {unit!r} ([texts] unit)")
+    return notes
 
 
 async def _update(ctx: Ctx, action: str, **fields: Any) -> None:

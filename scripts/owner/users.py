@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p = leaf(users, "show", "one follower: balance, ledger, orders, usage", users_show)
     p.add_argument("user", metavar="USER", help="openid, or its last characters as logs show them")
-    p.add_argument("--ledger", type=int, default=20, metavar="N", help="ledger rows to show (default 20)")
+    p.add_argument("--ledger", type=int, default=20, metavar="N", help="the newest N ledger rows (default 20)")
+    p.add_argument("--all", action="store_true", help="every ledger row, however many")
     for name, fn, what in (("freeze", users_freeze, "refuse this follower's questions from now on"),
                            ("unfreeze", users_unfreeze, "let a frozen follower ask again")):
         p = leaf(users, name, what, fn)
@@ -61,12 +62,19 @@ async def users_show(ctx: Ctx) -> None:
     openid = await ctx.user(ctx.args.user)
     user = await ctx.views.user(openid)
     assert user is not None
-    ledger = await Ledger(ctx.db).history(openid, limit=max(1, ctx.args.ledger))
+    if ctx.args.ledger <= 0:
+        raise OwnerError(f"--ledger must be greater than 0 (got {ctx.args.ledger})")
+    # one row more than shown says whether the list was cut
+    limit = 2**31 - 1 if ctx.args.all else ctx.args.ledger + 1
+    ledger = await Ledger(ctx.db).history(openid, limit=limit)
+    cut = not ctx.args.all and len(ledger) > ctx.args.ledger
+    ledger = ledger[:ctx.args.ledger] if cut else ledger
+    tz = ctx.cfg.quota.timezone
     orders = await OrderRepo(ctx.db, apply_entry).for_user(openid, limit=10)
     usage = await ctx.views.usage(openid)
     plan = await PlanRepo(ctx.db).active(openid)
     data = {**user, "plan": {"tier": plan.tier, "ends_at": plan.ends_at} if plan else None,
-            "ledger": [_entry(e) for e in ledger],
+            "ledger": [_entry(e) for e in ledger], "ledger_cut": cut, "timezone": tz,
             "orders": [_order(o) for o in orders], "usage": usage}
 
     # token-priced answers leave milli-credits: shown exactly (9.985), whole numbers as before
@@ -82,11 +90,14 @@ async def users_show(ctx: Ctx) -> None:
             ("paid", yuan(user["paid_fen"])), ("model", user["model"] or "(default)"),
             ("first seen", ctx.when(user["first_seen"])), ("last seen", ctx.when(user["last_seen"])),
             ("questions", f"{usage['questions']} ({usage['answered']} answered, {usage['not_answered']} not)"),
+            ("times", f"in {tz} ([quota] timezone)"),
         ])
         parts = [head, "", "usage by model:", table(
             [(m["model"], m["attempts"], m["ok"], m["prompt_tokens"], m["completion_tokens"]) for m in usage["models"]],
             ("MODEL", "ATTEMPTS", "OK", "PROMPT TOKENS", "COMPLETION TOKENS"))]
-        parts += ["", "ledger (newest first):", table(
+        shown = (f"the newest {len(ledger)} rows; older ones cut: --all shows every row" if cut
+                 else "every row" if len(ledger) != 1 else "its one row")
+        parts += ["", f"ledger (newest first, {shown}):", table(
             [(e.id, ctx.when(e.created_at), e.kind, _signed(e.amount * 1000 + e.amount_milli),
               _signed(e.daily_amount * 1000 + e.daily_milli), e.ref) for e in ledger],
             ("ID", "WHEN", "KIND", "BALANCE", "DAILY", "REF"))]

@@ -234,3 +234,38 @@ async def test_a_follower_redeems_a_code_on_the_top_up_tab_and_sees_the_balance(
         await page.wait_for_selector("#history li")
         assert "兑换码" in await page.inner_text("#history")
         assert await page.inner_text("#balance") == "25"
+
+
+async def test_each_screen_is_a_view_and_hiding_the_page_sends_the_visible_time(tmp_path, llm, browser):
+    from storage.analytics import PageEvents
+    from bot.keys import DB
+
+    async with serving(tmp_path, llm.base_url, analytics={"flush_interval": 0.05}) as (base, app):
+        page = await browser.new_page(viewport=PHONE)
+        await page.goto(await link_from_wechat(base))
+        await page.wait_for_selector("#tabs:not([hidden])")
+        await page.wait_for_timeout(200)
+        await page.click("#tabs button[data-tab=topup]")
+        await page.wait_for_timeout(200)
+        await page.click("#tabs button[data-tab=chat]")
+        await page.fill("#chat-input", "你好")
+        await page.press("#chat-input", "Enter")  # asked with Enter: no click on the chat screen
+        await page.wait_for_timeout(300)
+        # the follower switches to another app: the page is hidden, not closed
+        await page.evaluate("""() => {
+            Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""")
+        repo = PageEvents(app[DB])
+        for _ in range(100):
+            views = await repo.views(0, 4e9)
+            if len(views) == 3 and all(v.visible_ms > 0 for v in views):
+                break
+            await page.wait_for_timeout(50)
+        clicks = await app[DB].fetchall("SELECT screen, target FROM page_clicks ORDER BY id")
+        await page.close()
+    assert [v.screen for v in views] == ["account", "shop", "chat"], views
+    assert all(v.visible_ms >= 150 for v in views), views
+    assert all(v.engaged for v in views)  # a tab clicked on the first two, a question asked on the last
+    # a tab button's click belongs to the screen it was made on
+    assert [(c["screen"], c["target"].rsplit(">", 1)[-1]) for c in clicks] == [("account", "button"), ("shop", "button")]

@@ -34,7 +34,7 @@ async def test_fifty_concurrent_questions_with_ten_credits_get_exactly_ten_answe
     replies = await asyncio.gather(*(wx.send_text("o_rich", f"问题{i}") for i in range(50)))
     await asyncio.wait_for(app[GENERATOR].idle(), 10)
     answered = [d for d in replies if d.content == "答案。"]
-    refused = [d for d in replies if d.content and d.content.startswith("积分不足")]
+    refused = [d for d in replies if d.content and d.content.startswith("余额不足")]
     assert len(answered) == 10 and len(refused) == 40
     assert len(llm.requests) == 10
     ledger = Ledger(app[DB])
@@ -69,7 +69,7 @@ async def test_balance_command_shows_the_credits(server, llm):
     wx, _ = server
     await wx.send_text("o_bal", "问题")
     d = await wx.send_text("o_bal", "余额")
-    assert "积分余额：9" in d.content
+    assert "余额：9 积分" in d.content
     assert len(llm.requests) == 1
 
 

@@ -72,12 +72,23 @@ def test_the_command_draws_the_heat_over_a_screenshot_of_the_real_page(tmp_path)
             bare = await _cli(*args, "--out", str(tmp_path / "bare.png"))  # no clicks yet
             await _seed(db_path)
             with_heat = await _cli(*args, "--out", str(tmp_path / "heat.png"))
-        return with_heat, bare
+            await _seed_chat(db_path)
+            chat = await _cli(*args[:-1], "/#chat", "--out", str(tmp_path / "chat.png"))
+            desktop = await _cli(*args[:-1], "/#chat", "--device", "desktop", "--out", str(tmp_path / "desk.png"))
+        return with_heat, bare, chat, desktop
 
-    with_heat, bare = asyncio.run(shoot())
+    with_heat, bare, chat, desktop = asyncio.run(shoot())
     assert with_heat.returncode == 0, with_heat.stderr
-    assert "0 clicks on / over a screenshot" in bare.stdout
-    assert "33 clicks on / over a screenshot" in with_heat.stdout
+    assert "0 clicks on / from phones over a screenshot" in bare.stdout
+    assert "33 clicks on / from phones over a screenshot" in with_heat.stdout
+    # one screen, one device class: the chat screen's 4 phone clicks, its 2 desktop clicks apart
+    assert "4 clicks on /#chat from phones over a screenshot" in chat.stdout, chat.stderr
+    assert "2 clicks on /#chat from desktops over a screenshot" in desktop.stdout, desktop.stderr
+    with Image.open(tmp_path / "desk.png") as desk:
+        assert desk.size[0] == 1280
+    # the chat screen's picture shows the chat screen (its composer), not the login form
+    with Image.open(tmp_path / "chat.png") as shot, Image.open(tmp_path / "bare.png") as login:
+        assert shot.size[0] == 390 and shot.convert("RGB").tobytes() != login.convert("RGB").tobytes()
     heat, page = Image.open(tmp_path / "heat.png").convert("RGB"), Image.open(tmp_path / "bare.png").convert("RGB")
     assert heat.size == page.size and heat.size[0] == 390
     # The screenshot is the page, not an outline: it has text on it.
@@ -102,3 +113,11 @@ async def _cli(*args: str) -> subprocess.CompletedProcess:
 async def _seed(path: Path) -> None:
     async with Database(path) as db:
         await PageEvents(db).write([PageClick("view00000001", "/", x, y, vw, "p", time.time()) for x, y, vw in _clicks()])
+
+
+async def _seed_chat(path: Path) -> None:
+    """Clicks on the chat screen: 4 from a phone, 2 from a desktop."""
+    async with Database(path) as db:
+        await PageEvents(db).write([PageClick("view00000002", "/", 50, 700 + i, 390, "p", time.time(), "chat")
+                                    for i in range(4)]
+                                   + [PageClick("view00000003", "/", 900, 500, 1280, "p", time.time(), "chat")] * 2)

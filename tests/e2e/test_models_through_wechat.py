@@ -30,7 +30,7 @@ async def test_model_lists_the_models_and_switches_by_name_or_alias(tmp_path, ll
             unknown = await wx.send_text("o_m", "模型 gpt-9")
             await asyncio.wait_for(app[GENERATOR].idle(), 10)
             balance = await Ledger(app[DB]).balance("o_m")
-    assert "gpt-4o-mini" in listing.content and "← 当前" in listing.content and "每次 3 点" in listing.content
+    assert "gpt-4o-mini" in listing.content and "← 当前" in listing.content and "每次 3 积分" in listing.content
     assert switched.content == "已切换到 GPT-4o，之后的提问将使用它。"
     assert llm.requests[-1].model == "gpt-4o"
     assert "没有名为「gpt-9」的模型" in unknown.content

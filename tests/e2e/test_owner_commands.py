@@ -65,7 +65,7 @@ async def test_freezing_and_the_whitelist_change_what_the_running_server_answers
     async with serving(tmp_path, llm, quota={"trial_credits": 1, "daily_free": 0}) as (config, _, wechat):
         assert await ask(wechat, ALICE) == ANSWER
         out_of_credits = await ask(wechat, ALICE)
-        assert "积分不足" in out_of_credits
+        assert "余额不足" in out_of_credits
 
         added = await ok(config, "whitelist", "add", ALICE, "--note", "朋友", "--reason", "测试账号")
         assert ALICE in added.out and "whitelisted" in added.out
@@ -82,7 +82,7 @@ async def test_freezing_and_the_whitelist_change_what_the_running_server_answers
         assert await ask(wechat, ALICE) == ANSWER
 
         await ok(config, "whitelist", "remove", ALICE)
-        assert "积分不足" in await ask(wechat, ALICE)
+        assert "余额不足" in await ask(wechat, ALICE)
         assert_one_line_failure(await mpgpt(config, "whitelist", "remove", ALICE), "not on the whitelist", code=1)
 
         actions = [r["action"] for r in (await ok(config, "audit", "--target", ALICE, "--json")).json()]
@@ -109,7 +109,7 @@ async def test_users_list_filters_and_show_tells_the_owner_about_one_follower(tm
         assert {e["kind"] for e in shown["ledger"]} >= {"trial", "reserve", "settle"}
         assert shown["usage"]["models"][0]["model"] == "gpt-4o-mini"
         text = (await ok(config, "users", "show", ALICE)).out
-        assert "ledger (newest first)" in text and "usage by model" in text
+        assert "ledger (newest first, every row)" in text and "usage by model" in text
 
         # The last characters of two openids alike: say so instead of picking one.
         assert_one_line_failure(await mpgpt(config, "users", "show", "2501"), "several users", code=1)
@@ -201,7 +201,8 @@ async def test_bad_arguments_end_in_one_line_and_a_non_zero_exit(tmp_path, llm):
 
 
 @pytest.mark.parametrize("args", [("users", "list"), ("credits", "grant"), ("orders", "refund"), ("doctor",),
-                                  ("backup",), ("products", "add"), ("channels", "test"), ("menu", "set")])
+                                  ("backup",), ("products", "add"), ("channels", "test"), ("menu", "set"),
+                                  ("menu", "show"), ("menu", "delete")])
 async def test_every_command_explains_itself_with_help(args):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scripts.cli", *args, "--help", cwd=ROOT, stdout=asyncio.subprocess.PIPE,

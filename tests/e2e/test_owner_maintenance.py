@@ -159,6 +159,17 @@ async def test_menu_set_sends_a_checked_menu_with_the_shared_token_and_refuses_a
             trail = (await ok(config, "audit", "--action", "menu", "--json")).json()
             assert len(trail) == 3 and trail[-1]["detail"]["menu"] == menu and trail[-1]["reason"] == "新菜单"
 
+            # what WeChat has now, in the format `menu set` takes; then gone
+            shown = (await ok(config, "menu", "show", "--json")).json()
+            listed = (await ok(config, "menu", "show")).out
+            assert shown == menu
+            assert "余额  (click: BALANCE)" in listed and "  - 充值  (view: https://example.com/)" in listed
+            assert "deleted" in (await ok(config, "menu", "delete", "--reason", "换季")).out
+            assert api.menus == []
+            assert "no custom menu" in (await ok(config, "menu", "show")).out
+            trail = (await ok(config, "audit", "--action", "menu.delete", "--json")).json()
+            assert len(trail) == 1 and trail[0]["reason"] == "换季"
+
 
 async def create_order(config: Path, tmp_path: Path) -> str:
     """An order made the way a server makes one (its pay service, on this database)."""
@@ -205,7 +216,7 @@ async def test_doctor_passes_when_everything_answers_and_names_each_failure(tmp_
             assert "FAIL" in lines["wechat"] and "40125" in lines["wechat"]
             assert "FAIL" in lines["channel fake"] and "auth" in lines["channel fake"]
             assert "FAIL" in lines["pay"] and "signature" in lines["pay"]
-            assert "FAIL" in lines["ledger"] and "1 mismatches" in lines["ledger"]
+            assert "FAIL" in lines["ledger"] and "1 mismatch:" in lines["ledger"]
             assert "pass" in lines["config"] and "pass" in lines["schema"]
 
 

@@ -68,7 +68,7 @@ async def test_an_answer_is_charged_the_exact_price_of_the_reported_usage(server
     assert "积分余额：8.902" in balance.content and "：1.098 积分" in balance.content
     assert "估算" not in balance.content
     models = await wx.send_text("o_tok", "模型")
-    assert "每千 token 提问 0.37 点、回答 1.13 点" in models.content
+    assert "每千 token 提问 0.37 积分、回答 1.13 积分" in models.content
 
 
 async def test_a_dozen_answers_cost_exactly_the_sum_of_their_prices(server, llm):

@@ -169,7 +169,7 @@ async def test_a_refusal_shows_its_sentence_and_offers_a_top_up(tmp_path, llm, b
         await log_in(page, base)
         await open_chat(page)
         await ask(page, "你好")
-        assert "积分不足" in await page.inner_text(ANSWER + ".refused .md")
+        assert "余额不足" in await page.inner_text(ANSWER + ".refused .md")
         await page.click(ANSWER + " .link-btn:text('去充值')")
         await page.wait_for_selector("[data-panel=topup]:not([hidden])")
         assert llm.requests == []

@@ -34,6 +34,7 @@ ERRMSG = {
     40023: "invalid sub button size",
     40025: "invalid sub button name size",
     40029: "invalid code",
+    46003: "menu no exist",
     40125: "invalid appsecret",
     40163: "code been used",
     40164: "invalid ip 127.0.0.1, not in whitelist",
@@ -114,6 +115,8 @@ class FakeWeChatAPI:
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
         app.router.add_post("/cgi-bin/menu/create", self._menu_create)
+        app.router.add_get("/cgi-bin/menu/get", self._menu_get)
+        app.router.add_get("/cgi-bin/menu/delete", self._menu_delete)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/sns/oauth2/access_token", self._oauth_access_token)
         return app
@@ -297,6 +300,21 @@ class FakeWeChatAPI:
             if any(not isinstance(s, dict) or len(str(s.get("name", "")).encode()) > 60 for s in subs):
                 return _error(40025)
         self.menus.append(payload)
+        return _json({"errcode": 0, "errmsg": "ok"})
+
+    async def _menu_get(self, request: web.Request) -> web.Response:
+        """The menu last created (`{"menu": {"button": [...], "menuid": N}}`), or 46003 when there is none."""
+        if (code := self._token_error(request)) is not None:
+            return _error(code)
+        if not self.menus:
+            return _error(46003)
+        return _json({"menu": {**self.menus[-1], "menuid": 208396993 + len(self.menus)}})
+
+    async def _menu_delete(self, request: web.Request) -> web.Response:
+        """Deletes the menu; WeChat answers ok whether there was one or not."""
+        if (code := self._token_error(request)) is not None:
+            return _error(code)
+        self.menus.clear()
         return _json({"errcode": 0, "errmsg": "ok"})
 
     async def _oauth_access_token(self, request: web.Request) -> web.Response:

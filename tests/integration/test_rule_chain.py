@@ -156,7 +156,7 @@ async def test_the_credits_refusal_tells_the_balance_and_where_to_top_up(tmp_pat
     chain = build_chain(cfg, db, word_filter(cfg), clock)
     verdict = await ask(chain, cost=5)
     assert isinstance(verdict, Refusal) and verdict.code == base.NO_CREDITS
-    assert verdict.text == "积分不足：本次提问需要 5 积分，你还有 3 积分。充值请打开：https://mp.example.com/"
+    assert verdict.text == "余额不足：本次提问需要 5 积分，你还有 3 积分。充值请打开：https://mp.example.com/"
     assert await Ledger(db).balance(ALICE) == 3
 
 
@@ -186,10 +186,12 @@ async def test_the_balance_reply_shows_balance_todays_free_credits_and_the_top_u
     cfg = make_config(tmp_path, quota={"daily_free": 3})
     chain = build_chain(cfg, db, word_filter(cfg), clock)
     assert await chain.wallet.balance_text(ALICE) == (
-        "积分余额：13\n其中今日免费：3（每天 3，当天有效）\n充值请打开：https://mp.example.com/")
+        "余额：13 积分\n其中今日免费：3（每天 3，当天有效）\n充值请打开：https://mp.example.com/")
     cfg = make_config(tmp_path, server={"public_url": ""})
     chain = build_chain(cfg, db, word_filter(cfg), clock)
-    assert await chain.wallet.balance_text("oBob") == "积分余额：10"
+    # without a public address there is no link, but still what to do
+    assert await chain.wallet.balance_text("oBob") == (
+        "余额：10 积分\n需要更多积分：打开公众号菜单里的网页充值，或发送「兑换 兑换码」使用兑换码。")
 
 
 async def test_the_answer_check_masks_or_withholds_before_delivery(tmp_path):

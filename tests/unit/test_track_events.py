@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.analytics import PageClick, PageLeave, PageView
+from storage.analytics import PageAct, PageClick, PageLeave, PageView
 from web_companion.analytics import BadEvent, IpRateLimit, parse_event
 
 VID, PV = "0123456789abcdef01234567", "fedcba9876543210fedcba98"
@@ -44,11 +44,24 @@ def test_leave_and_click_events_are_read_with_their_numbers():
     ({"t": "leave", "vid": VID, "pv": PV, "ms": 10**12}, "ms"),
     ({"t": "click", "vid": VID, "pv": PV, "page": "/", "x": 1.5, "y": 1, "vw": 390}, "x"),
     ({"t": "click", "vid": VID, "pv": PV, "page": "/", "x": 1, "y": 1, "vw": 390, "el": "按钮"}, "el"),
+    (_view(screen="Chat"), "screen"),
+    (_view(screen=["chat"]), "screen"),
+    ({"t": "act", "vid": VID, "pv": "x"}, "pv"),
+    ({"t": "act", "pv": PV}, "vid"),
 ])
 def test_bad_events_are_refused_with_the_field_named(event, word):
     with pytest.raises(BadEvent) as e:
         parse_event(event, "ip", 0)
     assert word in str(e.value)
+
+
+def test_a_screen_of_the_page_is_kept_on_views_and_clicks_and_an_act_names_its_view():
+    assert parse_event(_view(screen="chat"), "ip", 1.0).screen == "chat"
+    assert parse_event(_view(), "ip", 1.0).screen == ""  # a page without screens
+    click = parse_event({"t": "click", "vid": VID, "pv": PV, "page": "/", "x": 1, "y": 2, "vw": 390,
+                         "screen": "shop"}, "ip", 2.0)
+    assert click == PageClick(PV, "/", 1, 2, 390, "", 2.0, "shop")
+    assert parse_event({"t": "act", "vid": VID, "pv": PV}, "ip", 3.0) == PageAct(PV, VID)
 
 
 def test_each_address_gets_its_own_allowance_per_window():

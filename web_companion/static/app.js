@@ -20,6 +20,8 @@
   function text(el, s) { el.textContent = s; }
 
   function api(method, url, body, done) {
+    // a preview (the heatmap's picture of a screen) shows the screen empty: no request, no login
+    if (state.preview) { setTimeout(function () { done(503, { error: "" }); }, 0); return; }
     var xhr = new XMLHttpRequest();
     xhr.open(method, url, true);
     xhr.setRequestHeader("Accept", "application/json");
@@ -43,10 +45,23 @@
 
   function notice(msg) { text($("notice"), msg || ""); show($("notice"), !!msg); }
 
+  // The analytics tracker (track.js) records each screen as a view of its own.
+  function announce(screen) {
+    if (window.mpgptScreen === screen) { return; }
+    window.mpgptScreen = screen;
+    var ev;
+    try { ev = new CustomEvent("mpgpt:screen"); } catch (e) {
+      ev = document.createEvent("Event");
+      ev.initEvent("mpgpt:screen", false, false);
+    }
+    document.dispatchEvent(ev);
+  }
+
   // -- login ------------------------------------------------------------------------------------------
 
   function showLogin(info) {
     state.loggedIn = false;
+    announce("login");
     show($("login"), true);
     show($("tabs"), false);
     show($("logout"), false);
@@ -193,13 +208,16 @@
     }
     var panels = document.querySelectorAll("[data-panel]");
     for (var j = 0; j < panels.length; j++) { show(panels[j], panels[j].getAttribute("data-panel") === name); }
+    announce(SCREENS[name] || name);
     // the bar (and WeChat's in-app browser title) names the open tab
     var title = TITLES[name] || TITLES.account;
     document.title = title;
     document.querySelector("header.bar h1").textContent = title;
   }
 
-  var TITLES = { account: "我的积分", chat: "对话", topup: "充值" };
+  var UNIT = document.body.getAttribute("data-unit") || "积分";
+  var TITLES = { account: document.body.getAttribute("data-title") || "我的" + UNIT, chat: "对话", topup: "充值" };
+  var SCREENS = { account: "account", chat: "chat", topup: "shop" };
 
   // -- products and paying ----------------------------------------------------------------------------
 
@@ -308,7 +326,7 @@
       if (code === 401) { showLogin(data); return; }
       if (code === 200 && data.paid) {
         show($("qr"), false);
-        status("支付成功，已到账 " + data.gives + "，当前可用 " + data.balance + " 积分", "ok");
+        status("支付成功，已到账 " + data.gives + "，当前可用 " + data.balance + " " + UNIT, "ok");
         text($("balance"), data.balance);
         state.order = null;
         loadMe(true);
@@ -370,7 +388,13 @@
       if (name === "account") { loadMe(true); }  // questions asked in the chat tab changed it
     };
   }
-  var token = linkToken();
-  if (token) { loginWithLink(token); } else { loadMe(true); }
+  var token = linkToken(), preview = /^#preview=(login|account|chat|shop)$/.exec(location.hash);
+  if (preview) {
+    state.preview = true;
+    if (preview[1] === "login") { show($("login"), true); announce("login"); } else {
+      show($("tabs"), true);
+      selectTab(preview[1] === "shop" ? "topup" : preview[1]);
+    }
+  } else if (token) { loginWithLink(token); } else { loadMe(true); }
   window.mpgptPage = { api: api, when: when };  // for chat.js
 })();

@@ -22,6 +22,7 @@
   }
   function button(cls, text, onclick) { var b = el("button", cls, text); b.type = "button"; b.onclick = onclick; return b; }
   function parse(s) { try { return JSON.parse(s); } catch (e) { return null; } }
+  function unit() { return document.body.getAttribute("data-unit") || "积分"; }  // [texts] unit
   function relogin() { location.reload(); }  // app.js then shows the login form
   function api(method, url, done) {
     window.mpgptPage.api(method, url, method === "POST" ? {} : null, function (status, data) {
@@ -145,6 +146,7 @@
     if (ev) { ev.preventDefault(); }
     var input = $("chat-input"), message = input.value.replace(/^\s+|\s+$/g, "");
     if (!message || st.busy) { return; }
+    try { document.dispatchEvent(new CustomEvent("mpgpt:act")); } catch (e) { /* the tracker's; old browsers skip it */ }
     var body = { message: message }, model = $("chat-model").value;
     if (model) { body.model = model; }
     if (st.conv !== null) { body.conversation_id = st.conv; }
@@ -178,7 +180,7 @@
         if (name === "done") {
           var end = ENDED[data.status];
           settle(end ? "ended" : "", (end ? end + " · " : "") + (data.credits_charged
-            ? "消耗 " + data.credits_charged + " 积分" : "未扣积分") + " · 余额 " + data.balance);
+            ? "消耗 " + data.credits_charged + " " + unit() : "未扣" + unit()) + " · 余额 " + data.balance);
           $("balance").textContent = data.balance;
           loadConversations(true, false);
         }
@@ -234,8 +236,8 @@
       var select = $("chat-model");
       select.textContent = "";
       for (var i = 0; i < data.models.length; i++) {
-        var m = data.models[i], option = el("option", null, m.display_name + (m.price ? " · " + m.price.prompt + "/" + m.price.completion + " 积分/千token"
-          : m.cost ? " · " + m.cost + " 积分/次" : ""));
+        var m = data.models[i], option = el("option", null, m.display_name + (m.price ? " · " + m.price.prompt + "/" + m.price.completion + " " + unit() + "/千token"
+          : m.cost ? " · " + m.cost + " " + unit() + "/次" : ""));
         option.value = m.name;
         option.selected = !!m.current;
         select.appendChild(option);
