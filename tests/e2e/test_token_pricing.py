@@ -65,7 +65,7 @@ async def test_an_answer_is_charged_the_exact_price_of_the_reported_usage(server
     assert llm.requests[0].body["max_tokens"] == 2048  # the bound holds because the provider is told
     assert await Ledger(app[DB]).check_invariant() == []
     balance = await wx.send_text("o_tok", "余额")
-    assert "积分余额：8.902" in balance.content and "：1.098 积分" in balance.content
+    assert "余额：8.902 积分" in balance.content and "：1.098 积分" in balance.content
     assert "估算" not in balance.content
     models = await wx.send_text("o_tok", "模型")
     assert "每千 token 提问 0.37 积分、回答 1.13 积分" in models.content
@@ -127,7 +127,7 @@ async def test_fifty_concurrent_questions_never_overdraw_one_account(server, llm
     llm.default = Script(text="答案。", first_delay=0.2, prompt_tokens=1234, completion_tokens=567)
     replies = await asyncio.gather(*(wx.send_text("o_race", f"问题{i}") for i in range(50)))
     await asyncio.wait_for(app[GENERATOR].idle(), 15)
-    refused = [d for d in replies if d.content and d.content.startswith("积分不足")]
+    refused = [d for d in replies if d.content and d.content.startswith("余额不足")]
     # 10 credits hold two 4-credit reservations at once; a settle gives credits back for a later one
     # (an answer slower than the window is owed, not refused: it still counts as asked)
     asked = 50 - len(refused)
