@@ -19,6 +19,7 @@ import structlog
 from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.generation import Generator, LiveAnswer
+from bot.chat.labels import LABELLED_STATUSES, Labels
 from bot.chat.media import PictureQuestions
 from bot.config import Config
 from bot.providers.router import Router
@@ -63,6 +64,8 @@ class WebChat:
         self.ledger = ledger
         self.holder = holder
         self.pictures = pictures
+        # the explicit AI-content label the page shows with each answer (ours, not the model's text)
+        self.labels = Labels(cfg)
         self.clock = clock
 
     async def models_for(self, openid: str) -> list[dict[str, Any]]:
@@ -139,4 +142,6 @@ class WebChat:
             "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                       "estimated": usage.estimated} if usage else None,
             "credits_charged": charged, "balance": await self.ledger.balance(answer.openid),
+            "ai_label": self.labels.text if answer.status in LABELLED_STATUSES else None,
+            "ai_label_position": "start" if self.labels.at_start else "end",
         })

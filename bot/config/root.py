@@ -7,7 +7,9 @@ from typing import Annotated, Mapping
 
 from pydantic import Field, model_validator
 
+from bot.config.ai_label import AiLabelConfig
 from bot.config.analytics import AnalyticsConfig
+from bot.config.answer_page import AnswerPageConfig
 from bot.config.base import AsTuple, Frozen, Section, empty_map, resolve
 from bot.config.channels import ChannelConfig
 from bot.config.chat import ChatConfig
@@ -61,6 +63,8 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     companion: CompanionConfig = Field(default_factory=CompanionConfig)
+    answer_page: AnswerPageConfig = Field(default_factory=AnswerPageConfig)
+    ai_label: AiLabelConfig = Field(default_factory=AiLabelConfig)
     # The folder the config file lives in: relative paths in it are relative to this (set by the
     # loader, never by the file).
     base_dir: str = "."

@@ -100,6 +100,7 @@
     var turn = el("div", "turn bot"), foot = el("div", "turn-foot");
     var copy = button("copy", "复制", function () { copyText(turn.raw, copy); });
     turn.raw = text;
+    turn.setAttribute("data-ai-generated", "true");  // the implicit label; the explicit one: setLabel
     turn.body = turn.appendChild(el("div", "md"));
     turn.meta = el("span", "meta");
     foot.appendChild(copy);
@@ -107,6 +108,13 @@
     turn.appendChild(foot);
     paint(turn);
     return turn;
+  }
+
+  // The AI-content label, once per answer, from the server's config (not part of the model's text).
+  function setLabel(turn, text, position) {
+    if (!text || turn.label) { return; }
+    turn.label = el("p", "ai-label " + (position === "start" ? "top" : "bottom"), text);
+    turn.insertBefore(turn.label, position === "start" ? turn.body : turn.body.nextSibling);
   }
 
   function paint(turn) {
@@ -180,6 +188,7 @@
           settle(end ? "ended" : "", (end ? end + " · " : "") + (data.credits_charged
             ? "消耗 " + data.credits_charged + " 积分" : "未扣积分") + " · 余额 " + data.balance);
           $("balance").textContent = data.balance;
+          setLabel(answer, data.ai_label, data.ai_label_position);
           loadConversations(true, false);
         }
         changed = true;
@@ -299,7 +308,9 @@
       var nodes = document.createDocumentFragment();
       for (var i = 0; i < data.turns.length; i++) {
         var t = data.turns[i];
-        nodes.appendChild(t.role === "user" ? userTurn(t.content) : botTurn(t.content));
+        var node = t.role === "user" ? userTurn(t.content) : botTurn(t.content);
+        if (t.role !== "user") { setLabel(node, data.ai_label, data.ai_label_position); }
+        nodes.appendChild(node);
       }
       turns.insertBefore(nodes, earlier ? turns.firstChild : null);
       show($("chat-earlier"), offset > 0);
