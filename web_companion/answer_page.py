@@ -34,6 +34,7 @@ _HEAD = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
 <meta name="format-detection" content="telephone=no">
 <meta name="robots" content="noindex, nofollow">
+<link rel="icon" href="data:,">
 {meta}<title>{title}</title>
 <link rel="stylesheet" href="/static/app.css">
 <link rel="stylesheet" href="/static/chat.css">
