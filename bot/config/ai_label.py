@@ -13,13 +13,15 @@ class AiLabelConfig(Section):
     # Shown once per answer in each place it is read: in WeChat (under the answer's last part, or
     # above its first), on the answer page and in the web chat. Turning it off takes an explicit
     # `false`; an empty text is refused so that a typo cannot remove it.
-    text: str | Literal[False] = "内容由 AI 生成"
+    text: str | bool = "内容由 AI 生成"
     # "end": a line under the answer; "start": a line above it.
     position: Literal["end", "start"] = "end"
 
     @field_validator("text")
     @classmethod
     def _text(cls, value: str | bool) -> str | bool:
+        if value is True:
+            raise ValueError("must be the label's text, or false to turn the label off")
         if isinstance(value, str) and not value.strip():
             raise ValueError('must not be empty (write false to turn the label off)')
         if isinstance(value, str) and len(value) > 60:
