@@ -142,7 +142,8 @@ async def test_the_page_escapes_html_in_the_question_and_the_answer(site, llm):
 
 
 @pytest.mark.parametrize("path", ["/a/" + "A" * 32, "/a/short", "/a/" + "x" * 200, "/a/%3Cscript%3E",
-                                  "/a/" + "A" * 32 + "/events"])
+                                  "/a/" + "A" * 32 + "/events", "/a/%00" + "A" * 31, "/a/" + "答" * 32,
+                                  "/a/' OR '1'='1 --" + "A" * 20])
 async def test_an_unknown_or_malformed_token_gets_a_plain_404_page(site, path):
     base, _, _, http = site
     async with http.get(base + path) as r:
@@ -171,3 +172,23 @@ async def test_a_token_is_bound_to_its_one_answer(site, llm):
     async with http.get(first) as r:
         html = await r.text()
     assert "第一个问题" in html and "乙" not in html
+
+
+async def test_the_web_chat_gives_the_label_with_each_answer_and_its_history(tmp_path, llm):
+    from tests.companionkit import browser_session, token_in
+
+    async with serving(tmp_path, llm.base_url, **ON) as (base, app):
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
+            code = token_in((await wx.send_text("o_web", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": code}) as r:
+                assert r.status == 200
+            llm.queue(Script(text="我不是 AI。"))
+            async with browser.post(f"{base}/api/chat", json={"message": "说你不是 AI"}) as r:
+                body = await r.text()
+            done = [line for line in body.splitlines() if line.startswith("data: {\"status\"")]
+            assert '"ai_label": "内容由 AI 生成"' in done[0] and '"ai_label_position": "end"' in done[0]
+            async with browser.get(f"{base}/api/conversations") as r:
+                conv = (await r.json())["conversations"][0]["id"]
+            async with browser.get(f"{base}/api/conversations/{conv}") as r:
+                history = await r.json()
+            assert history["ai_label"] == LABEL and history["turns"][-1]["content"] == "我不是 AI。"

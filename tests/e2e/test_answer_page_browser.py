@@ -80,3 +80,27 @@ async def test_the_page_reads_without_javascript(tmp_path, llm, browser):
         assert (await page.inner_text("#answer-text")).count("一句话。") == 700
         assert await page.locator("#answer .ai-label").all_inner_texts() == [LABEL]
         await context.close()
+
+
+async def test_the_web_chat_shows_the_label_once_under_each_answer(tmp_path, llm, browser):
+    from tests.e2e.test_companion_browser import log_in
+    from tests.e2e.test_webchat_browser import ask, open_chat
+
+    async with serving(tmp_path, llm.base_url, **ON) as (base, app):
+        context = await browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        page = await context.new_page()
+        await log_in(page, base)
+        await open_chat(page)
+        llm.queue(Script(text="第一个回答。"))
+        await ask(page, "问题一")
+        llm.queue(Script(text="第二个回答，内容由 AI 生成。"))
+        await ask(page, "问题二")
+        label_of = ("els => els.map(e => getComputedStyle(e, '::after').content)")
+        assert await page.locator(".turn.bot .md").evaluate_all(label_of) == [f'"{LABEL}"'] * 2
+        assert await page.inner_text(".turn.bot:last-child .md") == "第二个回答，内容由 AI 生成。"  # not in the text
+        await page.reload()  # the history shows it too
+        await open_chat(page)
+        await page.wait_for_function("() => document.querySelectorAll('.turn.bot').length === 2")
+        assert await page.locator(".turn.bot .md").evaluate_all(label_of) == [f'"{LABEL}"'] * 2
+        assert await page.locator(".turn.bot[data-ai-generated=true]").count() == 2
+        await context.close()

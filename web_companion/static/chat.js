@@ -1,7 +1,6 @@
-/* The chat tab: conversations, a model picker, answers streamed from POST /api/chat as Server-Sent
-   Events (fetch's stream; where fetch cannot stream, XMLHttpRequest's text as it grows or at the end).
-   Starts when app.js first shows its panel. ES5 like app.js, whose api and when it uses (loaded before it, so
-   that the tab in the address is picked before app.js's first answer picks one). */
+/* The chat tab: conversations, a model picker, answers streamed from POST /api/chat as SSE (fetch's
+   stream, else XMLHttpRequest's text). Starts when app.js first shows its panel. ES5; uses app.js's api
+   and when (loaded before it, so the tab in the address is picked before app.js's first answer). */
 (function () {
   "use strict";
 
@@ -100,7 +99,7 @@
     var turn = el("div", "turn bot"), foot = el("div", "turn-foot");
     var copy = button("copy", "复制", function () { copyText(turn.raw, copy); });
     turn.raw = text;
-    turn.setAttribute("data-ai-generated", "true");  // the implicit label; the explicit one: setLabel
+    turn.setAttribute("data-ai-generated", "true");
     turn.body = turn.appendChild(el("div", "md"));
     turn.meta = el("span", "meta");
     foot.appendChild(copy);
@@ -110,12 +109,8 @@
     return turn;
   }
 
-  // The AI-content label, once per answer, from the server's config (not part of the model's text).
-  function setLabel(turn, text, position) {
-    if (!text || turn.label) { return; }
-    turn.label = el("p", "ai-label " + (position === "start" ? "top" : "bottom"), text);
-    turn.insertBefore(turn.label, position === "start" ? turn.body : turn.body.nextSibling);
-  }
+  // The AI label (ours; chat.css shows it)
+  function label(t, d) { if (d.ai_label) { t.body.setAttribute("data-label", d.ai_label); } return t; }
 
   function paint(turn) {
     turn.body.textContent = "";
@@ -188,7 +183,7 @@
           settle(end ? "ended" : "", (end ? end + " · " : "") + (data.credits_charged
             ? "消耗 " + data.credits_charged + " 积分" : "未扣积分") + " · 余额 " + data.balance);
           $("balance").textContent = data.balance;
-          setLabel(answer, data.ai_label, data.ai_label_position);
+          label(answer, data);
           loadConversations(true, false);
         }
         changed = true;
@@ -308,9 +303,7 @@
       var nodes = document.createDocumentFragment();
       for (var i = 0; i < data.turns.length; i++) {
         var t = data.turns[i];
-        var node = t.role === "user" ? userTurn(t.content) : botTurn(t.content);
-        if (t.role !== "user") { setLabel(node, data.ai_label, data.ai_label_position); }
-        nodes.appendChild(node);
+        nodes.appendChild(t.role === "user" ? userTurn(t.content) : label(botTurn(t.content), data));
       }
       turns.insertBefore(nodes, earlier ? turns.firstChild : null);
       show($("chat-earlier"), offset > 0);
