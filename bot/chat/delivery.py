@@ -94,6 +94,7 @@ class Pusher:
             return self.cfg.texts.more_marker
         now = self.clock()
         token = await self.pages.ensure(answer.id, self.links.new_token(), now, self.links.expires_at(now))
+        metrics.answer_page_event("linked")
         return self.cfg.answer_page.link_text.format(link=self.links.url(token))
 
     async def _push(self, answer: Answer) -> None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from bot import metrics
 from bot.chat.generation import Generator
 from bot.chat.labels import LABELLED_STATUSES, Labels
 from bot.config import Config
@@ -106,4 +107,5 @@ class AnswerPages:
                 yield PageEvent("replace", text)
             sent = text
         yield PageEvent("done", {"status": status, "label": self.label(status)})
-        await self.repo.mark_read(page.answer_id, len(sent))
+        if await self.repo.mark_read(page.answer_id, len(sent)):
+            metrics.answer_page_event("read")

@@ -264,6 +264,8 @@ class ChatService:
         if decided:
             answer, taken = decided[-1]
             _count_delivery(answer, taken.upto, taken.owed, msg.msg_key, delivery, self.clock())
+            if taken.linked:
+                metrics.answer_page_event("linked")
         return self.replies.keep(msg.msg_key, reply)
 
     async def _pause(self, live: LiveAnswer | None, until_close: float | None) -> None:

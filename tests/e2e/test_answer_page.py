@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from bot.chat.textparts import utf8_len
 from bot.keys import GENERATOR
@@ -36,6 +37,8 @@ async def site(tmp_path, llm):
 
 async def test_a_17_second_answer_ends_the_last_delivery_with_the_text_so_far_and_a_link_that_streams_it(site, llm):
     base, app, wx, http = site
+    counted = lambda event: REGISTRY.get_sample_value("mpgpt_answer_pages_total", {"event": event})  # noqa: E731
+    linked, read = counted("linked"), counted("read")
     llm.queue(slow_model())
     d = await wx.send_text("o_slow", "慢慢回答")
     assert d.attempt == 3 and d.is_valid
@@ -62,6 +65,7 @@ async def test_a_17_second_answer_ends_the_last_delivery_with_the_text_so_far_an
     # read on the page: chat owes nothing more of it
     d = await wx.send_text("o_slow", "继续")
     assert "没有待取" in d.content
+    assert (counted("linked") - linked, counted("read") - read) == (1, 1)
 
 
 async def test_a_6000_character_answer_gives_its_first_part_and_the_link_and_the_page_has_all_of_it(site, llm):
