@@ -73,6 +73,21 @@ class Config(Section):
         return resolve(Path(self.base_dir), path)
 
     @model_validator(mode="after")
+    def _answer_page(self) -> Config:
+        """A reply that links to the answer page must still have room for the answer itself."""
+        if not self.server.public_url:
+            return self
+        link = self.server.public_url.rstrip("/") + "/a/" + "x" * 32
+        label = self.ai_label.text if isinstance(self.ai_label.text, str) else ""
+        note = max(len(self.texts.new_question_started.encode()), len(self.texts.new_question_pushed.encode()))
+        for key in ("link_text", "thinking_text"):
+            tail = getattr(self.answer_page, key).format(link=link)
+            if len(tail.encode()) + len(label.encode()) + note + 3 > self.wechat.max_reply_bytes // 2:
+                raise problem(f"answer_page.{key}", "with the link, the AI label and a note it must leave half of"
+                                                    " wechat.max_reply_bytes for the answer: make it shorter")
+        return self
+
+    @model_validator(mode="after")
     def _channels(self) -> Config:
         if not self.channels:
             raise problem("channels", "at least one [[channels]] entry is required")

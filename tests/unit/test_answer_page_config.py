@@ -41,8 +41,16 @@ def test_only_an_explicit_false_turns_the_label_off_and_the_owner_may_reword_it(
     ({"answer_page": {"poll_interval": 0}}, "answer_page.poll_interval"),
     ({"wechat": {"typing_lasts": 0}}, "wechat.typing_lasts"),
     ({"wechat": {"typing": "yes"}}, "wechat.typing"),
+    ({"server": {"public_url": "https://mp.example.com"}, "answer_page": {"link_text": "很长的说明" * 80 + "{link}"}},
+     "answer_page.link_text"),
 ])
 def test_a_bad_value_names_its_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError) as e:
         config_from_dict(_data(tmp_path, **overrides))
     assert e.value.key == key
+
+
+def test_the_default_link_fits_the_smallest_reply(tmp_path):
+    cfg = config_from_dict(_data(tmp_path, server={"public_url": "https://mp.example.com/"},
+                                 wechat={"max_reply_bytes": 600}))
+    assert cfg.answer_page.link_text.startswith("（未完）")
