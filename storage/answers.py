@@ -241,7 +241,7 @@ class AnswerRepo:
         `labelled`: the push carried the AI-content label."""
         await self.db.write(lambda conn: conn.execute(
             "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
-            " labelled = CASE WHEN ? THEN 1 ELSE labelled END,"
+            " labelled = CASE WHEN ? = 1 THEN 1 ELSE labelled END,"
             " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
             " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
             " WHERE id = ? AND lease_owner = ?",
