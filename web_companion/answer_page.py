@@ -108,7 +108,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         async for event in pages.stream(found):
-            await response.write(_sse(event.name, event.data))
+            await response.write(b": keepalive\n\n" if event.name == "keepalive" else _sse(event.name, event.data))
     except (ConnectionResetError, ConnectionError):
         log.info("answer_page_left", answer=found.answer_id)
     return response

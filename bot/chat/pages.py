@@ -33,7 +33,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 @dataclass(frozen=True, slots=True)
 class PageEvent:
-    """`replace` (the whole text so far), `delta` (more text), `done` (status, label)."""
+    """`replace` (the whole text so far), `delta` (more text), `done` (status, label), `keepalive`."""
 
     name: str
     data: Any
@@ -73,15 +73,20 @@ class AnswerPages:
         status, sent = current
         yield PageEvent("replace", sent)
         give_up = self.clock() + self.longest
+        quiet_since = self.clock()
         while status == "generating":
-            if self.clock() > give_up:
+            now = self.clock()
+            if now > give_up:
                 return
+            if now - quiet_since > self.cfg.answer_page.keepalive:
+                yield PageEvent("keepalive", None)
+                quiet_since = now
             live = self.generator.live.get(page.answer_id)
             if live is not None and not live.done.is_set():
                 shown = await self.generator.reviewed(live)
                 if len(shown) > len(sent) and shown.startswith(sent):
                     yield PageEvent("delta", shown[len(sent):])
-                    sent = shown
+                    sent, quiet_since = shown, self.clock()
                 try:
                     await asyncio.wait_for(live.changed(), self.cfg.answer_page.poll_interval)
                 except TimeoutError:
@@ -105,7 +110,7 @@ class AnswerPages:
                 yield PageEvent("delta", text[len(sent):])
             else:  # the final check masked something already shown
                 yield PageEvent("replace", text)
-            sent = text
+            sent, quiet_since = text, self.clock()
         yield PageEvent("done", {"status": status, "label": self.label(status)})
         if await self.repo.mark_read(page.answer_id, len(sent)):
             metrics.answer_page_event("read")

@@ -18,6 +18,9 @@ class AnswerPageConfig(Section):
     # While another process writes the answer, the page checks storage this often (seconds); an
     # answer written by the serving process itself is shown as it is written.
     poll_interval: Positive = 0.25
+    # A page's stream quiet this long (the model still thinking) sends a comment line, so a proxy
+    # in front (nginx closes after 60 s by default) keeps it open.
+    keepalive: Positive = 15.0
     # The page's title (the browser's tab and WeChat's in-app browser bar).
     title: str = "AI 回答"
 

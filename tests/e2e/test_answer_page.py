@@ -196,3 +196,14 @@ async def test_the_web_chat_gives_the_label_with_each_answer_and_its_history(tmp
             async with browser.get(f"{base}/api/conversations/{conv}") as r:
                 history = await r.json()
             assert history["ai_label"] == LABEL and history["turns"][-1]["content"] == "我不是 AI。"
+
+
+async def test_a_quiet_stream_sends_keepalives_while_the_model_thinks(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url, answer_page={"keepalive": 0.2}, **ON) as (base, app):
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, aiohttp.ClientSession() as http:
+            llm.queue(Script(text="想好了。", first_delay=2.5))
+            link = link_in((await wx.send_text("o_quiet", "难题")).content)
+            async with http.get(f"{link}/events") as r:
+                lines = [raw.decode().rstrip("\n") async for raw in r.content]
+    assert lines.count(": keepalive") >= 2
+    assert "data: \"想好了。\"" in lines
