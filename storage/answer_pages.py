@@ -1,8 +1,9 @@
 """Answer pages: the token that opens one answer at `/a/<token>`, and what the page reads.
 
 One row per answer (the answer's id is the key), so every process hands out the same link for it.
-The page reads the answer through `lookup` (an index answers every read here), and a growing answer
-is followed with a cheap check (status and length) before the text itself is read again.
+The page shows the answer as the model wrote it (`markdown`, checked like `text`) where known, else
+`text`. It reads through `lookup` (an index answers every read here), and a growing answer is
+followed with a cheap check (status and length) before the text itself is read again.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class AnswerPageRepo:
     async def open(self, token: str, now: float) -> PageAnswer | None:
         """The answer a token opens, unless the token is unknown or expired."""
         row = await self.db.lookup(
-            "SELECT p.answer_id, p.expires_at, a.msg_key, a.question, a.text, a.status"
+            "SELECT p.answer_id, p.expires_at, a.msg_key, a.question, COALESCE(a.markdown, a.text) AS text, a.status"
             " FROM answer_pages p JOIN answers a ON a.id = p.answer_id WHERE p.token = ?", (token,))
         if row is None or row["expires_at"] <= now:
             return None
@@ -55,20 +56,23 @@ class AnswerPageRepo:
 
     async def progress(self, answer_id: int) -> tuple[str, int] | None:
         """(status, length of the text so far): the cheap check before reading the text again."""
-        row = await self.db.lookup("SELECT status, length(text) AS n FROM answers WHERE id = ?", (answer_id,))
+        row = await self.db.lookup("SELECT status, length(COALESCE(markdown, text)) AS n FROM answers WHERE id = ?",
+                                   (answer_id,))
         return (row["status"], row["n"]) if row else None
 
     async def text(self, answer_id: int) -> tuple[str, str] | None:
         """(status, text) as stored now."""
-        row = await self.db.lookup("SELECT status, text FROM answers WHERE id = ?", (answer_id,))
+        row = await self.db.lookup("SELECT status, COALESCE(markdown, text) AS text FROM answers WHERE id = ?",
+                                   (answer_id,))
         return (row["status"], row["text"]) if row else None
 
-    async def mark_read(self, answer_id: int, length: int) -> bool:
-        """The page showed the whole, final answer (`length` characters): chat owes nothing more of it.
+    async def mark_read(self, answer_id: int, shown: int) -> bool:
+        """The page showed the whole, final answer (`shown` characters): chat owes nothing more of it.
 
-        Conditional on the text being that final text, so a page never marks more than it showed."""
+        Conditional on the page's text being that final one, so a page never marks more than it showed."""
         final = ", ".join(f"'{s}'" for s in FINAL)
         return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET delivered_upto = ?, awaiting_fetch = 0"
-            f" WHERE id = ? AND status IN ({final}) AND length(text) = ? AND delivered_upto < ?",
-            (length, answer_id, length, length)).rowcount == 1)
+            "UPDATE answers SET delivered_upto = length(text), awaiting_fetch = 0"
+            f" WHERE id = ? AND status IN ({final}) AND length(COALESCE(markdown, text)) = ?"
+            " AND delivered_upto < length(text)",
+            (answer_id, shown)).rowcount == 1)

@@ -132,23 +132,25 @@ class AnswerRepo:
         return _answer(row) if row else None
 
     async def save_progress(self, answer_id: int, holder: str, text: str, lease_until: float,
-                            first_token_at: float | None) -> bool:
-        """Write the growing text and renew the lease; False when the lease was lost."""
+                            first_token_at: float | None, markdown: str | None = None) -> bool:
+        """Write the growing text (and its markdown, for the answer page) and renew the lease; False
+        when the lease was lost."""
         return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
+            "UPDATE answers SET text = ?, markdown = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
             " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (text, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
+            (text, markdown, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
 
     async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
-                     turns: tuple[str, str] | None) -> bool:
-        """Close the generation; with `turns` (question, answer) the conversation gets both in the same step."""
+                     turns: tuple[str, str] | None, markdown: str | None = None) -> bool:
+        """Close the generation; with `turns` (question, answer) the conversation gets both in the same step.
+        `markdown`: the final text as the model wrote it, for the answer page (None: `text` serves)."""
         assert status in FINAL
 
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE answers SET status = ?, text = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (status, text, now, answer_id, holder),
+                "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                (status, text, markdown, now, answer_id, holder),
             )
             if cur.rowcount != 1:
                 return False
@@ -178,7 +180,8 @@ class AnswerRepo:
     async def reset_text(self, answer_id: int, holder: str) -> bool:
         """Start a taken-over generation afresh; only while the user has been given nothing of it."""
         return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = '', first_token_at = NULL WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
+            "UPDATE answers SET text = '', markdown = NULL, first_token_at = NULL"
+            " WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
             (answer_id, holder)).rowcount == 1)
 
     async def oldest_owed(self, openid: str, asked_before: float) -> Answer | None:

@@ -2,8 +2,9 @@
 
 Works whichever process generates the answer: the text is followed in storage (a cheap status and
 length check every `answer_page.poll_interval`, the text read again only when it changed). When the
-generation runs in this very process, its text is shown as it is written instead (the same reviewed
-text the web chat streams), so the page is as quick as the web chat.
+generation runs in this very process, its text is shown as it is written instead (checked as the web
+chat's is), so the page is as quick as the web chat. The page shows the answer as the model wrote it
+(markdown, rendered by the page like the web chat's), where chat replies carry it as plain text.
 
 "Read on the page": once a browser's stream has been given the final answer whole, chat owes the
 follower nothing more of it (delivered_upto moves to the end, as if 继续 had fetched it all), so the
@@ -83,7 +84,7 @@ class AnswerPages:
                 quiet_since = now
             live = self.generator.live.get(page.answer_id)
             if live is not None and not live.done.is_set():
-                shown = await self.generator.reviewed(live)
+                shown = await self.generator.reviewed_markdown(live)
                 if len(shown) > len(sent) and shown.startswith(sent):
                     yield PageEvent("delta", shown[len(sent):])
                     sent, quiet_since = shown, self.clock()

@@ -12,3 +12,7 @@ CREATE TABLE answer_pages (
 
 -- The answer's AI-content label was given in chat (once per answer, whichever reply or push).
 ALTER TABLE answers ADD COLUMN labelled INTEGER NOT NULL DEFAULT 0;
+
+-- The model's text as written (markdown, checked like `text`), for the answer page to render; NULL
+-- when `text` is that already (web chat answers) or it is not known (an answer closed by recovery).
+ALTER TABLE answers ADD COLUMN markdown TEXT;

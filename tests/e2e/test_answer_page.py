@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from html import escape
 import time
 
 import aiohttp
@@ -77,6 +78,7 @@ async def test_a_6000_character_answer_gives_its_first_part_and_the_link_and_the
     assert d.is_valid and utf8_len(d.content) <= 2000
     assert d.content.startswith("这是一个很长的回答")
     link = link_in(d.content)
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
     async with http.get(link) as r:
         html = await r.text()
     assert text in html
@@ -128,16 +130,18 @@ async def test_a_failure_note_is_not_labelled(site, llm):
     assert d.content == "抱歉，AI 服务暂时出了点问题，请稍后再试。"
 
 
-async def _link_for(wx: FakeWeChat, llm, openid: str, question: str, answer: str) -> str:
+async def _link_for(app, wx: FakeWeChat, llm, openid: str, question: str, answer: str) -> str:
+    """The link in the reply to a long answer, once the answer is written."""
     llm.queue(Script(text=answer, chunk_chars=1500))
     d = await wx.send_text(openid, question)
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
     return link_in(d.content)
 
 
 async def test_the_page_escapes_html_in_the_question_and_the_answer(site, llm):
     base, app, wx, http = site
     evil = '<img src=x onerror="alert(1)"></div><script>alert(2)</script>'
-    link = await _link_for(wx, llm, "o_xss", "<script>alert(3)</script>问题", ("一句话。" * 400) + evil)
+    link = await _link_for(app, wx, llm, "o_xss", "<script>alert(3)</script>问题", ("一句话。" * 400) + evil)
     async with http.get(link) as r:
         html = await r.text()
     assert "<script>alert" not in html and "<img src=x" not in html
@@ -158,7 +162,7 @@ async def test_an_unknown_or_malformed_token_gets_a_plain_404_page(site, path):
 
 async def test_an_expired_token_gets_the_404_page(site, llm, tmp_path):
     base, app, wx, http = site
-    link = await _link_for(wx, llm, "o_old", "问题", "一句话。" * 600)
+    link = await _link_for(app, wx, llm, "o_old", "问题", "一句话。" * 600)
     async with http.get(link) as r:
         assert r.status == 200
     with sqlite3.connect(tmp_path / "mpgpt.db") as conn:  # as if retention_days had passed
@@ -170,8 +174,8 @@ async def test_an_expired_token_gets_the_404_page(site, llm, tmp_path):
 
 async def test_a_token_is_bound_to_its_one_answer(site, llm):
     base, app, wx, http = site
-    first = await _link_for(wx, llm, "o_one", "第一个问题", "甲。" * 1200)
-    second = await _link_for(wx, llm, "o_two", "第二个问题", "乙。" * 1200)
+    first = await _link_for(app, wx, llm, "o_one", "第一个问题", "甲。" * 1200)
+    second = await _link_for(app, wx, llm, "o_two", "第二个问题", "乙。" * 1200)
     assert first != second and len(first.rsplit("/", 1)[1]) >= 22  # ≥ 128 random bits
     async with http.get(first) as r:
         html = await r.text()
@@ -207,3 +211,17 @@ async def test_a_quiet_stream_sends_keepalives_while_the_model_thinks(tmp_path, 
                 lines = [raw.decode().rstrip("\n") async for raw in r.content]
     assert lines.count(": keepalive") >= 2
     assert "data: \"想好了。\"" in lines
+
+
+async def test_the_page_shows_the_answer_as_the_model_wrote_it_and_chat_gets_plain_text(site, llm):
+    base, app, wx, http = site
+    markdown = "## 标题\n\n" + "\n".join(f"- 第{i}项，**重点**在这里。" for i in range(1, 200))
+    llm.queue(Script(text=markdown, chunk_chars=500))
+    d = await wx.send_text("o_md", "列个清单")
+    assert "**" not in d.content and "## " not in d.content
+    link = link_in(d.content)
+    events = await page_events(http, link)
+    assert text_of(events) == markdown
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    async with http.get(link) as r:
+        assert escape(markdown) in await r.text()

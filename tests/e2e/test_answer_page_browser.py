@@ -57,6 +57,9 @@ async def test_the_answer_page_streams_on_a_phone_and_ends_complete_with_its_lab
         assert any("第一句" in s and "最后一句" not in s for s in shown), shown  # a partial answer was on screen
         text = await page.inner_text("#answer-text")
         assert text.startswith("第一句写好了。") and text.endswith("最后一句。")
+        # the page renders the answer as the model wrote it (chat replies carry it as plain text)
+        assert await page.inner_text("#answer-text strong") == "第二句"
+        assert "**" not in d.content and "第二句也写好了" in text
         assert await page.locator("#answer .ai-label").all_inner_texts() == [LABEL]
         assert await page.get_attribute("#answer", "data-ai-generated") == "true"
         assert await page.get_attribute("meta[name=ai-generated]", "content") == "true"
