@@ -16,9 +16,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first chunk")
     args = parser.parse_args()
     llm = FakeLLM(Script(chunks=[f"tok{i} " for i in range(args.chunks)], prompt_tokens=12,
-                         completion_tokens=args.chunks, chunk_delay=args.chunk_delay))
+                         completion_tokens=args.chunks, chunk_delay=args.chunk_delay, first_delay=args.first_delay))
     await llm.start()
     # The benchmark reads no requests back; keeping them would grow memory for nothing.
     llm.requests = _Discard()  # type: ignore[assignment]

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.chat.generation import Generator
+from bot.chat.pages import AnswerPages
 from bot.chat.service import ChatService
 from bot.chat.web import WebChat
 from bot.config import Config
@@ -29,3 +30,4 @@ ROUTER = web.AppKey("router", Router)
 SIGNED_REQUESTS = web.AppKey("signed_requests", SignedRequests)  # plaintext /wechat: (timestamp, nonce) seen
 PAY = web.AppKey("pay", PayService)  # only with a [pay] table
 WEBCHAT = web.AppKey("webchat", WebChat)
+ANSWER_PAGES = web.AppKey("answer_pages", AnswerPages)  # the answer page at /a/<token>

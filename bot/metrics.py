@@ -86,6 +86,9 @@ LOGINS = Counter("mpgpt_login_attempts_total", "Companion-page login attempts, b
 TRACK_OUTCOMES = ("accepted", "invalid", "too_large", "rate_limited", "dropped")
 TRACK_EVENTS = Counter("mpgpt_track_events_total", "Page-analytics events posted to /api/track, by outcome.",
                        ["outcome"])
+ANSWER_PAGE_EVENTS = ("linked", "read")
+ANSWER_PAGES = Counter("mpgpt_answer_pages_total", "Answer pages: a reply or push linked to one; a browser was shown "
+                       "a whole answer there (chat owes no more of it).", ["event"])
 
 # Closed label sets that every scrape should show, even at zero (a panel then says 0, not "no data").
 for _op in CREDIT_OPS:
@@ -97,6 +100,8 @@ for _outcome in REDEEM_OUTCOMES:
 for _method in LOGIN_METHODS:
     for _outcome in LOGIN_OUTCOMES:
         LOGINS.labels(method=_method, outcome=_outcome)
+for _event in ANSWER_PAGE_EVENTS:
+    ANSWER_PAGES.labels(event=_event)
 for _outcome in TRACK_OUTCOMES:
     TRACK_EVENTS.labels(outcome=_outcome)
 
@@ -192,6 +197,10 @@ def code_redeemed(outcome: str) -> None:
 def login_attempted(method: str, outcome: str) -> None:
     """One login try on the companion page: outcome "ok", or why it failed (LOGIN_OUTCOMES)."""
     LOGINS.labels(method=_closed(method, LOGIN_METHODS), outcome=_closed(outcome, LOGIN_OUTCOMES)).inc()
+
+
+def answer_page_event(event: str) -> None:
+    ANSWER_PAGES.labels(event=_closed(event, ANSWER_PAGE_EVENTS)).inc()
 
 
 def track_event(outcome: str, n: int = 1) -> None:

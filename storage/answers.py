@@ -41,6 +41,8 @@ class Answer:
     heard: str | None = None
     # the picture the question is about (storage.pictures), if any
     picture_id: int | None = None
+    # the AI-content label was given in chat (once per answer)
+    labelled: bool = False
 
     @property
     def finished(self) -> bool:
@@ -55,11 +57,25 @@ def _answer(row) -> Answer:
     return Answer(row["id"], row["openid"], row["msg_key"], row["conversation_id"], row["question"], row["model"],
                   row["status"], row["text"], row["delivered_upto"], bool(row["awaiting_fetch"]), row["route"],
                   row["lease_owner"], row["lease_until"], row["created_at"], row["deadline_at"], row["attempts"],
-                  row["heard"], row["picture_id"])
+                  row["heard"], row["picture_id"], bool(row["labelled"]))
 
 
-# (answer, stored reply or None) -> (reply text, new delivered_upto, still owed to the user)
-ReplyPlanner = Callable[[Answer], tuple[str, int, bool]]
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """One reply planned from an answer."""
+
+    reply: str
+    # the answer's new delivered_upto, and whether the user is still owed more of it
+    upto: int
+    owed: bool
+    # the reply carries the answer page's link (its row is made in the same transaction)
+    linked: bool = False
+    # the reply carries the AI-content label
+    labelled: bool = False
+
+
+# (answer, the page token the reply may link to) -> the reply
+ReplyPlanner = Callable[[Answer, str | None], Taken]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +132,25 @@ class AnswerRepo:
         return _answer(row) if row else None
 
     async def save_progress(self, answer_id: int, holder: str, text: str, lease_until: float,
-                            first_token_at: float | None) -> bool:
-        """Write the growing text and renew the lease; False when the lease was lost."""
+                            first_token_at: float | None, markdown: str | None = None) -> bool:
+        """Write the growing text (and its markdown, for the answer page) and renew the lease; False
+        when the lease was lost."""
         return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
+            "UPDATE answers SET text = ?, markdown = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
             " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (text, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
+            (text, markdown, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
 
     async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
-                     turns: tuple[str, str] | None) -> bool:
-        """Close the generation; with `turns` (question, answer) the conversation gets both in the same step."""
+                     turns: tuple[str, str] | None, markdown: str | None = None) -> bool:
+        """Close the generation; with `turns` (question, answer) the conversation gets both in the same step.
+        `markdown`: the final text as the model wrote it, for the answer page (None: `text` serves)."""
         assert status in FINAL
 
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE answers SET status = ?, text = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL"
-                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (status, text, now, answer_id, holder),
+                "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                (status, text, markdown, now, answer_id, holder),
             )
             if cur.rowcount != 1:
                 return False
@@ -162,7 +180,8 @@ class AnswerRepo:
     async def reset_text(self, answer_id: int, holder: str) -> bool:
         """Start a taken-over generation afresh; only while the user has been given nothing of it."""
         return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = '', first_token_at = NULL WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
+            "UPDATE answers SET text = '', markdown = NULL, first_token_at = NULL"
+            " WHERE id = ? AND lease_owner = ? AND delivered_upto = 0",
             (answer_id, holder)).rowcount == 1)
 
     async def oldest_owed(self, openid: str, asked_before: float) -> Answer | None:
@@ -171,12 +190,14 @@ class AnswerRepo:
         return _answer(row) if row else None
 
     async def take_reply(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
-                         live_text: str | None = None) -> str:
+                         live_text: str | None = None, page: tuple[str, float] | None = None) -> str:
         """Decide the reply for one inbound message from one answer, exactly once.
 
         In one transaction: if the message already has its reply (another delivery decided it), that
         reply stands; otherwise `plan` picks the next part, the answer's delivery offset moves and the
-        reply is stored. `live_text` is the generating process's newer text, written first.
+        reply is stored. `live_text` is the generating process's newer text, written first. `page`
+        (a new token, its expiry) lets the reply link to the answer page: the answer's existing token,
+        or this one, made only when the plan uses it.
         """
         def run(conn: sqlite3.Connection) -> str:
             row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
@@ -186,11 +207,20 @@ class AnswerRepo:
                 conn.execute("UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
                              (live_text, answer_id, len(live_text)))
             answer = _answer(conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone())
-            reply, upto, owed = plan(answer)
-            conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ? WHERE id = ?",
-                         (max(upto, answer.delivered_upto), int(owed), answer_id))
-            conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?", (reply, now, msg_key))
-            return reply
+            token = None
+            if page is not None:
+                existing = conn.execute("SELECT token FROM answer_pages WHERE answer_id = ?", (answer_id,)).fetchone()
+                token = existing[0] if existing else page[0]
+            taken = plan(answer, token)
+            if taken.linked and page is not None:
+                conn.execute("INSERT INTO answer_pages (answer_id, token, created_at, expires_at) VALUES (?, ?, ?, ?)"
+                             " ON CONFLICT (answer_id) DO NOTHING", (answer_id, token, now, page[1]))
+            conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ?, labelled = ? WHERE id = ?",
+                         (max(taken.upto, answer.delivered_upto), int(taken.owed),
+                          int(answer.labelled or taken.labelled), answer_id))
+            conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?",
+                         (taken.reply, now, msg_key))
+            return taken.reply
 
         return await self.db.write(run)
 
@@ -208,11 +238,14 @@ class AnswerRepo:
 
         return await self.db.write(run)
 
-    async def record_push(self, answer_id: int, holder: str, upto: int, owed: bool, done: bool) -> None:
-        """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim."""
+    async def record_push(self, answer_id: int, holder: str, upto: int, owed: bool, done: bool,
+                          labelled: bool = False) -> None:
+        """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim;
+        `labelled`: the push carried the AI-content label."""
         await self.db.write(lambda conn: conn.execute(
             "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
+            " labelled = CASE WHEN ? = 1 THEN 1 ELSE labelled END,"
             " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
             " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
             " WHERE id = ? AND lease_owner = ?",
-            (upto, int(owed), int(done), int(done), answer_id, holder)))
+            (upto, int(owed), int(labelled), int(done), int(done), answer_id, holder)))

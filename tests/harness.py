@@ -27,7 +27,7 @@ AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 # WeChat's 5 s window scaled down ~8x: fast tests that still exercise every timing path.
 FAST = {
-    "wechat": {"window": 0.6, "reply_margin": 0.2, "deliveries": 3},
+    "wechat": {"window": 0.6, "reply_margin": 0.2, "deliveries": 3, "typing_lasts": 1.8, "typing_after": 3.6},
     "chat": {"poll_interval": 0.02, "progress_flush_interval": 0.05, "lease_seconds": 0.6,
              "recovery_interval": 0.1, "generation_deadline": 10.0},
     "media": {"picture_wait": 0.3},
@@ -54,6 +54,8 @@ def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
                       "models": ["gpt-4o-mini"]}],
         "log": {"level": "warning", "format": "json"},
         "metrics": {"port": 0, "token": METRICS_TOKEN},
+        # Most tests compare replies word for word; the label's own tests (test_answer_page.py) turn it on.
+        "ai_label": {"text": False},
     }
     return merge(merge(data, FAST), overrides)
 

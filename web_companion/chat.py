@@ -142,7 +142,9 @@ async def conversation(request: web.Request) -> web.StreamResponse:
     turns = await request.app[WEBCHAT].conversations.turns(openid, conversation_id, limit, offset)
     if turns is None:
         raise Refused(error_response(404, "没有这个对话", "conversation_not_found"))
-    return web.json_response({"id": conversation_id, "turns": turns, "offset": offset, "limit": limit})
+    labels = request.app[WEBCHAT].labels  # every assistant turn kept is generated text
+    return web.json_response({"id": conversation_id, "turns": turns, "offset": offset, "limit": limit,
+                              "ai_label": labels.text, "ai_label_position": "start" if labels.at_start else "end"})
 
 
 @refusals

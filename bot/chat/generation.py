@@ -114,6 +114,13 @@ class Generator:
         r = await self.check.review(live.shown(), final=False)
         return r.text[: r.upto]
 
+    async def reviewed_markdown(self, live: LiveAnswer) -> str:
+        """The same, as the model writes it (markdown), for the answer page to render."""
+        if not live.plain:
+            return await self.reviewed(live)
+        r = await self.check.review(live.raw, final=False)
+        return r.text[: r.upto]
+
     async def _context(self, answer: Answer, turns: list[tuple[str, str]] | None) -> list[ChatMessage]:
         c = self.cfg.chat
         if turns is None:
@@ -154,8 +161,9 @@ class Generator:
             if live.raw == written and now - last_renewal < c.lease_seconds / 3:
                 continue
             text = await self.reviewed(live)
+            markdown = await self.reviewed_markdown(live) if live.plain else None
             ok = await self.answers.save_progress(answer.id, self.holder, text, now + c.lease_seconds,
-                                                  now if text else None)
+                                                  now if text else None, markdown)
             if not ok:
                 raise LeaseLost()
             written, last_renewal = live.raw, now
@@ -216,9 +224,10 @@ class Generator:
         body = (await self.check.review(live.shown())).text if live.raw != head else ""
         # a cut answer's usage never came (it is the stream's last item): estimated from what was delivered
         said = live.raw.removeprefix(head)
+        markdown = (await self.check.review(live.raw)).text if live.plain and live.raw != head else None
         finished = await self._close(answer, status, body, note,
                                      delivered_usage(usage if status == "done" else None, messages, answer.question,
-                                                     self.cfg.chat.system_prompt, said))
+                                                     self.cfg.chat.system_prompt, said), markdown)
         if answer.picture_id is not None and self.pictures is not None:
             await self.pictures.done(answer.picture_id)
         live.done.set()
@@ -231,7 +240,7 @@ class Generator:
             await self.after_finish(answer)
 
     async def _close(self, answer: Answer, status: str, body: str, note: str | None,
-                     usage: Usage | None = None) -> bool:
+                     usage: Usage | None = None, markdown: str | None = None) -> bool:
         """Settle or refund the question's credits, then make the answer final.
 
         Credits first: a crash in between leaves a generation that recovery runs again (settling
@@ -249,7 +258,8 @@ class Generator:
             question = f"{self.cfg.media.picture_placeholder} {question}"
         said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
         turns = (question, said) if status in ("done", "cut") and said else None
-        return await self.answers.finish(answer.id, self.holder, status, text, self.clock(), turns)
+        page = "\n".join(part for part in (markdown, note) if part) if markdown is not None else None
+        return await self.answers.finish(answer.id, self.holder, status, text, self.clock(), turns, page)
 
     def _spent(self, answer: Answer, body: str, usage: Usage | None) -> tuple[int | None, bool]:
         """What a token-priced answer spent, in milli-credits (None: a fixed cost spends what it

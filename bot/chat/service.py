@@ -23,12 +23,14 @@ from bot.chat.commands import Commands, help_text
 from bot.chat.commands import parse as parse_command
 from bot.chat.delivery import ReplyPlanner
 from bot.chat.generation import Generator, LiveAnswer
+from bot.chat.labels import PageLinks
 from bot.chat.media import Heard, PictureQuestions, VoiceQuestions
 from bot.chat.messages import Inbound
 from bot.chat.textparts import reserve, utf8_len
+from bot.chat.typing import Typing
 from bot.config import Config
 from bot.rules.base import Refusal
-from storage.answers import Answer, AnswerRepo
+from storage.answers import Answer, AnswerRepo, Taken
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
 from storage.users import UserRepo
@@ -40,7 +42,7 @@ class ChatService:
     def __init__(self, cfg: Config, *, inbound: InboundRepo, answers: AnswerRepo, users: UserRepo,
                  conversations: ConversationRepo, generator: Generator, admission: Admission, commands: Commands,
                  holder: str, voice: VoiceQuestions | None = None, pictures: PictureQuestions | None = None,
-                 clock=time.time) -> None:
+                 typing: Typing | None = None, clock=time.time) -> None:
         self.cfg = cfg
         self.admission = admission
         self.commands = commands
@@ -50,10 +52,13 @@ class ChatService:
         self.conversations = conversations
         self.generator = generator
         self.planner = ReplyPlanner(cfg)
+        self.links = PageLinks(cfg)
         self.replies = ReplyCache()
         self.holder = holder
         self.voice = voice or VoiceQuestions(cfg, None)
         self.pictures = pictures if pictures is not None and pictures.on else None
+        # active mode: WeChat's typing indicator while an answer is written
+        self.typing = typing
         self.clock = clock
         w = cfg.wechat
         # A question's own deliveries span this long; after it, what it is owed is fetched.
@@ -175,6 +180,8 @@ class ChatService:
         if new.created:
             self.generator.start(new.answer, new.turns, admitted.own_key)
             log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)
+            if active and self.typing is not None:
+                self.typing.start(msg.openid, now, self.generator.live[new.answer.id].done)
         if new.owed_id is not None:
             # this message's reply carries the older answer; the new one is fetched (or pushed) later
             note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
@@ -243,16 +250,22 @@ class ChatService:
         # What the planner decided inside the transaction. It may run more than once (a group commit
         # re-runs a batch), the last run is the one committed; it does not run at all when another
         # delivery had already stored this message's reply.
-        decided: list[tuple[Answer, int, bool]] = []
+        decided: list[tuple[Answer, Taken]] = []
 
-        def plan(answer: Answer) -> tuple[str, int, bool]:
-            reply, upto, owed = self.planner.plan(answer, target.note)
-            decided.append((answer, upto, owed))
-            return reply, upto, owed
+        def plan(answer: Answer, token: str | None) -> Taken:
+            taken = self.planner.plan(answer, target.note, token)
+            decided.append((answer, taken))
+            return taken
 
-        reply = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, self.clock(), live_text)
+        now = self.clock()
+        # A token for the answer page, used only if the answer has none and the reply links to it.
+        page = (self.links.new_token(), self.links.expires_at(now)) if self.links.on else None
+        reply = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, now, live_text, page)
         if decided:
-            _count_delivery(*decided[-1], msg.msg_key, delivery, self.clock())
+            answer, taken = decided[-1]
+            _count_delivery(answer, taken.upto, taken.owed, msg.msg_key, delivery, self.clock())
+            if taken.linked:
+                metrics.answer_page_event("linked")
         return self.replies.keep(msg.msg_key, reply)
 
     async def _pause(self, live: LiveAnswer | None, until_close: float | None) -> None:

@@ -19,6 +19,7 @@ import structlog
 from bot.chat.admission import Admission
 from bot.chat.commands import Commands
 from bot.chat.generation import Generator, LiveAnswer
+from bot.chat.labels import LABELLED_STATUSES, Labels
 from bot.chat.media import PictureQuestions
 from bot.config import Config
 from bot.economics.pricing import credits_text, milli_text
@@ -64,6 +65,8 @@ class WebChat:
         self.ledger = ledger
         self.holder = holder
         self.pictures = pictures
+        # the explicit AI-content label the page shows with each answer (ours, not the model's text)
+        self.labels = Labels(cfg)
         self.clock = clock
 
     async def models_for(self, openid: str) -> list[dict[str, Any]]:
@@ -151,6 +154,8 @@ class WebChat:
             "credits_charged": _credits(charged),
             "estimated": bool(reservation is not None and reservation.estimated),
             "balance": _credits(await self._left(answer.openid)),
+            "ai_label": self.labels.text if answer.status in LABELLED_STATUSES else None,
+            "ai_label_position": "start" if self.labels.at_start else "end",
         })
 
 

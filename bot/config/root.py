@@ -7,7 +7,9 @@ from typing import Annotated, Mapping
 
 from pydantic import Field, model_validator
 
+from bot.config.ai_label import AiLabelConfig
 from bot.config.analytics import AnalyticsConfig
+from bot.config.answer_page import AnswerPageConfig
 from bot.config.base import AsTuple, Frozen, Section, empty_map, resolve, with_unit
 from bot.config.channels import ChannelConfig
 from bot.config.chat import ChatConfig
@@ -61,6 +63,8 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     companion: CompanionConfig = Field(default_factory=CompanionConfig)
+    answer_page: AnswerPageConfig = Field(default_factory=AnswerPageConfig)
+    ai_label: AiLabelConfig = Field(default_factory=AiLabelConfig)
     # The folder the config file lives in: relative paths in it are relative to this (set by the
     # loader, never by the file).
     base_dir: str = "."
@@ -75,6 +79,21 @@ class Config(Section):
             old = getattr(self, name)
             if (new := with_unit(old, self.texts.unit)) is not old:
                 object.__setattr__(self, name, new)  # frozen: set once, while it is being built
+        return self
+
+    @model_validator(mode="after")
+    def _answer_page(self) -> Config:
+        """A reply that links to the answer page must still have room for the answer itself."""
+        if not self.server.public_url:
+            return self
+        link = self.server.public_url.rstrip("/") + "/a/" + "x" * 32
+        label = self.ai_label.text if isinstance(self.ai_label.text, str) else ""
+        note = max(len(self.texts.new_question_started.encode()), len(self.texts.new_question_pushed.encode()))
+        for key in ("link_text", "thinking_text"):
+            tail = getattr(self.answer_page, key).format(link=link)
+            if len(tail.encode()) + len(label.encode()) + note + 3 > self.wechat.max_reply_bytes // 2:
+                raise problem(f"answer_page.{key}", "with the link, the AI label and a note it must leave half of"
+                                                    " wechat.max_reply_bytes for the answer: make it shorter")
         return self
 
     @model_validator(mode="after")

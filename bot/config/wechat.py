@@ -28,6 +28,12 @@ class WechatConfig(Section):
     # Customer-service messages allowed per user message (WeChat's rule since 2023).
     push_budget: int = Field(5, ge=1, le=5)
     api_timeout: Positive = 5.0
+    # Active mode: WeChat's typing indicator while an answer is written. WeChat allows it only within
+    # `typing_after` seconds of the follower's message, shows it `typing_lasts` seconds, refuses it
+    # again within that time, and a message cancels it.
+    typing: bool = True
+    typing_lasts: Positive = 15.0
+    typing_after: Positive = 30.0
     token_refresh_margin: float = 300.0
 
     @model_validator(mode="after")

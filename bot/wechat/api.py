@@ -160,3 +160,15 @@ class WeChatAPI:
                 raise
             token = await self.access_token(force_refresh=True)
             await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})
+
+    async def send_typing(self, openid: str, command: str = "Typing") -> None:
+        """WeChat's typing indicator ("Typing" or "CancelTyping"); refreshes the token once if invalid."""
+        payload = {"touser": openid, "command": command}
+        token = await self.access_token()
+        try:
+            await self._post("/cgi-bin/message/custom/typing", payload, {"access_token": token})
+        except WeChatAPIError as e:
+            if e.errcode not in TOKEN_INVALID:
+                raise
+            token = await self.access_token(force_refresh=True)
+            await self._post("/cgi-bin/message/custom/typing", payload, {"access_token": token})

@@ -26,12 +26,14 @@ from bot.chat.delivery import Pusher
 from bot.chat.generation import Generator
 from bot.chat.media import PictureQuestions, VoiceQuestions
 from bot.chat.own_keys import OwnKeys
+from bot.chat.pages import AnswerPages
 from bot.chat.service import ChatService
+from bot.chat.typing import Typing
 from bot.chat.web import WebChat
 from bot.config import Config
 from bot.economics.codes import Redeemer
 from bot.economics.invites import Inviter
-from bot.keys import CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WEBCHAT, WECHAT, WECHAT_API
+from bot.keys import ANSWER_PAGES, CHAT, CONFIG, DB, GENERATOR, HTTP, ROUTER, SIGNED_REQUESTS, WEBCHAT, WECHAT, WECHAT_API
 from bot.media.guard import HostGuard
 from bot.media.pictures import PictureSource, QuestionPictures
 from bot.media.voice import Listener
@@ -44,6 +46,7 @@ from bot.wechat import edge
 from bot.wechat.api import WeChatAPI
 from bot.wechat.protocol import WeChatProtocol
 from scripts.composition import database
+from storage.answer_pages import AnswerPageRepo
 from storage.answers import AnswerRepo
 from storage.codes import CodeRepo
 from storage.invites import InviteRepo
@@ -58,6 +61,7 @@ from storage.rate_events import Attempts, RateEvents
 from storage.tokens import TokenRepo
 from storage.users import UserRepo
 from storage.wechat_requests import SignedRequests
+from web_companion.answer_page import setup_answer_pages
 from web_companion.chat import setup_webchat
 from web_companion.login import Logins
 from web_companion.routes import setup_companion
@@ -116,13 +120,14 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     own_keys = OwnKeys(cfg.chat.key_secret, OwnKeyRepo(db)) if cfg.chat.allow_own_keys else None
     if own_keys is not None:
         await own_keys.upgrade()  # rows from before migration 0011 (idempotent in every process)
-    pusher = None
+    pusher, typing = None, None
     # media/get (voice, pictures) needs the shared access_token, on every account type
     api = WeChatAPI(cfg.wechat, app[HTTP], TokenRepo(db)) if cfg.wechat.app_id and cfg.wechat.app_secret else None
     if cfg.wechat.mode == "active":
         assert api is not None  # the config demands app_id and app_secret in active mode
         app[WECHAT_API] = api
-        pusher = Pusher(cfg, api, answers, holder)
+        pusher = Pusher(cfg, api, answers, holder, pages=AnswerPageRepo(db))
+        typing = Typing(cfg, api)
     speech, voice = _speech(cfg, api)
     picture_repo = PictureRepo(db)
     picture_source = PictureSource(app[HTTP], HostGuard(cfg.media.hosts, cfg.wechat.api_base), api,
@@ -151,7 +156,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     pictures = PictureQuestions(cfg, picture_repo, picture_source, router.catalogue, commands, tier_of)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
                             conversations=conversations, generator=generator, admission=admission,
-                            commands=commands, holder=holder, voice=voice, pictures=pictures)
+                            commands=commands, holder=holder, voice=voice, pictures=pictures, typing=typing)
+    app[ANSWER_PAGES] = AnswerPages(cfg, AnswerPageRepo(db), generator)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
                            admission=admission, router=router, commands=commands, ledger=ledger, holder=holder,
                            pictures=pictures)
@@ -166,6 +172,8 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await loop_task
     await generator.aclose()
+    if typing is not None:
+        await typing.aclose()
     await router.aclose()
     if speech is not None:
         await speech.aclose()
@@ -222,6 +230,7 @@ def create_app(cfg: Config) -> web.Application:
     app.add_routes(edge.routes)
     setup_companion(app, cfg)
     setup_webchat(app)
+    setup_answer_pages(app)
     setup_tracking(app, cfg)
     setup_metrics(app, cfg)  # last: it reads the router the chat context built
     return app

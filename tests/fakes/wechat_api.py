@@ -64,7 +64,8 @@ class FakeWeChatAPI:
     Scripting: `fail_next(errcode, times, openid)` queues error codes for custom/send; `invalidate_token()` and
     `expire_token()` break the current access token; `new_user_message(openid)` opens a user's 48 h window with
     its 5-message allowance (enforced only with `enforce_budget=True`); `delays[path] = seconds` slows one
-    endpoint down. Records: `token_calls`, `force_refresh_calls`, `sent`, `menus`, `calls` (paths in order).
+    endpoint down. Records: `token_calls`, `force_refresh_calls`, `sent`, `typing`, `menus`, `calls` (paths in
+    order).
     """
 
     def __init__(
@@ -84,6 +85,8 @@ class FakeWeChatAPI:
         self.token_calls = 0
         self.force_refresh_calls = 0
         self.sent: list[tuple[str, str]] = []
+        # custom/typing calls: (touser, command, time.monotonic() when received)
+        self.typing: list[tuple[str, str, float]] = []
         self.menus: list[dict[str, Any]] = []
         self.calls: list[str] = []
         # media/get: media_id -> (bytes, content type); the ids asked for, in order
@@ -114,6 +117,7 @@ class FakeWeChatAPI:
         app = web.Application(middlewares=[self._record_and_delay])
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
+        app.router.add_post("/cgi-bin/message/custom/typing", self._custom_typing)
         app.router.add_post("/cgi-bin/menu/create", self._menu_create)
         app.router.add_get("/cgi-bin/menu/get", self._menu_get)
         app.router.add_get("/cgi-bin/menu/delete", self._menu_delete)
@@ -259,6 +263,21 @@ class FakeWeChatAPI:
                 return _error(45047)
             self._allowance[touser] = left - 1
         self.sent.append((touser, content))
+        return _json({"errcode": 0, "errmsg": "ok"})
+
+    async def _custom_typing(self, request: web.Request) -> web.Response:
+        """The typing indicator: `{"touser", "command": "Typing" | "CancelTyping"}`. Recorded with the time it
+        arrived; WeChat's timing rules (30 s after a message, 15 s each) are the caller's to keep, and the
+        test checks them against these times."""
+        if (code := self._token_error(request)) is not None:
+            return _error(code)
+        payload = await self._json_body(request)
+        if payload is None or payload.get("command") not in ("Typing", "CancelTyping"):
+            return _error(47001)
+        touser = payload.get("touser")
+        if not isinstance(touser, str) or not touser:
+            return _error(40003)
+        self.typing.append((touser, payload["command"], time.monotonic()))
         return _json({"errcode": 0, "errmsg": "ok"})
 
     def add_media(self, data: bytes, content_type: str, media_id: str | None = None) -> str:

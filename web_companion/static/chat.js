@@ -1,7 +1,6 @@
-/* The chat tab: conversations, a model picker, answers streamed from POST /api/chat as Server-Sent
-   Events (fetch's stream; where fetch cannot stream, XMLHttpRequest's text as it grows or at the end).
-   Starts when app.js first shows its panel. ES5 like app.js, whose api and when it uses (loaded before it, so
-   that the tab in the address is picked before app.js's first answer picks one). */
+/* The chat tab: conversations, a model picker, answers streamed from POST /api/chat as SSE (fetch's
+   stream, else XMLHttpRequest's text). Starts when app.js first shows its panel. ES5; uses app.js's api
+   and when (loaded before it, so the tab in the address is picked before app.js's first answer). */
 (function () {
   "use strict";
 
@@ -101,6 +100,7 @@
     var turn = el("div", "turn bot"), foot = el("div", "turn-foot");
     var copy = button("copy", "复制", function () { copyText(turn.raw, copy); });
     turn.raw = text;
+    turn.setAttribute("data-ai-generated", "true");
     turn.body = turn.appendChild(el("div", "md"));
     turn.meta = el("span", "meta");
     foot.appendChild(copy);
@@ -109,6 +109,9 @@
     paint(turn);
     return turn;
   }
+
+  // The AI label (ours; chat.css shows it)
+  function label(t, d) { if (d.ai_label) { t.body.setAttribute("data-label", d.ai_label); } return t; }
 
   function paint(turn) {
     turn.body.textContent = "";
@@ -182,6 +185,7 @@
           settle(end ? "ended" : "", (end ? end + " · " : "") + (data.credits_charged
             ? "消耗 " + data.credits_charged + " " + unit() : "未扣" + unit()) + " · 余额 " + data.balance);
           $("balance").textContent = data.balance;
+          label(answer, data);
           loadConversations(true, false);
         }
         changed = true;
@@ -302,7 +306,7 @@
       var nodes = document.createDocumentFragment();
       for (var i = 0; i < data.turns.length; i++) {
         var t = data.turns[i];
-        nodes.appendChild(t.role === "user" ? userTurn(t.content) : botTurn(t.content));
+        nodes.appendChild(t.role === "user" ? userTurn(t.content) : label(botTurn(t.content), data));
       }
       turns.insertBefore(nodes, earlier ? turns.firstChild : null);
       show($("chat-earlier"), offset > 0);
