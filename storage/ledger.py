@@ -293,6 +293,11 @@ class Ledger:
         account = await self.account(openid)
         return account.spendable if account else 0
 
+    async def balance_milli(self, openid: str) -> int:
+        """The same, exactly: milli-credits, with the fractions token-priced answers leave."""
+        account = await self.account(openid)
+        return account.balance_exact + account.daily_exact if account else 0
+
     async def grant_daily(self, openid: str, amount: int, day: str) -> bool:
         """Open `day` for the account: expire what is left of the last daily grant, grant `amount`.
 

@@ -40,6 +40,10 @@ class AccountView:
     async def balance(self, openid: str) -> int:
         return await self.ledger.balance(openid)
 
+    async def exact_balance(self, openid: str) -> int | str:
+        """What the follower can spend, as /api/me's "balance" shows it (a number when whole, else "9.985")."""
+        return _credits(await self.ledger.balance_milli(openid))
+
     async def _plan(self, openid: str) -> dict[str, Any] | None:
         plan = await self.wallet.plan(openid)
         return {"tier": plan.tier, "ends_at": plan.ends_at} if plan is not None else None

@@ -284,7 +284,7 @@ async def redeem(request: web.Request) -> web.StreamResponse:
             response.headers["Retry-After"] = str(max(1, int(result.retry_after + 0.999)))
         return response
     return web.json_response({"ok": True, "outcome": result.outcome, "credits": result.credits, "message": text,
-                              "balance": await companion.account.balance(openid)})
+                              "balance": await companion.account.exact_balance(openid)})
 
 
 # -- mounting -----------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def setup_companion(app: web.Application, cfg: Config, *, clock: Callable[[], fl
     async def companion_ctx(app: web.Application) -> AsyncIterator[None]:
         db = app[DB]
         account = AccountView(cfg, db, clock)
-        redeemer = Redeemer(cfg, CodeRepo(db, clock), account.balance, open_account=account.wallet.open_day)
+        redeemer = Redeemer(cfg, CodeRepo(db, clock), account.ledger.balance_milli, open_account=account.wallet.open_day)
         app[COMPANION] = Companion(cfg, Logins(cfg, db, clock), await Sessions.open(cfg, db, clock), account,
                                    redeemer, Attempts(db), Inviter(cfg, InviteRepo(db, clock)))
         yield

@@ -19,6 +19,7 @@ import structlog
 
 from bot import metrics
 from bot.config import Config
+from bot.economics.pricing import milli_text
 from storage.codes import CodeRepo, Redemption
 from storage.redact import short_user
 
@@ -61,11 +62,12 @@ _NO_CODE = "0" * 64
 class Redeemer:
     """兑换 CODE, in WeChat and on the page: the reply the follower reads."""
 
-    def __init__(self, cfg: Config, codes: CodeRepo, balance: Callable[[str], Awaitable[int]],
+    def __init__(self, cfg: Config, codes: CodeRepo, balance_milli: Callable[[str], Awaitable[int]],
                  open_account: Callable[[str], Awaitable[object]] | None = None) -> None:
         self.cfg = cfg
         self.codes = codes
-        self.balance = balance
+        # in milli-credits: the reply shows the exact balance, as 余额 does (9.985, not 9)
+        self.balance_milli = balance_milli
         # the account (and its trial) exists before a code is credited to it, as for any message
         self.open_account = open_account
 
@@ -80,7 +82,7 @@ class Redeemer:
         metrics.code_redeemed(result.outcome)
         log.info("codes.redeem", user=short_user(openid), outcome=result.outcome)  # never the code
         if result.outcome == "redeemed":
-            reply = texts.redeem_done.format(credits=result.credits, balance=await self.balance(openid))
+            reply = texts.redeem_done.format(credits=result.credits, balance=milli_text(await self.balance_milli(openid)))
         elif result.outcome == "mine":
             reply = texts.redeem_mine.format(credits=result.credits)
         elif result.outcome == "limited":

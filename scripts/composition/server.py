@@ -141,7 +141,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), holder,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
                           pictures=QuestionPictures(picture_repo, picture_source))
-    redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance, open_account=chain.wallet.open_day)
+    redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance_milli, open_account=chain.wallet.open_day)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, Logins(cfg, db),
                         open_account=chain.wallet.open_day, redeemer=redeemer,
                         inviter=Inviter(cfg, InviteRepo(db)))

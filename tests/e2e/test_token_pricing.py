@@ -9,8 +9,10 @@ from math import ceil
 
 import pytest
 
+from bot.economics.codes import hash_of, new_code
 from bot.keys import DB, GENERATOR
 from bot.providers.base import estimate_tokens
+from storage.codes import CodeRepo
 from storage.ledger import Ledger
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
@@ -69,6 +71,19 @@ async def test_an_answer_is_charged_the_exact_price_of_the_reported_usage(server
     assert "估算" not in balance.content
     models = await wx.send_text("o_tok", "模型")
     assert "每千 token 提问 0.37 积分、回答 1.13 积分" in models.content
+
+
+async def test_a_redeemed_code_replies_with_the_exact_balance_after_a_token_priced_answer(server, llm):
+    wx, app = server
+    llm.queue(Script(text="按用量计费的回答。", prompt_tokens=1234, completion_tokens=567))
+    await wx.send_text("o_gift", "问题")
+    await asyncio.wait_for(app[GENERATOR].idle(), 10)
+    gift = new_code()
+    await CodeRepo(app[DB]).add_batch("gift", 20, [hash_of(gift)], None)  # type: ignore[list-item]
+    reply = (await wx.send_text("o_gift", f"兑换 {gift}")).content
+    # 10 - 1.098 + 20: the same figure 余额 shows, not the 28 whole credits a reservation may take
+    assert "兑换成功" in reply and "当前可用 28.902 积分" in reply
+    assert "余额：28.902 积分" in (await wx.send_text("o_gift", "余额")).content
 
 
 async def test_a_dozen_answers_cost_exactly_the_sum_of_their_prices(server, llm):
@@ -158,6 +173,12 @@ async def test_the_page_shows_the_price_the_charge_and_one_history_line_per_answ
                 me = await r.json()
             async with browser.get(f"{base}/api/models") as r:
                 listed = await r.json()
+            gift = new_code()
+            await CodeRepo(app[DB]).add_batch("page", 5, [hash_of(gift)], None)  # type: ignore[list-item]
+            async with browser.post(f"{base}/api/redeem", json={"code": gift}) as r:
+                redeemed = await r.json()
+    # the page shows what the reply says: the exact balance, fractions and all (not 16 whole credits)
+    assert r.status == 200 and redeemed["balance"] == "16.902" and "当前可用 16.902 积分" in redeemed["message"]
     # today's 3 free credits paid first: 1.098 of them spent, the rest back where it came from
     assert (me["balance"], me["paid"], me["daily"]) == ("11.902", 10, "1.902")
     items = me["history"]["items"]
