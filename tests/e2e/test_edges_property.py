@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,6 +47,10 @@ xml_bodies = st.lists(st.tuples(fields, st.text(max_size=30) | st.sampled_from([
                       max_size=8).map(
     lambda items: ("<xml>" + "".join(f"<{k}><![CDATA[{v.replace(']]>', '')}]]></{k}>" for k, v in items)
                    + "</xml>").encode("utf-8", "surrogatepass"))
+# an invite link's last path segment: anything at all (percent-encoded, as it travels), or a well-formed code
+segments = st.binary(min_size=1, max_size=300).map(lambda b: urllib.parse.quote(b, safe="")) | \
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).map(
+        lambda t: urllib.parse.quote(t, safe="/.~%;=&?#")) | st.from_regex(r"[2-9A-HJKMNP-Za-hjkmnp-z]{8}", fullmatch=True)
 
 
 class Client:
@@ -66,6 +71,16 @@ class Client:
             if cookie.startswith("mpgpt_session="):
                 self.cookie = cookie.split(";")[0]
             return resp.status, data
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> tuple[int, bytes, str | None]:
+        """Without following redirects: the status, the body and where it points."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            conn.request("GET", path, headers={"Cookie": self.cookie} if self.cookie else {})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), resp.getheader("Location")
         finally:
             conn.close()
 
@@ -139,9 +154,21 @@ def test_any_body_to_the_api_gets_2xx_or_4xx(server, path, body):
     _check(proc, *client.post(path, body))
 
 
+@EXAMPLES
+@given(segment=segments)
+def test_any_invite_link_gets_2xx_3xx_or_4xx_and_redirects_only_home(server, segment):
+    proc, client = server
+    status, body, location = client.get("/i/" + segment)
+    assert 200 <= status < 500, (status, body[:300])
+    assert proc.proc is not None and proc.proc.poll() is None
+    if 300 <= status < 400:
+        assert location == "/"  # the link's code is never echoed into a redirect elsewhere
+
+
 def test_after_all_that_the_server_still_answers(server):
     proc, client = server
     assert client.post("/api/login/wait", b"{}")[0] == 200
+    assert client.get("/i/ABCDEFGH")[:3:2] == (302, "/")
     status, order = client.post("/api/orders", json.dumps({"product_id": "p6", "kind": "native"}).encode())
     assert status == 200 and json.loads(order)["state"] == "pending"  # the pay path was live all along
     assert proc.proc is not None and proc.proc.poll() is None
