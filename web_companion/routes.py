@@ -210,7 +210,10 @@ async def me(request: web.Request) -> web.StreamResponse:
     openid = await session_user(request)
     offset = int_param(request, "offset", 0, 0, 1_000_000)
     limit = int_param(request, "limit", HISTORY_PAGE, 1, 50)
-    return web.json_response(await request.app[COMPANION].account.me(openid, offset, limit))
+    companion = request.app[COMPANION]
+    body = await companion.account.me(openid, offset, limit)
+    body["invite"] = await companion.inviter.page_view(openid) if companion.inviter is not None else None
+    return web.json_response(body)
 
 
 async def products(request: web.Request) -> web.StreamResponse:

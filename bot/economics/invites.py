@@ -8,6 +8,8 @@ The reward itself is paid by the order that credits the invitee's first paid top
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from bot.config import Config
@@ -49,6 +51,19 @@ class Inviter:
     def link(self, code: str) -> str:
         """The page link that invites whoever opens it (LINK_PATH on the public address)."""
         return self.cfg.server.public_url.rstrip("/") + LINK_PATH + code
+
+    async def page_view(self, openid: str) -> dict[str, Any] | None:
+        """The page's 邀请 card: the follower's code, its link, what to send in WeChat instead, how many
+        it brought and the reward; None when invitations are off (no code is made then)."""
+        if not self.cfg.invites.enabled:
+            return None
+        code = await self.invites.code_for(openid)
+        count, _ = await self.invites.invited(openid)
+        word = (self.cfg.commands.invite or ("邀请",))[0]
+        # without a public address the page is still served from somewhere: it resolves the bare path itself
+        link = self.link(code) if self.cfg.server.public_url else LINK_PATH + code
+        return {"code": code, "link": link, "send": f"{word} {code}", "invited": count,
+                "reward": self.cfg.invites.inviter_reward}
 
     async def arrived(self, openid: str, code: str) -> str:
         """A follower logged in on the page after opening an invite link: record it as 邀请 CODE

@@ -203,6 +203,10 @@ async def test_the_history_loads_more_rows_on_demand(tmp_path, llm, browser):
         page = await browser.new_page(viewport=PHONE)
         await log_in(page, base)
         await page.wait_for_selector("#history li")
+        # the account screen also carries the follower's own invite link (invitations are on by default)
+        link = await page.inner_text("#invite-link")
+        assert re.fullmatch(re.escape(base) + r"/i/[2-9A-HJKMNP-Z]{8}", link), link
+        assert await page.inner_text("#invite-send") == "邀请 " + link[-8:]
         assert await page.locator("#history li").count() == 20
         await page.click("#history-more")
         await page.wait_for_function("() => document.querySelectorAll('#history li').length === 25")

@@ -101,3 +101,46 @@ async def test_a_new_follower_who_opens_the_invite_link_is_recorded_when_they_lo
         rows = await InviteRepo(app[DB]).listing()
         assert [(r["invitee"], r["inviter"], r["via"]) for r in rows] == [("o_arrived", "o_linker", "page")]
         assert "已邀请 1 人" in (await wx.send_text("o_linker", "邀请")).content
+
+
+async def _me(browser, base: str) -> dict:
+    async with browser.get(f"{base}/api/me") as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def test_the_page_shows_the_followers_own_invite_code_and_link_and_whom_it_brought(tmp_path, llm):
+    from tests.companionkit import browser_session, token_in
+
+    async with serving(tmp_path, llm.base_url, invites={"inviter_reward": 40}) as (base, app), \
+            FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as host:
+        async with host.post(f"{base}/api/login",
+                             json={"token": token_in((await wx.send_text("o_host", "登录")).content)}) as r:
+            assert r.status == 200
+        invite = (await _me(host, base))["invite"]
+        code = invite["code"]
+        # the same code and link 邀请 gives in WeChat, what to send there, and what the host gets for it
+        mine = (await wx.send_text("o_host", "邀请")).content
+        assert code in mine and f"邀请链接：{base}/i/{code}" in mine
+        assert invite == {"code": code, "link": f"{base}/i/{code}", "send": f"邀请 {code}", "invited": 0,
+                          "reward": 40}
+        # the link on the page works: a new follower who opens it and logs in counts on the host's page
+        async with browser_session() as guest:
+            async with guest.get(invite["link"], allow_redirects=False) as r:
+                assert r.status == 302
+            async with guest.post(f"{base}/api/login",
+                                  json={"token": token_in((await wx.send_text("o_guest", "登录")).content)}) as r:
+                assert r.status == 200
+        assert (await _me(host, base))["invite"]["invited"] == 1
+
+
+async def test_with_invitations_off_the_page_shows_no_invite(tmp_path, llm):
+    from tests.companionkit import browser_session, token_in
+
+    async with serving(tmp_path, llm.base_url, invites={"enabled": False}) as (base, app), \
+            FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
+        async with browser.post(f"{base}/api/login",
+                                json={"token": token_in((await wx.send_text("o_host", "登录")).content)}) as r:
+            assert r.status == 200
+        assert (await _me(browser, base))["invite"] is None
+        assert await app[DB].fetchall("SELECT * FROM invite_codes") == []  # none made for nothing

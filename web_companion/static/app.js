@@ -151,6 +151,16 @@
     text($("daily-line"), me.daily_free > 0
       ? "其中今日免费 " + me.daily + "（每天 " + me.daily_free + "，当天有效）" : "");
     show($("frozen"), !!me.frozen);
+    var inv = me.invite;
+    show($("invite"), !!inv);
+    if (inv) {
+      var a = document.createElement("a");
+      a.href = inv.link;  // a bare path (no public address configured) becomes this page's own address
+      text($("invite-link"), a.href);
+      text($("invite-send"), inv.send);
+      text($("invite-line"), "邀请码 " + inv.code + " · 已邀请 " + inv.invited + " 人" +
+        (inv.reward > 0 ? "，好友首次充值后你将获得 " + inv.reward + " " + UNIT : ""));
+    }
     var list = $("history");
     if (fresh) { list.innerHTML = ""; }
     var items = me.history.items;
