@@ -37,9 +37,6 @@ class AccountView:
         self.wallet = Wallet(self.ledger, cfg.quota, cfg.rules.texts, cfg.server.public_url, clock, cfg.tiers)
         self.usage = UsageRepo(db)
 
-    async def balance(self, openid: str) -> int:
-        return await self.ledger.balance(openid)
-
     async def exact_balance(self, openid: str) -> int | str:
         """What the follower can spend, as /api/me's "balance" shows it (a number when whole, else "9.985")."""
         return _credits(await self.ledger.balance_milli(openid))

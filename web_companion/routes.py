@@ -260,7 +260,7 @@ async def get_order(request: web.Request) -> web.StreamResponse:
     if order is None:
         return error_response(404, "没有这个订单", "no_such_order")
     view = order_view(order, unit=_unit(request))
-    view["balance"] = await request.app[COMPANION].account.balance(openid)
+    view["balance"] = await request.app[COMPANION].account.exact_balance(openid)
     return web.json_response(view)
 
 

@@ -228,3 +228,26 @@ async def test_an_answer_closed_by_another_process_after_a_crash_is_charged_for_
     prompt = estimate_tokens(system) + estimate_tokens(question) + 8
     assert kinds == ["reserve", "settle"] and estimated == 1
     assert spent == price_milli(prompt, estimate_tokens(said)) < price_milli(40, 2000)
+
+
+async def test_after_a_top_up_the_page_shows_the_exact_balance_not_the_whole_credits(tmp_path, llm):
+    from tests.companionkit import browser_session, serving, token_in
+    from tests.e2e.test_webchat import read_events
+    from tests.fakes.wechatpay import FakeWeChatPay, make_keys
+
+    priced = {"models": {"gpt-4o-mini": {"prompt_price": 0.37, "completion_price": 1.13}}}
+    async with FakeWeChatPay(make_keys()) as pay, serving(tmp_path, llm.base_url, pay, **priced) as (base, app):
+        async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx, browser_session() as browser:
+            code = token_in((await wx.send_text("o_buyer", "登录")).content)
+            async with browser.post(f"{base}/api/login", json={"token": code}) as r:
+                assert r.status == 200
+            llm.queue(Script(text="网页上的回答。", prompt_tokens=1234, completion_tokens=567))
+            async with browser.post(f"{base}/api/chat", json={"message": "你好"}) as r:
+                await read_events(r)
+            async with browser.post(f"{base}/api/orders", json={"product_id": "p6"}) as r:
+                no = (await r.json())["out_trade_no"]
+            assert await pay.pay(no) == 204
+            async with browser.get(f"{base}/api/orders/{no}") as r:
+                polled = await r.json()
+    # 13 (trial and today's free credits) - 1.098 + 600: the page puts this figure in its balance card
+    assert polled["paid"] and polled["balance"] == "611.902"
