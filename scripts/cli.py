@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from bot.config import ConfigError
 from scripts import report
@@ -13,23 +15,42 @@ from scripts.composition import config_from_args as _config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from scripts.composition import create_app
+    from scripts.serving import ListenError, bind, say_failure, serve
     from bot.logs import setup_logging
 
     cfg = _config(args)
-    setup_logging(cfg.log.level, cfg.log.format)
+    json_lines = setup_logging(cfg.log.level, cfg.log.format)
     loop = _event_loop(cfg.server.event_loop)
     if loop is None:
         return 2
     try:
-        web.run_app(create_app(cfg), host=cfg.server.host, port=cfg.server.port, print=None,
-                    access_log=None, loop=loop)
-    except OSError as e:
-        print(f"mpgpt: cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror}", file=sys.stderr)
+        sock = bind(cfg.server.host, cfg.server.port)
+    except ListenError as e:
+        say_failure(str(e), json_lines)
         return 1
-    return 0
+    return run_loop(loop, serve(cfg, create_app(cfg), sock, json_lines=json_lines))
+
+
+def run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` to its end on `loop`, then close the loop; exit even if a thread was left behind."""
+    from scripts.serving import stragglers
+
+    try:
+        code = loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+    left = stragglers()
+    if left:  # a resource nobody closed: say so, and exit all the same
+        import structlog
+
+        structlog.get_logger(__name__).error("shutdown_threads_left", threads=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 1)
+    return code
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop | None:
