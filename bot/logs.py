@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from types import TracebackType
+from typing import TextIO
 
 import structlog
 
@@ -34,7 +35,7 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> bool:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _SharedLines(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -60,6 +61,21 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> bool:
     if not console:
         sys.excepthook = _log_uncaught
     return not console
+
+
+class _SharedLines(logging.Handler):
+    """Writes the library's records through structlog's own logger for the same file, so both share
+    its one lock per file: a line from aiosqlite's thread never lands in the middle of ours."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__()
+        self._out = structlog.PrintLogger(file=file)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._out.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
