@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from bot.config import Config
+from bot.config import Config, placeholders
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +76,9 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
                 until: Callable[[], Awaitable[object]] | None = None) -> int:
     """Serve `app` on `sock` until SIGTERM/SIGINT (or until `until()` returns); 0, or 1 when start-up
     failed (said in one line)."""
+    for key in placeholders(cfg):
+        log.warning("config_placeholder", key=key,
+                    problem="still the example value shipped in config.toml: set the real one (mpgpt doctor fails)")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.config import Config, ConfigError
+from bot.config import Config, ConfigError, placeholders
 from scripts.composition import database
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, table
 from storage.db import Database, latest_schema_version
@@ -46,6 +46,7 @@ async def doctor(ctx: Ctx) -> int:
     except ConfigError as e:
         checks.append(Check("config", "fail", str(e)))
         return _report(ctx, checks)
+    checks.append(_placeholders(cfg))
     try:
         db = await _database(cfg, checks)
     except OwnerError as e:
@@ -62,6 +63,13 @@ async def doctor(ctx: Ctx) -> int:
     if cfg.speech.channel:
         checks.append(_converter(cfg))
     return _report(ctx, checks)
+
+
+def _placeholders(cfg: Config) -> Check:
+    found = placeholders(cfg)
+    if found:
+        return Check("placeholders", "fail", f"{', '.join(found)}: still the example value shipped in config.toml")
+    return Check("placeholders", "pass", "no example values left from config.toml")
 
 
 def _converter(cfg: Config) -> Check:
