@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from bot.config import ConfigError
-from scripts import report
+from scripts import demo, report
 from scripts.composition import config_from_args as _config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from scripts.composition import create_app
-    from scripts.serving import ListenError, bind, say_failure, serve
+    from scripts.serving import ListenError, bind, run_loop, say_failure, serve
     from bot.logs import setup_logging
 
     cfg = _config(args)
@@ -30,27 +28,6 @@ def _serve(args: argparse.Namespace) -> int:
         say_failure(str(e), json_lines)
         return 1
     return run_loop(loop, serve(cfg, create_app(cfg), sock, json_lines=json_lines))
-
-
-def run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` to its end on `loop`, then close the loop; exit even if a thread was left behind."""
-    from scripts.serving import stragglers
-
-    try:
-        code = loop.run_until_complete(main)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()
-    left = stragglers()
-    if left:  # a resource nobody closed: say so, and exit all the same
-        import structlog
-
-        structlog.get_logger(__name__).error("shutdown_threads_left", threads=left)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code or 1)
-    return code
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop | None:
@@ -109,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also play WeChat's media server here, for /voice and /picture (point wechat.api_base at it)")
     p.set_defaults(func=_simulate)
     report.register(sub)
+    demo.register(sub)
     from scripts import owner  # the owner's maintenance commands (users, credits, orders, doctor, ...)
 
     owner.register(sub)

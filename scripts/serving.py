@@ -17,7 +17,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -128,6 +129,23 @@ def _watchdog(seconds: float) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+def run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` to its end on `loop`, then close the loop; exit even if a thread was left behind."""
+    try:
+        code = loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+    left = stragglers()
+    if left:  # a resource nobody closed: say so, and exit all the same
+        log.error("shutdown_threads_left", threads=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 1)
+    return code
 
 
 def stragglers(wait: float = 3.0) -> list[str]:
