@@ -43,7 +43,7 @@ def test_the_systemd_unit_verifies_cleanly_and_runs_serve_with_the_database_in_i
     unit = (DEPLOY / "systemd" / "mpgpt.service").read_text(encoding="utf-8")
     (exec_start,) = re.findall(r"^ExecStart=(\S+) (.*)$", unit, re.M)
     assert exec_start[1] == "serve --config /etc/mpgpt/config.toml"
-    assert "StateDirectory=mpgpt" in unit and "Environment=MPGPT_STORAGE_PATH=/var/lib/mpgpt/mpgpt.db" in unit
+    assert "StateDirectory=mpgpt" in unit and '[storage] path = "/var/lib/mpgpt/mpgpt.db"' in unit
     # systemd's stop limit stays above mpgpt's own bound (twice server.shutdown_timeout, default 10 s)
     assert int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) > 2 * 10
     # verify checks that ExecStart's binary exists: an executable stands in for the installed mpgpt
@@ -186,3 +186,26 @@ def test_the_recipes_name_the_address_mpgpt_listens_on_by_default():
     address = f"{cfg.server.host}:{cfg.server.port}"
     for recipe in (DEPLOY / "nginx" / "mpgpt.conf", DEPLOY / "caddy" / "Caddyfile"):
         assert address in recipe.read_text(encoding="utf-8"), recipe
+
+
+# -- logrotate -----------------------------------------------------------------------------------------
+
+
+def test_the_logrotate_recipe_rotates_a_log_file_in_place_while_it_stays_open(tmp_path):
+    logrotate = _tool("logrotate")
+    logs = tmp_path / "log"
+    logs.mkdir()
+    recipe = (DEPLOY / "logrotate" / "mpgpt").read_text(encoding="utf-8")
+    assert "/var/log/mpgpt/*.log" in recipe
+    conf = tmp_path / "mpgpt.logrotate"
+    conf.write_text(recipe.replace("/var/log/mpgpt/", f"{logs}/"), encoding="utf-8")
+    conf.chmod(0o644)
+    with open(logs / "mpgpt.log", "a", encoding="utf-8") as held:  # as the server's stderr holds it
+        held.write('{"event": "before"}\n')
+        held.flush()
+        result = subprocess.run([logrotate, "--force", "--state", str(tmp_path / "state"), str(conf)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        held.write('{"event": "after"}\n')
+    assert (logs / "mpgpt.log.1").read_text() == '{"event": "before"}\n'
+    assert (logs / "mpgpt.log").read_text().strip("\0") == '{"event": "after"}\n'
