@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from types import TracebackType
 from typing import TextIO
 
@@ -60,6 +61,7 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> bool:
     logging.captureWarnings(True)
     if not console:
         sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
     return not console
 
 
@@ -76,6 +78,13 @@ class _SharedLines(logging.Handler):
             self._out.msg(self.format(record))
         except Exception:
             self.handleError(record)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        structlog.get_logger("mpgpt").critical(
+            "uncaught_exception", thread=args.thread.name if args.thread else None,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

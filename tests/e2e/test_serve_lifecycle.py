@@ -167,6 +167,19 @@ async def test_sigterm_after_a_question_ends_serve_within_its_bound_every_time(t
         assert "shutdown_threads_left" not in log and "shutdown_forced" not in log
 
 
+async def test_a_reply_in_flight_when_sigterm_comes_is_still_delivered(tmp_path, llm):
+    path = _config(tmp_path, llm, log={"format": "json", "level": "info"})
+    server = await Served(path, free_port()).start()
+    await server.ready()
+    llm.queue(Script(text="这是一个慢慢写完的回答。", chunk_delay=0.08))
+    asking = asyncio.create_task(_ask(server.port, "o_inflight"))
+    while not llm.requests:  # the question is being answered
+        await asyncio.sleep(0.01)
+    server.proc.send_signal(signal.SIGTERM)
+    assert await asking == "这是一个慢慢写完的回答。"
+    assert await server.exit_code(5) == 0
+
+
 async def test_sigterm_during_start_up_still_closes_storage_and_exits(tmp_path, llm):
     path = _config(tmp_path, llm, log={"format": "json", "level": "info"})
     for delay in (0.3, 0.6, 0.9, 1.2):
