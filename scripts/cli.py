@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +60,11 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except sqlite3.Error as e:
+        print(f"mpgpt: storage.path: {cfg.resolve_path(cfg.storage.path)}: {e}", file=sys.stderr)
+        return 1
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
     return 0
 

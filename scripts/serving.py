@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -92,6 +93,9 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
             await web.SockSite(runner, sock).start()
         except OSError as e:  # e.g. metrics.port taken: its message names the key
             say_failure(str(e.strerror or e), json_lines)
+            return 1
+        except sqlite3.Error as e:  # not a database, a read-only folder, a schema newer than this code
+            say_failure(f"storage.path: {cfg.resolve_path(cfg.storage.path)}: {e}", json_lines)
             return 1
         if not stop.is_set():
             log.info("serving", **addresses(cfg, sock.getsockname()[1]))

@@ -67,7 +67,7 @@ class Database:
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
-            conn.stop()
+            await _end(conn)
             raise
         return conn
 
@@ -125,7 +125,7 @@ class Database:
             try:
                 await conn.close()
             except BaseException as e:
-                conn.stop()  # the thread still ends, closing its connection
+                await _end(conn)
                 errors.append(e)
         if errors:
             raise errors[0]
@@ -265,6 +265,14 @@ class Database:
                 )
                 applied.append(number)
         return applied
+
+
+async def _end(conn: aiosqlite.Connection) -> None:
+    """Close a connection whatever state it is in, and wait for its thread to end (aiosqlite's close
+    stops the thread even when closing fails): a thread left running keeps the process from exiting,
+    and one finishing after the loop closed fails noisily."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(conn.close())
 
 
 def owner_only(path: str | Path, create: bool = True) -> None:

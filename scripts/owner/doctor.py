@@ -96,7 +96,11 @@ async def _database(cfg: Config, checks: list[Check]) -> Database | None:
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate`)")
     db = await database(cfg).open(migrate=False)
     checks.append(Check("database", "pass", str(path)))
-    have, want = await db.schema_version(), latest_schema_version()
+    try:
+        have, want = await db.schema_version(), latest_schema_version()
+    except BaseException:
+        await db.close()  # an open connection's thread would keep doctor from exiting
+        raise
     if have == want:
         checks.append(Check("schema", "pass", f"version {have} (latest)"))
     elif have < want:

@@ -224,3 +224,19 @@ async def test_a_hundred_start_stop_cycles_of_the_app_each_after_a_question_leav
                     break
                 await asyncio.sleep(0.01)
             assert len(_db_threads()) == before, f"cycle {cycle}: {len(_db_threads()) - before} threads left"
+
+
+async def test_a_storage_path_that_is_not_a_database_is_one_line_and_an_exit_for_serve_and_the_commands(tmp_path, llm):
+    (tmp_path / "mpgpt.db").write_text("this is not a database\n")
+    path = _config(tmp_path, llm, log={"format": "json", "level": "info"})
+    server = await Served(path, free_port()).start()
+    assert await server.exit_code(10) == 1  # never a hang on the connections it opened
+    (line,) = server.lines
+    assert json.loads(line)["error"] == f"storage.path: {tmp_path / 'mpgpt.db'}: file is not a database"
+    for command in (["migrate"], ["users", "list"], ["doctor"]):
+        result = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "scripts.cli", *command, "--config", str(path), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(result.communicate(), 20)
+        assert result.returncode == 1, (command, err)
+        assert "file is not a database" in (out + err).decode() and b"Traceback" not in err, (command, err)
