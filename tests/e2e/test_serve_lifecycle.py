@@ -148,7 +148,9 @@ async def test_in_json_mode_at_debug_every_line_is_one_json_object_the_libraries
         assert isinstance(records[-1], dict) and "event" in records[-1] and "level" in records[-1]
     events = {r["event"] for r in records}
     assert {"serving", "generation_finished", "stopping"} <= events
+    # the libraries' own lines: aiosqlite's thread, the OpenAI SDK
     assert any(r.get("logger") == "aiosqlite" and r["level"] == "debug" for r in records)
+    assert any(r.get("logger", "").startswith("openai") for r in records)
 
 
 async def test_sigterm_after_a_question_ends_serve_within_its_bound_every_time(tmp_path, llm):
