@@ -89,13 +89,16 @@ class DemoModel:
             chunk = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
             await resp.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
 
-        for i in range(0, len(text), CHUNK_CHARS):
-            delta = {"content": text[i:i + CHUNK_CHARS], **({"role": "assistant"} if i == 0 else {})}
-            await send([{"index": 0, "delta": delta, "finish_reason": None}])
-            await asyncio.sleep(self.pace)
-        await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=usage)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+        try:
+            for i in range(0, len(text), CHUNK_CHARS):
+                delta = {"content": text[i:i + CHUNK_CHARS], **({"role": "assistant"} if i == 0 else {})}
+                await send([{"index": 0, "delta": delta, "finish_reason": None}])
+                await asyncio.sleep(self.pace)
+            await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await send([], usage=usage)
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionError:  # the generation stopped listening (the demo is stopping): nothing to say
+            pass
         return resp

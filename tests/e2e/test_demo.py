@@ -70,3 +70,26 @@ async def test_the_demo_streams_its_answer_through_wechats_window_and_its_printe
     assert "演示到此结束" in rest
     assert "WeChat delivers again (2)" in err.decode() and "WeChat delivers again (3)" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_ctrl_c_while_the_demo_model_is_writing_ends_the_demo_cleanly(tmp_path):
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "scripts.cli", "demo", "--time-scale", "5", "--data", str(tmp_path / "d"), cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin and proc.stdout
+    seen: list[str] = []
+    try:
+        await _line(proc.stdout, seen, r"Ctrl-D quits")
+        proc.stdin.write("你好\n".encode())
+        await proc.stdin.drain()
+        await asyncio.sleep(1.0)  # the answer is being written
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    assert [line for line in err.decode().splitlines() if "WeChat delivers again" not in line] == []
