@@ -97,6 +97,10 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
         except sqlite3.Error as e:  # not a database, a read-only folder, a schema newer than this code
             say_failure(f"storage.path: {cfg.resolve_path(cfg.storage.path)}: {e}", json_lines)
             return 1
+        except Exception:  # a bug or an outside service at start-up: logged once, then the same cleanup
+            log.exception("start_failed")
+            return 1
+        code = 0
         if not stop.is_set():
             log.info("serving", **addresses(cfg, sock.getsockname()[1]))
             waits = [asyncio.ensure_future(stop.wait())]
@@ -107,9 +111,13 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
             finally:
                 for w in waits:
                     w.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+                outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            failure = next((o for o in outcomes if isinstance(o, Exception)), None)
+            if failure is not None:
+                log.error("stopped_by_failure", exc_info=failure)
+                code = 1
         log.info("stopping", shutdown_timeout=cfg.server.shutdown_timeout)
-        return 0
+        return code
     finally:
         watchdog = _watchdog(2 * cfg.server.shutdown_timeout)
         try:
