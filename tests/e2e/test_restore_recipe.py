@@ -74,3 +74,32 @@ async def test_the_restore_recipe_brings_back_the_backup_and_the_server_runs_on_
     assert _questions(live) == ["备份之前", "恢复之后"]
     assert _questions(tmp_path / "replaced" / "mpgpt.db") == ["备份之前", "备份之后"]
     assert live.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_upgrade_recipe_brings_the_previous_versions_database_forward_and_serves_it(tmp_path, llm):
+    """A database as the previous version left it (every migration but the last), then README's
+    "Upgrading": migrate (forward only, once), start, answer."""
+    from importlib import resources
+
+    from storage.db import latest_schema_version
+    from tests.harness import free_port
+
+    files = sorted(f for f in resources.files("storage.migrations").iterdir() if f.name.endswith(".sql"))
+    live = tmp_path / "mpgpt.db"
+    with sqlite3.connect(live) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                     " applied_at REAL NOT NULL)")
+        for f in files[:-1]:
+            conn.executescript(f.read_text(encoding="utf-8"))
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (int(f.name[:4]), f.name))
+    conn.close()
+    config = _config(tmp_path, llm, log={"format": "json", "level": "info"})
+    assert "mpgpt migrate" in _mpgpt(config, "users", "list").stderr  # the new code asks for the migration
+    migrated = _mpgpt(config, "migrate")
+    assert migrated.returncode == 0 and migrated.stdout.strip() == f"applied migrations: {latest_schema_version()}"
+    assert _mpgpt(config, "migrate").stdout.strip() == "schema is up to date"
+    server = await _serve(config, free_port())
+    try:
+        assert await _ask(server.port, "o_upgrade", "升级之后") == "你好，我是测试模型。"
+    finally:
+        await _stop(server)
