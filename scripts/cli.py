@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ListenError as e:
         say_failure(str(e), json_lines)
         return 1
-    return run_loop(loop, serve(cfg, create_app(cfg), sock, json_lines=json_lines))
+    return run_loop(loop, serve(cfg, create_app(cfg), sock, json_lines=json_lines, exiting=True))
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop | None:

@@ -88,7 +88,8 @@ async def _demo(sock: Any, data_dir: Path, scale: float, kept: bool) -> int:
     model = await DemoModel(pace=DemoModel().pace / scale).start()
     try:
         cfg = demo_config(sock.getsockname()[1], data_dir, model.base_url, scale)
-        return await serve(cfg, create_app(cfg), sock, until=lambda: _follower(cfg, data_dir, kept))
+        return await serve(cfg, create_app(cfg), sock, until=lambda: _follower(cfg, data_dir, kept),
+                            exiting=True)
     finally:
         await model.close()
 

@@ -75,9 +75,10 @@ def say_failure(message: str, json_lines: bool) -> None:
 
 
 async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_lines: bool = False,
-                until: Callable[[], Awaitable[object]] | None = None) -> int:
+                until: Callable[[], Awaitable[object]] | None = None, exiting: bool = False) -> int:
     """Serve `app` on `sock` until SIGTERM/SIGINT (or until `until()` returns); 0, or 1 when start-up
-    failed (said in one line)."""
+    failed (said in one line). `exiting`: the process ends afterwards (the command line), so a second
+    signal while it does is ignored instead of killing it mid-way."""
     for key in placeholders(cfg):
         log.warning("config_placeholder", key=key,
                     problem="still the example value shipped in config.toml: set the real one (mpgpt doctor fails)")
@@ -127,7 +128,14 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
             watchdog.cancel()
             sock.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+                if exiting:
+                    loop.add_signal_handler(sig, _stopping)
+                else:
+                    loop.remove_signal_handler(sig)
+
+
+def _stopping() -> None:
+    """A signal once the stop is under way: it is bounded already, nothing more to do."""
 
 
 def _watchdog(seconds: float) -> threading.Timer:
@@ -151,6 +159,9 @@ def run_loop(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, int]) ->
         loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
+    # closing the loop gave the signals their defaults back: the exit is already bounded (below)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     left = stragglers()
     if left:  # a resource nobody closed: say so, and exit all the same
         log.error("shutdown_threads_left", threads=left)
