@@ -10,6 +10,8 @@ With `[metrics] token`, a scrape must send `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
+import os
+
 import hmac
 import time
 from typing import Any
@@ -110,7 +112,8 @@ def setup_metrics(app: web.Application, cfg: Config) -> None:
             await web.TCPSite(runner, m.host, m.port).start()
         except OSError as e:
             await runner.cleanup()
-            msg = f"metrics.port: cannot listen on {m.host}:{m.port}: {e.strerror}"
+            reason = os.strerror(e.errno) if e.errno else e.strerror
+            msg = f"metrics.port: cannot listen on {m.host}:{m.port}: {reason}"
             raise OSError(e.errno, msg) from None
         log.info("metrics_ready", host=m.host, port=m.port)
         yield

@@ -4,32 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from bot.config import ConfigError
-from scripts import report
+from scripts import demo, report
 from scripts.composition import config_from_args as _config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from scripts.composition import create_app
+    from scripts.serving import ListenError, bind, run_loop, say_failure, serve
     from bot.logs import setup_logging
 
     cfg = _config(args)
-    setup_logging(cfg.log.level, cfg.log.format)
+    json_lines = setup_logging(cfg.log.level, cfg.log.format)
     loop = _event_loop(cfg.server.event_loop)
     if loop is None:
         return 2
     try:
-        web.run_app(create_app(cfg), host=cfg.server.host, port=cfg.server.port, print=None,
-                    access_log=None, loop=loop)
-    except OSError as e:
-        print(f"mpgpt: cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror}", file=sys.stderr)
+        sock = bind(cfg.server.host, cfg.server.port)
+    except ListenError as e:
+        say_failure(str(e), json_lines)
         return 1
-    return 0
+    return run_loop(loop, serve(cfg, create_app(cfg), sock, json_lines=json_lines, exiting=True))
 
 
 def _event_loop(choice: str) -> asyncio.AbstractEventLoop | None:
@@ -61,7 +60,11 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except sqlite3.Error as e:
+        print(f"mpgpt: storage.path: {cfg.resolve_path(cfg.storage.path)}: {e}", file=sys.stderr)
+        return 1
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
     return 0
 
@@ -88,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also play WeChat's media server here, for /voice and /picture (point wechat.api_base at it)")
     p.set_defaults(func=_simulate)
     report.register(sub)
+    demo.register(sub)
     from scripts import owner  # the owner's maintenance commands (users, credits, orders, doctor, ...)
 
     owner.register(sub)

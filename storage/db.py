@@ -62,9 +62,13 @@ class Database:
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            await _end(conn)
+            raise
         return conn
 
     async def open(self, migrate: bool = True) -> "Database":
@@ -72,6 +76,16 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             for path in (self.path, self.path + "-wal", self.path + "-shm"):
                 owner_only(path, create=path == self.path)
+        try:
+            await self._open(migrate)
+        except BaseException:
+            # A failed (or cancelled) start must not leave connection threads behind: aiosqlite's
+            # are not daemons, and one left open keeps the process from exiting.
+            await asyncio.shield(self.close())
+            raise
+        return self
+
+    async def _open(self, migrate: bool) -> None:
         self._writer = await self._connect()
         # WAL lets readers (ours and the other process's) go on while one writer commits.
         # Fetched to the end: an unfinished PRAGMA statement keeps a lock that makes every other
@@ -88,9 +102,10 @@ class Database:
             await self.migrate()
         if self.path != ":memory:":
             self._lookups = _lookup_connection(self.path)
-        return self
 
     async def close(self) -> None:
+        """Finish queued writes, then close every connection, each even when another fails: a
+        connection left open keeps its (non-daemon) thread, and the process could not exit."""
         if self._lookups is not None:
             self._lookups.close()
             self._lookups = None
@@ -101,13 +116,19 @@ class Database:
             await asyncio.gather(self._checkpoints, return_exceptions=True)
             self._checkpoints = None
         if self._checkpointer is not None:
-            await self.checkpoint()
-            await self._checkpointer.close()
-            self._checkpointer = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self.checkpoint()
+        conns = [c for c in (self._checkpointer, self._reader, self._writer) if c is not None]
+        self._checkpointer = self._reader = self._writer = None
+        errors: list[BaseException] = []
+        for conn in conns:
+            try:
                 await conn.close()
-        self._reader = self._writer = None
+            except BaseException as e:
+                await _end(conn)
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> "Database":
         return await self.open()
@@ -244,6 +265,14 @@ class Database:
                 )
                 applied.append(number)
         return applied
+
+
+async def _end(conn: aiosqlite.Connection) -> None:
+    """Close a connection whatever state it is in, and wait for its thread to end (aiosqlite's close
+    stops the thread even when closing fails): a thread left running keeps the process from exiting,
+    and one finishing after the loop closed fails noisily."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(conn.close())
 
 
 def owner_only(path: str | Path, create: bool = True) -> None:

@@ -24,6 +24,7 @@ from bot.config.media import MediaConfig
 from bot.config.metrics import MetricsConfig
 from bot.config.models import ModelConfig
 from bot.config.pay import PayConfig
+from bot.config.placeholders import placeholders
 from bot.config.plans import PlansConfig, TierConfig
 from bot.config.products import ProductConfig
 from bot.config.quota import QuotaConfig
@@ -43,5 +44,5 @@ __all__ = [
     "PlansConfig", "TierConfig",
     "ProductConfig", "QuotaConfig", "RULE_NAMES", "RefusalTextsConfig", "RouterConfig", "RulesConfig",
     "ServerConfig", "SpeechConfig", "StorageConfig", "TextsConfig", "WechatConfig", "WordListConfig", "WordsConfig",
-    "config_from_dict", "load_config",
+    "config_from_dict", "load_config", "placeholders",
 ]

@@ -22,6 +22,9 @@ class ServerConfig(Section):
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # Peers (CIDRs) whose client-address header (companion/analytics client_ip_header) is believed.
     trusted_proxies: Strs = ("127.0.0.1/32", "::1/128")
+    # SIGTERM/SIGINT: in-flight requests (a /wechat delivery waits up to wechat.window) get this long,
+    # then storage closes; the process is ended regardless after twice this.
+    shutdown_timeout: float = Field(10.0, gt=0, le=300)
 
     @field_validator("trusted_proxies")
     @classmethod

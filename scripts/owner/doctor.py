@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.config import Config, ConfigError
+from bot.config import Config, ConfigError, placeholders
 from scripts.composition import config_path, database
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, plural, table
 from storage.db import Database, latest_schema_version
@@ -48,6 +48,7 @@ async def doctor(ctx: Ctx) -> int:
     except ConfigError as e:
         checks.append(Check("config", "fail", f"{path}: {e}"))
         return _report(ctx, checks)
+    checks.append(_placeholders(cfg))
     try:
         db = await _database(cfg, checks)
     except OwnerError as e:
@@ -64,6 +65,13 @@ async def doctor(ctx: Ctx) -> int:
     if cfg.speech.channel:
         checks.append(_converter(cfg))
     return _report(ctx, checks)
+
+
+def _placeholders(cfg: Config) -> Check:
+    found = placeholders(cfg)
+    if found:
+        return Check("placeholders", "fail", f"{', '.join(found)}: still the example value shipped in config.toml")
+    return Check("placeholders", "pass", "no example values left from config.toml")
 
 
 def _converter(cfg: Config) -> Check:
@@ -90,7 +98,11 @@ async def _database(cfg: Config, checks: list[Check]) -> Database | None:
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate`)")
     db = await database(cfg).open(migrate=False)
     checks.append(Check("database", "pass", str(path)))
-    have, want = await db.schema_version(), latest_schema_version()
+    try:
+        have, want = await db.schema_version(), latest_schema_version()
+    except BaseException:
+        await db.close()  # an open connection's thread would keep doctor from exiting
+        raise
     if have == want:
         checks.append(Check("schema", "pass", f"version {have} (latest)"))
     elif have < want:

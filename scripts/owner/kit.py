@@ -168,7 +168,11 @@ async def open_db(cfg: Config) -> Database:
     if not path.exists():
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate` first)")
     db = await database(cfg).open(migrate=False)
-    have, want = await db.schema_version(), latest_schema_version()
+    try:
+        have, want = await db.schema_version(), latest_schema_version()
+    except BaseException:
+        await db.close()  # an open connection's thread would keep the command from exiting
+        raise
     if have != want:
         await db.close()
         if have < want:

@@ -191,7 +191,7 @@ async def test_doctor_passes_when_everything_answers_and_names_each_failure(tmp_
             assert await ask(wechat, ALICE) == ANSWER
             fresh = {c["name"]: c for c in (await ok(config, "doctor", "--json")).json()}
             assert {name: c["result"] for name, c in fresh.items()} == {
-                "config": "pass", "database": "pass", "schema": "pass", "ledger": "pass", "wechat": "pass",
+                "config": "pass", "placeholders": "pass", "database": "pass", "schema": "pass", "ledger": "pass", "wechat": "pass",
                 "pay": "pass", "channel fake": "pass"}
             assert "no order yet" in fresh["pay"]["detail"]
             assert api.token_calls == 1 and api.force_refresh_calls == 0

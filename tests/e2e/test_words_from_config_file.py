@@ -38,3 +38,37 @@ def _with_nested_array(data: dict) -> dict:
     out["words"] = {k: v for k, v in words.items() if k != "dictionaries"}
     out["words.dictionaries"] = words["dictionaries"]
     return out
+
+
+def test_the_shipped_example_lists_work_as_config_toml_names_them(tmp_path):
+    """words/ and the commented lines of config.toml's [words], uncommented as the README says."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "words", tmp_path / "words")
+    section = (root / "config.toml").read_text(encoding="utf-8").split("[words]\n", 1)[1].split("\n[", 1)[0]
+    uncommented = re.findall(r"^# ((?:dictionaries|exceptions_file) = .*)$", section, re.M)
+    assert len(uncommented) == 2, section
+    words = tomllib.loads("\n".join(uncommented))
+    assert [d["path"] for d in words["dictionaries"]] == ["words/example-block.txt", "words/example-mask.txt"]
+    data = config_data(tmp_path, "http://127.0.0.1:9/v1", words={"exceptions_file": words["exceptions_file"]})
+    data["words"]["dictionaries"] = words["dictionaries"]
+    config = write_toml(tmp_path / "config.toml", _with_nested_array(data))
+
+    def verdict(text: str) -> dict:
+        result = subprocess.run([sys.executable, "-m", "scripts.cli", "words", "test", text, "--json", "--config",
+                                 str(config)], capture_output=True, text=True, cwd=root, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert verdict("哪里可以代 开 发票")["question"] == "refused"
+    assert verdict("我们一起反网络赌博")["question"] == "passes"
+    masked = verdict("你这个笨蛋")
+    assert masked["question"] == "masked" and masked["masked_question"] == "你这个**"
+    assert verdict("今天天气怎么样")["question"] == "passes"
