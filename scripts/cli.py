@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from bot.config import ConfigError
 from scripts import report
 from scripts.composition import config_from_args as _config
+from storage.postgres import StorageUnavailable
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as e:
         print(f"mpgpt: config error: {e}", file=sys.stderr)
+        return 2
+    except StorageUnavailable as e:
+        print(f"mpgpt: storage.url: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

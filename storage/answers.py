@@ -149,13 +149,13 @@ class AnswerRepo:
 
     async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
         """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""
+        # One conditional UPDATE: another host claiming at the same moment waits for this row, then
+        # finds the lease renewed and skips it (PostgreSQL re-checks the WHERE on the row it waited for).
         def run(conn: sqlite3.Connection) -> list[Answer]:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM answers WHERE status = 'generating' AND lease_until < ?", (now,))]
-            for answer_id in ids:
-                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                             " WHERE id = ?", (holder, lease_until, answer_id))
-            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+            rows = conn.execute(
+                "UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE status = 'generating' AND lease_until < ? RETURNING *", (holder, lease_until, now)).fetchall()
+            return sorted((_answer(r) for r in rows), key=lambda a: a.id)
 
         return await self.db.write(run)
 
@@ -179,12 +179,14 @@ class AnswerRepo:
         reply is stored. `live_text` is the generating process's newer text, written first.
         """
         def run(conn: sqlite3.Connection) -> str:
+            # Takes the answer's row lock first (the live text, or a no-op): deliveries of one answer on
+            # several hosts then decide one after another, each reading what the last one stored.
+            conn.execute("UPDATE answers SET text = CASE WHEN status = 'generating' AND length(text) < ? THEN ?"
+                         " ELSE text END WHERE id = ?",
+                         (-1 if live_text is None else len(live_text), live_text or "", answer_id))
             row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
             if row is not None and row["reply"] is not None:
                 return row["reply"]
-            if live_text is not None:
-                conn.execute("UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
-                             (live_text, answer_id, len(live_text)))
             answer = _answer(conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone())
             reply, upto, owed = plan(answer)
             conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ? WHERE id = ?",
@@ -198,21 +200,22 @@ class AnswerRepo:
                          answer_id: int | None = None) -> list[Answer]:
         """Finished answers in active mode with parts not yet pushed, claimed by one process at a time."""
         def run(conn: sqlite3.Connection) -> list[Answer]:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM answers WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
+            rows = conn.execute(
+                "UPDATE answers SET lease_owner = ?, lease_until = ?"
+                " WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
                 " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
-                " AND (? IS NULL OR id = ?)", (now, answer_id, answer_id))]
-            for i in ids:
-                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ?", (holder, lease_until, i))
-            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+                " AND (CAST(? AS BIGINT) IS NULL OR id = ?) RETURNING *",
+                (holder, lease_until, now, answer_id, answer_id)).fetchall()
+            return sorted((_answer(r) for r in rows), key=lambda a: a.id)
 
         return await self.db.write(run)
 
     async def record_push(self, answer_id: int, holder: str, upto: int, owed: bool, done: bool) -> None:
         """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim."""
         await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
-            " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
-            " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
+            "UPDATE answers SET delivered_upto = CASE WHEN delivered_upto > ? THEN delivered_upto ELSE ? END,"
+            " awaiting_fetch = ?,"
+            " lease_owner = CASE WHEN ? = 1 THEN NULL ELSE lease_owner END,"
+            " lease_until = CASE WHEN ? = 1 THEN NULL ELSE lease_until END"
             " WHERE id = ? AND lease_owner = ?",
-            (upto, int(owed), int(done), int(done), answer_id, holder)))
+            (upto, upto, int(owed), int(done), int(done), answer_id, holder)))

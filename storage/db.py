@@ -45,6 +45,8 @@ def _migrations() -> list[tuple[int, str, str]]:
 
 
 class Database:
+    engine = "sqlite"
+
     def __init__(self, path: str | Path, busy_timeout_ms: int = 5000, checkpoint_interval: float = 1.0) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms

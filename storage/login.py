@@ -144,7 +144,8 @@ class SecretRepo:
         if row is not None:
             return str(row["value"])
         async with self.db.transaction() as conn:
-            await conn.execute("INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+            await conn.execute("INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)"
+                               " ON CONFLICT (name) DO NOTHING",
                                (name, make(), now))
             rows = list(await conn.execute_fetchall("SELECT value FROM secrets WHERE name = ?", (name,)))
             return str(rows[0]["value"])
