@@ -93,8 +93,9 @@ class PostgresDatabase:
         self._slots = asyncio.Semaphore(self.pool_size)
         try:
             await self._hop(self._check)
-            self._pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_size, configure=configure,
-                                        open=False, timeout=30.0, name="mpgpt",
+            # every connection up front: none is made while a request waits
+            self._pool = ConnectionPool(self.url, min_size=self.pool_size, max_size=self.pool_size,
+                                        configure=configure, open=False, timeout=30.0, name="mpgpt",
                                         kwargs={"connect_timeout": max(1, round(self.connect_timeout))})
             await self._hop(functools.partial(self._pool.open, wait=True, timeout=self.connect_timeout))
             if migrate:
