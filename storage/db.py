@@ -135,6 +135,13 @@ class Database:
                     await asyncio.shield(conn.execute("ROLLBACK"))
                 raise
 
+    def clock(self) -> float:
+        """Now, as every process sharing this database counts it (one file: one host's clock)."""
+        return time.time()
+
+    async def sync_clock(self) -> None:
+        """PostgreSQL's hosts follow the database server's clock; one SQLite file has one host."""
+
     async def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file (never blocks a writer)."""
         if self._checkpointer is not None:

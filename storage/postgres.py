@@ -73,6 +73,7 @@ class PostgresDatabase:
         self._pool: ConnectionPool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._offset = 0.0
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact(self.url)!r})"
@@ -98,6 +99,7 @@ class PostgresDatabase:
                                         configure=configure, open=False, timeout=30.0, name="mpgpt",
                                         kwargs={"connect_timeout": max(1, round(self.connect_timeout))})
             await self._hop(functools.partial(self._pool.open, wait=True, timeout=self.connect_timeout))
+            await self.sync_clock()
             if migrate:
                 await self.migrate()
         except BaseException:
@@ -127,6 +129,23 @@ class PostgresDatabase:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def clock(self) -> float:
+        """Now by the database server's clock (this host's clock plus its measured offset): leases
+        and claims written by different hosts compare one clock, so hosts need no NTP."""
+        return time.time() + self._offset
+
+    async def sync_clock(self) -> None:
+        """Measure this host's clock against the server's (the middle of one round trip)."""
+        self._offset = await self._run(self._measure_offset)
+
+    def _measure_offset(self) -> float:
+        assert self._pool is not None, "database is not open"
+        with self._pool.connection() as raw:
+            before = time.time()
+            server = raw.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0]
+            after = time.time()
+        return float(server) - (before + after) / 2
 
     async def checkpoint(self) -> None:
         """SQLite's WAL checkpoint; PostgreSQL checkpoints on its own."""
