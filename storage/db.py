@@ -135,6 +135,14 @@ class Database:
                     await asyncio.shield(conn.execute("ROLLBACK"))
                 raise
 
+    def where(self) -> str:
+        """Where the data is, for the owner's commands."""
+        return self.path
+
+    def latest_version(self) -> int:
+        """The schema version this code's migrations for this engine end at."""
+        return latest_schema_version()
+
     def clock(self) -> float:
         """Now, as every process sharing this database counts it (one file: one host's clock)."""
         return time.time()

@@ -130,6 +130,12 @@ class PostgresDatabase:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def where(self) -> str:
+        return redact(self.url)
+
+    def latest_version(self) -> int:
+        return latest_pg_schema_version()
+
     def clock(self) -> float:
         """Now by the database server's clock (this host's clock plus its measured offset): leases
         and claims written by different hosts compare one clock, so hosts need no NTP."""

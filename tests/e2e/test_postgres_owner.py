@@ -1,0 +1,47 @@
+"""The owner's commands on PostgreSQL ([storage] url) while `mpgpt serve` runs on it: doctor, prune,
+report; and a bad or unreachable URL is one line naming storage.url."""
+
+from __future__ import annotations
+
+import time
+
+from storage.ledger import Ledger
+from storage.postgres import PostgresDatabase
+from tests.e2e.test_owner_maintenance import DAY, OLD, seed_history
+from tests.harness import config_data, free_port, write_toml
+from tests.ownerkit import ask, assert_one_line_failure, mpgpt, ok, serving
+
+
+async def test_doctor_prune_and_report_work_on_postgresql_beside_a_running_server(tmp_path, llm, postgres_url):
+    async with PostgresDatabase(postgres_url, pool_size=2) as db:
+        await seed_history(db, OLD, time.time() - 200 * DAY, 5)
+        await Ledger(db).apply(OLD, "admin", 7, "audit:seed")
+    async with serving(tmp_path, llm, storage={"url": postgres_url}) as (config, _, wechat):
+        assert await ask(wechat, "o6_bmjrPTlm6_pgown_b7003") != ""
+        # (WeChat's API is not played here: only the storage checks matter)
+        checks = {c["name"]: c for c in (await mpgpt(config, "doctor", "--json")).json()}
+        assert checks["database"]["result"] == "pass" and "postgresql" in checks["database"]["detail"]
+        assert checks["schema"]["result"] == "pass"
+        assert checks["ledger"]["result"] == "pass"
+        dry = (await ok(config, "prune", "--dry-run", "--json")).json()
+        assert dry["inbound"] == 5 and dry["answers"] == 5
+        done = (await ok(config, "prune", "--json")).json()
+        assert done["inbound"] == 5 and done["answers"] == 5 and done["conversations"] == 1
+        again = (await ok(config, "prune", "--dry-run", "--json")).json()
+        assert again["inbound"] == 0
+        report = await ok(config, "report")
+        assert report.out.strip()
+    async with PostgresDatabase(postgres_url, pool_size=2) as db:
+        assert await Ledger(db).check_invariant() == []
+
+
+async def test_a_bad_or_unreachable_storage_url_is_one_line_naming_it(tmp_path, llm):
+    unreachable = f"postgresql://mpgpt:secret@127.0.0.1:{free_port()}/mpgpt"
+    for url in (unreachable, "postgresql://[::1"):
+        path = write_toml(tmp_path / "bad.toml", config_data(tmp_path, llm.base_url, storage={"url": url}))
+        for command in (("migrate",), ("serve",), ("users", "list")):
+            r = await mpgpt(path, *command, timeout=30)
+            assert_one_line_failure(r, "storage.url")
+            assert "secret" not in r.err
+    path = write_toml(tmp_path / "mysql.toml", config_data(tmp_path, llm.base_url, storage={"url": "mysql://x"}))
+    assert_one_line_failure(await mpgpt(path, "migrate"), "storage.url", code=2)
