@@ -53,6 +53,10 @@ def _migrate(args: argparse.Namespace) -> int:
     from scripts.composition import database
 
     cfg = _config(args)
+    if args.to:
+        from scripts.owner.transfer import migrate_to
+
+        return asyncio.run(migrate_to(cfg, args.to))
 
     async def run() -> list[int]:
         db = database(cfg)
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the server (/wechat and the companion page)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.add_argument("--to", metavar="POSTGRESQL_URL",
+                   help="copy the SQLite database (storage.path) into this empty PostgreSQL database")
     p.set_defaults(func=_migrate)
     p = sub.add_parser("simulate", help="chat with a running mpgpt as WeChat would (signed, encrypted, retried)")
     p.add_argument("--url", help="the server's /wechat URL (default: from [server])")

@@ -194,6 +194,14 @@ class PostgresDatabase:
             finally:
                 pool.putconn(raw)
 
+    async def with_connection(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        """`fn(conn)` on a thread with a pool connection of its own (bulk work: copies, dumps)."""
+        def run() -> T:
+            assert self._pool is not None, "database is not open"
+            with self._pool.connection() as raw:
+                return fn(raw)
+        return await self._run(run)
+
     # -- reads ----------------------------------------------------------------------------------
 
     def _fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:

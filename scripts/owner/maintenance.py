@@ -34,8 +34,9 @@ def register(subparsers: Any) -> None:
 class ProgressBar:
     """`backup [#######.......]  52%  1234/2345 pages` on a terminal; a line per tenth elsewhere."""
 
-    def __init__(self, out: TextIO = sys.stderr, width: int = 30) -> None:
+    def __init__(self, out: TextIO = sys.stderr, width: int = 30, label: str = "backup", unit: str = "pages") -> None:
         self.out = out
+        self.label, self.unit = label, unit
         self.width = width
         self.tty = out.isatty()
         self._last_tenth = -1
@@ -47,7 +48,7 @@ class ProgressBar:
             return
         self._last_tenth = tenth
         filled = int(self.width * share)
-        line = f"backup [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}  {done}/{total} pages"
+        line = f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}  {done}/{total} {self.unit}"
         self.out.write(("\r" + line) if self.tty else (line + "\n"))
         self.out.flush()
 

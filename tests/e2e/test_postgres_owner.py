@@ -45,3 +45,35 @@ async def test_a_bad_or_unreachable_storage_url_is_one_line_naming_it(tmp_path, 
             assert "secret" not in r.err
     path = write_toml(tmp_path / "mysql.toml", config_data(tmp_path, llm.base_url, storage={"url": "mysql://x"}))
     assert_one_line_failure(await mpgpt(path, "migrate"), "storage.url", code=2)
+
+
+async def test_migrate_to_copies_a_sqlite_database_into_an_empty_postgresql_one(tmp_path, llm, postgres_url):
+    from storage.db import Database
+
+    data = config_data(tmp_path, llm.base_url)
+    path = write_toml(tmp_path / "lite.toml", data)
+    async with Database(tmp_path / "mpgpt.db") as lite:
+        await seed_history(lite, OLD, time.time() - DAY, 30)
+        ledger = Ledger(lite)
+        await ledger.ensure_account(OLD, trial_credits=10)
+        assert await ledger.grant_daily(OLD, 5, "2024-05-01")
+        assert await ledger.reserve(OLD, "gen-1", 7)
+        assert await ledger.refund("gen-1")
+        assert await ledger.reserve(OLD, "gen-2", 3)
+        await lite.write(lambda conn: conn.execute(
+            "INSERT INTO pictures (openid, msg_key, data, content_type, created_at) VALUES (?, 'pic', ?, 'image/png', 1.5)",
+            (OLD, b"\x89PNG\x00\xff")))
+        balance = await ledger.balance(OLD)
+    r = await ok(path, "migrate", "--to", postgres_url)
+    assert "copy [" in r.err and "rows" in r.err and "balances match" in r.out
+    async with PostgresDatabase(postgres_url, pool_size=2) as pg:
+        ledger = Ledger(pg)
+        assert await ledger.balance(OLD) == balance
+        assert await ledger.check_invariant() == []
+        assert (await pg.fetchone("SELECT data FROM pictures WHERE msg_key = 'pic'"))["data"] == b"\x89PNG\x00\xff"
+        rows = await pg.fetchall("SELECT COUNT(*) AS n FROM answers")
+        assert rows[0]["n"] == 30
+        # identity columns go on after the copied ids
+        assert await ledger.reserve(OLD, "gen-3", 1)
+    again = await mpgpt(path, "migrate", "--to", postgres_url)
+    assert_one_line_failure(again, "empty")
