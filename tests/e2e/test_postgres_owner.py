@@ -77,3 +77,36 @@ async def test_migrate_to_copies_a_sqlite_database_into_an_empty_postgresql_one(
         assert await ledger.reserve(OLD, "gen-3", 1)
     again = await mpgpt(path, "migrate", "--to", postgres_url)
     assert_one_line_failure(again, "empty")
+
+
+async def test_backup_on_postgresql_dumps_one_snapshot_that_restores_with_balanced_books(tmp_path, llm, postgres_url,
+                                                                                          postgres_server):
+    import subprocess
+
+    import psycopg
+
+    from storage.pgbackup import _env, _tool
+    from tests.conftest import with_database
+
+    async with PostgresDatabase(postgres_url, pool_size=2) as db:
+        await seed_history(db, OLD, time.time() - DAY, 20)
+        await Ledger(db).apply(OLD, "admin", 7, "audit:seed")
+    path = write_toml(tmp_path / "pg.toml", config_data(tmp_path, llm.base_url, storage={"url": postgres_url}))
+    out = tmp_path / "mpgpt.dump"
+    r = await ok(path, "backup", "--out", str(out), "--json")
+    assert r.json()["ok"] and r.json()["ledger_mismatches"] == 0
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    restored = with_database(postgres_server, "t_restored_dump")
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS t_restored_dump WITH (FORCE)")
+        admin.execute("CREATE DATABASE t_restored_dump")
+    try:
+        subprocess.run([_tool("pg_restore"), "--no-owner", "-d", "t_restored_dump", str(out)], env=_env(restored),
+                       check=True, capture_output=True)
+        async with PostgresDatabase(restored, pool_size=2) as copy:
+            assert await Ledger(copy).balance(OLD) == 7
+            assert await Ledger(copy).check_invariant() == []
+            assert (await copy.fetchone("SELECT COUNT(*) AS n FROM answers"))["n"] == 20
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS t_restored_dump WITH (FORCE)")
