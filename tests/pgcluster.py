@@ -45,8 +45,8 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def start() -> tuple[str, Path]:
-    """Start a cluster; returns (its URL, its directory)."""
+def start(durable: bool = False) -> tuple[str, Path]:
+    """Start a cluster; returns (its URL, its directory). `durable`: fsync on (benchmarks)."""
     bins = bin_dir()
     if bins is None or not (bins / "initdb").exists():
         raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -59,8 +59,9 @@ def start() -> tuple[str, Path]:
                               "--no-sync", "-E", "UTF8", "--locale=C"]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     port = _free_port()
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c synchronous_commit=off"
-               " -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=300 -c shared_buffers=128MB"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(_as_owner([str(bins / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
                               "-w", "-t", "30", "start"]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
