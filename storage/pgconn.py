@@ -18,6 +18,7 @@ import psycopg
 from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.types.numeric import NumericBinaryLoader, NumericLoader
+from psycopg.types.string import StrDumper
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _DIGITS = re.compile(r"\d+")
@@ -74,6 +75,14 @@ class _BoolAsInt(Dumper):
         return b"1" if obj else b"0"
 
 
+class _TextWithoutNul(StrDumper):
+    """PostgreSQL text cannot hold NUL (SQLite's can): a NUL from a follower or a model is dropped,
+    as XML drops it from every reply anyway, instead of failing the whole write."""
+
+    def dump(self, obj: str) -> bytes:
+        return super().dump(obj.replace("\x00", "") if "\x00" in obj else obj)
+
+
 class _IntNumeric(NumericLoader):
     def load(self, data: Any) -> int | float:
         return _whole(super().load(data))
@@ -91,6 +100,7 @@ def configure(conn: psycopg.Connection) -> None:
     conn.adapters.register_loader("numeric", _IntNumeric)
     conn.adapters.register_loader("numeric", _IntNumericBinary)
     conn.adapters.register_dumper(bool, _BoolAsInt)
+    conn.adapters.register_dumper(str, _TextWithoutNul)
 
 
 @functools.lru_cache(maxsize=4096)

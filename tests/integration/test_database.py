@@ -64,3 +64,11 @@ async def test_a_change_that_fails_half_way_leaves_nothing_and_its_batch_mates_c
     assert results[0] == "o_before" and isinstance(results[1], RuntimeError) and results[2] == 0
     assert await db.lookup("SELECT 1 FROM users WHERE openid = 'o_half'") is None
     assert (await db.lookup("SELECT last_seen FROM users WHERE openid = 'o_count'"))["last_seen"] == 0
+
+
+async def test_text_with_a_nul_character_is_stored_without_it_rather_than_failing(db: Database):
+    # PostgreSQL's text cannot hold NUL; a follower's or a model's NUL must not fail the write there
+    await db.write(_insert("o_nul"))
+    await db.write(lambda conn: conn.execute("UPDATE users SET model = ? WHERE openid = 'o_nul'", ("gpt\x00-4o",)))
+    stored = (await db.lookup("SELECT model FROM users WHERE openid = 'o_nul'"))["model"]
+    assert stored.replace("\x00", "") == "gpt-4o"
