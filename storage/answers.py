@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
+from storage.dialect import for_update, is_postgres
 
 FINAL = ("done", "failed", "timed_out", "cut")
 
@@ -179,14 +180,14 @@ class AnswerRepo:
         reply is stored. `live_text` is the generating process's newer text, written first.
         """
         def run(conn: sqlite3.Connection) -> str:
-            # Takes the answer's row lock first (the live text, or a no-op): deliveries of one answer on
-            # several hosts then decide one after another, each reading what the last one stored.
-            conn.execute("UPDATE answers SET text = CASE WHEN status = 'generating' AND length(text) < ? THEN ?"
-                         " ELSE text END WHERE id = ?",
-                         (-1 if live_text is None else len(live_text), live_text or "", answer_id))
+            if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
+                conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
             row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
             if row is not None and row["reply"] is not None:
                 return row["reply"]
+            if live_text is not None:
+                conn.execute("UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
+                             (live_text, answer_id, len(live_text)))
             answer = _answer(conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone())
             reply, upto, owed = plan(answer)
             conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ? WHERE id = ?",
