@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
-from storage.dialect import for_update, is_postgres
+from storage.dialect import for_update, is_postgres, notify
 
 FINAL = ("done", "failed", "timed_out", "cut")
 
@@ -112,6 +112,10 @@ class AnswerRepo:
 
         return await self.db.write(run)
 
+    async def changed(self, answer_id: int, timeout: float) -> None:
+        """Wait up to `timeout` for the answer's next saved progress or its end (on another host)."""
+        await self.db.changed(f"answer:{answer_id}", timeout)
+
     async def get(self, answer_id: int) -> Answer | None:
         row = await self.db.lookup("SELECT * FROM answers WHERE id = ?", (answer_id,))
         return _answer(row) if row else None
@@ -119,10 +123,16 @@ class AnswerRepo:
     async def save_progress(self, answer_id: int, holder: str, text: str, lease_until: float,
                             first_token_at: float | None) -> bool:
         """Write the growing text and renew the lease; False when the lease was lost."""
-        return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
-            " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (text, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
+        def run(conn: sqlite3.Connection) -> bool:
+            saved = conn.execute(
+                "UPDATE answers SET text = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
+                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                (text, lease_until, first_token_at, answer_id, holder)).rowcount == 1
+            if saved:
+                notify(conn, f"answer:{answer_id}")
+            return saved
+
+        return await self.db.write(run)
 
     async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
                      turns: tuple[str, str] | None) -> bool:
@@ -137,6 +147,7 @@ class AnswerRepo:
             )
             if cur.rowcount != 1:
                 return False
+            notify(conn, f"answer:{answer_id}")
             conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
             if turns is not None and conv is not None:
                 conn.executemany(

@@ -150,6 +150,11 @@ class Database:
     async def sync_clock(self) -> None:
         """PostgreSQL's hosts follow the database server's clock; one SQLite file has one host."""
 
+    async def changed(self, key: str, timeout: float) -> None:
+        """Wait `timeout` (PostgreSQL wakes the waiter early on a notify; here another process's
+        writes are seen by polling)."""
+        await asyncio.sleep(timeout)
+
     async def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file (never blocks a writer)."""
         if self._checkpointer is not None:

@@ -194,3 +194,20 @@ async def test_products_seeded_by_hosts_starting_together_get_distinct_positions
         assert sorted(p for one in added for p in one) == [p.id for p in config]
         positions = [r["position"] for r in await dbs[0].fetchall("SELECT position FROM products")]
         assert len(set(positions)) == len(positions)
+
+
+async def test_a_delivery_waiting_on_another_hosts_answer_wakes_when_it_is_saved(open_database):
+    now = time.time()
+    async with hosts(open_database, 2) as (here, there):
+        await _user(here)
+        answer_id = await _question(AnswerRepo(there), "woken", now, lease_until=now + 60)
+        waiting = asyncio.create_task(AnswerRepo(here).changed(answer_id, 5.0))
+        await asyncio.sleep(0.5)  # the wait (and on PostgreSQL its LISTEN) is in place
+        started = time.perf_counter()
+        assert await AnswerRepo(there).save_progress(answer_id, "dead-host", "第一句。", now + 60, now)
+        await waiting
+        woke_after = time.perf_counter() - started
+    if here.engine == "postgresql":
+        assert woke_after < 1.0  # a NOTIFY at COMMIT, not the 5 s timeout
+    else:
+        assert woke_after > 4.0  # SQLite's other processes poll: the wait runs its course
