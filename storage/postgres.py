@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import functools
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool
 
 from storage.pgconn import AsyncPgConn, PgConn, Row, configure
+from storage.pgnotify import Notifications
 
 T = TypeVar("T")
 
@@ -75,10 +75,7 @@ class PostgresDatabase:
         self._executor: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._offset = 0.0
-        # LISTEN/NOTIFY: waiters per key on this loop, woken by a listening thread of its own
-        self._waiters: dict[str, set[asyncio.Future]] = {}
-        self._listener: threading.Thread | None = None
-        self._stop_listening = threading.Event()
+        self._notes: Notifications | None = None  # LISTEN, from the first wait on (servers, not commands)
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact(self.url)!r})"
@@ -122,10 +119,9 @@ class PostgresDatabase:
         conn.close()
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            self._stop_listening.set()
-            await asyncio.to_thread(listener.join, 2.0)
+        notes, self._notes = self._notes, None
+        if notes is not None:
+            await notes.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await self._hop(pool.close)
@@ -164,45 +160,9 @@ class PostgresDatabase:
 
     async def changed(self, key: str, timeout: float) -> None:
         """Wait until a write on any host notifies `key` (storage.dialect.notify), at most `timeout`."""
-        if self._listener is None:
-            self._listen_start()
-        waiter = asyncio.get_running_loop().create_future()
-        waiting = self._waiters.setdefault(key, set())
-        waiting.add(waiter)
-        try:
-            await asyncio.wait({waiter}, timeout=timeout)
-        finally:
-            waiting.discard(waiter)
-            if not waiting:
-                self._waiters.pop(key, None)
-            waiter.cancel()
-
-    def _listen_start(self) -> None:
-        # one connection more than the pool, made only by processes that wait (servers, not commands)
-        loop = asyncio.get_running_loop()
-        self._stop_listening.clear()
-        self._listener = threading.Thread(target=self._listen, args=(loop,), name="mpgpt-pg-listen", daemon=True)
-        self._listener.start()
-
-    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop_listening.is_set():
-            try:
-                with psycopg.connect(self.url, autocommit=True,
-                                     connect_timeout=max(1, round(self.connect_timeout))) as conn:
-                    conn.execute("LISTEN mpgpt")
-                    while not self._stop_listening.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            loop.call_soon_threadsafe(self._wake, note.payload)
-            except psycopg.Error:
-                # waiters fall back to their timeouts (polling) until the listener is back
-                self._stop_listening.wait(1.0)
-            except RuntimeError:  # the loop closed under us: nothing left to wake
-                return
-
-    def _wake(self, key: str) -> None:
-        for waiter in self._waiters.get(key, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._notes is None:
+            self._notes = Notifications(self.url, self.connect_timeout)
+        await self._notes.changed(key, timeout)
 
     async def checkpoint(self) -> None:
         """SQLite's WAL checkpoint; PostgreSQL checkpoints on its own."""
