@@ -211,3 +211,17 @@ async def test_a_delivery_waiting_on_another_hosts_answer_wakes_when_it_is_saved
         assert woke_after < 1.0  # a NOTIFY at COMMIT, not the 5 s timeout
     else:
         assert woke_after > 4.0  # SQLite's other processes poll: the wait runs its course
+
+
+async def test_waiting_browsers_from_one_address_stay_within_its_limit_on_several_hosts(open_database):
+    import itertools
+
+    from storage.login import LoginLinkRepo
+
+    now, codes = time.time(), itertools.count(100000)
+    async with hosts(open_database) as dbs:
+        started = await together([
+            lambda d=d, i=i: LoginLinkRepo(d).start_wait(bytes([i]) * 32, lambda: str(next(codes)), "203.0.113.7",
+                                                         now, 300, limit=(5, now - 60))
+            for i, d in enumerate(dbs * 5)])
+    assert sum(w is not None for w in started) == 5
