@@ -36,11 +36,14 @@ async def _sqlite_schema(db: Database) -> dict:
 
 async def _pg_schema(db: PostgresDatabase) -> dict:
     tables = {r["table_name"] for r in await db.fetchall(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        " AND table_type = 'BASE TABLE'")}
     columns: dict = {t: {} for t in tables}
     for r in await db.fetchall(
             "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
             " WHERE table_schema = 'public'"):
+        if r["table_name"] not in columns:
+            continue  # a view's columns (views are compared by what they return, not here)
         columns[r["table_name"]][r["column_name"]] = (_PG_KINDS[r["data_type"]], r["is_nullable"] == "NO")
     indexes, uniques = set(), set()
     for r in await db.fetchall(
