@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from bot.config import ConfigError
 from scripts import demo, report
 from scripts.composition import config_from_args as _config
+from storage.postgres import StorageUnavailable
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -51,6 +52,10 @@ def _migrate(args: argparse.Namespace) -> int:
     from scripts.composition import database
 
     cfg = _config(args)
+    if args.to:
+        from scripts.owner.transfer import migrate_to
+
+        return asyncio.run(migrate_to(cfg, args.to))
 
     async def run() -> list[int]:
         db = database(cfg)
@@ -83,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the server (/wechat and the companion page)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.add_argument("--to", metavar="POSTGRESQL_URL",
+                   help="copy the SQLite database (storage.path) into this empty PostgreSQL database")
     p.set_defaults(func=_migrate)
     p = sub.add_parser("simulate", help="chat with a running mpgpt as WeChat would (signed, encrypted, retried)")
     p.add_argument("--url", help="the server's /wechat URL (default: from [server])")
@@ -109,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as e:
         print(f"mpgpt: config error: {e}", file=sys.stderr)
+        return 2
+    except StorageUnavailable as e:
+        print(f"mpgpt: storage.url: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

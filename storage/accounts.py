@@ -31,7 +31,7 @@ class Accounts:
             rows = await conn.execute_fetchall(
                 f"INSERT INTO accounts (openid, {column}, created_at) VALUES (?, ?, ?)"
                 f" ON CONFLICT (openid) DO UPDATE SET {column} = excluded.{column}"
-                f" WHERE accounts.{column} IS NOT excluded.{column} RETURNING openid",
+                f" WHERE accounts.{column} IS DISTINCT FROM excluded.{column} RETURNING openid",
                 (openid, value, self.clock()))
             return bool(list(rows))
 

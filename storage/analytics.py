@@ -95,7 +95,8 @@ class PageEvents:
                 " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (view_id) DO NOTHING", views)
             # Views before leaves: a batch may hold both for one page load.
             conn.executemany(
-                "UPDATE page_views SET visible_ms = MAX(visible_ms, ?) WHERE view_id = ? AND visitor = ?", leaves)
+                "UPDATE page_views SET visible_ms = CASE WHEN visible_ms > ? THEN visible_ms ELSE ? END"
+                " WHERE view_id = ? AND visitor = ?", [(ms, ms, view, visitor) for ms, view, visitor in leaves])
             conn.executemany(
                 "INSERT INTO page_clicks (view_id, page, screen, x, y, viewport_w, target, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", clicks)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
+from storage.dialect import for_update, is_postgres, notify
 
 FINAL = ("done", "failed", "timed_out", "cut")
 
@@ -127,6 +128,10 @@ class AnswerRepo:
 
         return await self.db.write(run)
 
+    async def changed(self, answer_id: int, timeout: float) -> None:
+        """Wait up to `timeout` for the answer's next saved progress or its end (on another host)."""
+        await self.db.changed(f"answer:{answer_id}", timeout)
+
     async def get(self, answer_id: int) -> Answer | None:
         row = await self.db.lookup("SELECT * FROM answers WHERE id = ?", (answer_id,))
         return _answer(row) if row else None
@@ -135,10 +140,17 @@ class AnswerRepo:
                             first_token_at: float | None, markdown: str | None = None) -> bool:
         """Write the growing text (and its markdown, for the answer page) and renew the lease; False
         when the lease was lost."""
-        return await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET text = ?, markdown = ?, lease_until = ?, first_token_at = COALESCE(first_token_at, ?)"
-            " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (text, markdown, lease_until, first_token_at, answer_id, holder)).rowcount == 1)
+        def run(conn: sqlite3.Connection) -> bool:
+            saved = conn.execute(
+                "UPDATE answers SET text = ?, markdown = ?, lease_until = ?,"
+                " first_token_at = COALESCE(first_token_at, ?)"
+                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                (text, markdown, lease_until, first_token_at, answer_id, holder)).rowcount == 1
+            if saved:
+                notify(conn, f"answer:{answer_id}")
+            return saved
+
+        return await self.db.write(run)
 
     async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
                      turns: tuple[str, str] | None, markdown: str | None = None) -> bool:
@@ -154,6 +166,7 @@ class AnswerRepo:
             )
             if cur.rowcount != 1:
                 return False
+            notify(conn, f"answer:{answer_id}")
             conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
             if turns is not None and conv is not None:
                 conn.executemany(
@@ -167,13 +180,13 @@ class AnswerRepo:
 
     async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
         """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""
+        # One conditional UPDATE: another host claiming at the same moment waits for this row, then
+        # finds the lease renewed and skips it (PostgreSQL re-checks the WHERE on the row it waited for).
         def run(conn: sqlite3.Connection) -> list[Answer]:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM answers WHERE status = 'generating' AND lease_until < ?", (now,))]
-            for answer_id in ids:
-                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-                             " WHERE id = ?", (holder, lease_until, answer_id))
-            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+            rows = conn.execute(
+                "UPDATE answers SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE status = 'generating' AND lease_until < ? RETURNING *", (holder, lease_until, now)).fetchall()
+            return sorted((_answer(r) for r in rows), key=lambda a: a.id)
 
         return await self.db.write(run)
 
@@ -200,6 +213,8 @@ class AnswerRepo:
         or this one, made only when the plan uses it.
         """
         def run(conn: sqlite3.Connection) -> str:
+            if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
+                conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
             row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
             if row is not None and row["reply"] is not None:
                 return row["reply"]
@@ -228,13 +243,13 @@ class AnswerRepo:
                          answer_id: int | None = None) -> list[Answer]:
         """Finished answers in active mode with parts not yet pushed, claimed by one process at a time."""
         def run(conn: sqlite3.Connection) -> list[Answer]:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM answers WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
+            rows = conn.execute(
+                "UPDATE answers SET lease_owner = ?, lease_until = ?"
+                " WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
                 " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
-                " AND (? IS NULL OR id = ?)", (now, answer_id, answer_id))]
-            for i in ids:
-                conn.execute("UPDATE answers SET lease_owner = ?, lease_until = ? WHERE id = ?", (holder, lease_until, i))
-            return [_answer(conn.execute("SELECT * FROM answers WHERE id = ?", (i,)).fetchone()) for i in ids]
+                " AND (CAST(? AS BIGINT) IS NULL OR id = ?) RETURNING *",
+                (holder, lease_until, now, answer_id, answer_id)).fetchall()
+            return sorted((_answer(r) for r in rows), key=lambda a: a.id)
 
         return await self.db.write(run)
 
@@ -243,9 +258,10 @@ class AnswerRepo:
         """After a push: move the offset; `owed` hands the rest to fetch; `done` releases the claim;
         `labelled`: the push carried the AI-content label."""
         await self.db.write(lambda conn: conn.execute(
-            "UPDATE answers SET delivered_upto = MAX(delivered_upto, ?), awaiting_fetch = ?,"
+            "UPDATE answers SET delivered_upto = CASE WHEN delivered_upto > ? THEN delivered_upto ELSE ? END,"
+            " awaiting_fetch = ?,"
             " labelled = CASE WHEN ? = 1 THEN 1 ELSE labelled END,"
-            " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
-            " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END"
+            " lease_owner = CASE WHEN ? = 1 THEN NULL ELSE lease_owner END,"
+            " lease_until = CASE WHEN ? = 1 THEN NULL ELSE lease_until END"
             " WHERE id = ? AND lease_owner = ?",
-            (upto, int(owed), int(labelled), int(done), int(done), answer_id, holder)))
+            (upto, upto, int(owed), int(labelled), int(done), int(done), answer_id, holder)))

@@ -25,6 +25,7 @@ from typing import Any
 import aiosqlite
 
 from storage.db import Database, Row
+from storage.dialect import serialize_async
 
 
 class InTransaction:
@@ -102,7 +103,8 @@ class Audit:
         """One audited change: the body's writes through `ch.db` and the audit row commit together.
         The row's id is known up front (`ch.id`), so ledger rows can name it."""
         async with self.db.transaction() as conn:
-            # Safe: BEGIN IMMEDIATE holds the write lock, no other writer can take this id meanwhile.
+            # Safe: no other writer takes this id meanwhile (SQLite's BEGIN IMMEDIATE; PostgreSQL: the lock).
+            await serialize_async(conn, "audit")
             rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM audit"))
             ch = Change(int(rows[0]["id"]), InTransaction(conn))
             yield ch
@@ -120,8 +122,8 @@ class Audit:
                      limit: int = 50) -> list[AuditRow]:
         """Newest first; `action` matches a prefix ('orders' finds 'orders.refund')."""
         rows = await self.db.fetchall(
-            "SELECT * FROM audit WHERE (?1 IS NULL OR target = ?1)"
-            " AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%') ORDER BY id DESC LIMIT ?3",
+            "SELECT * FROM audit WHERE (CAST(?1 AS TEXT) IS NULL OR target = ?1)"
+            " AND (CAST(?2 AS TEXT) IS NULL OR action = ?2 OR action LIKE ?2 || '.%') ORDER BY id DESC LIMIT ?3",
             (target, action, limit))
         return [AuditRow(r["id"], r["at"], r["action"], r["target"], r["reason"], json.loads(r["args"]),
                          json.loads(r["detail"]), r["actor"]) for r in rows]

@@ -5,10 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 from storage.db import Database
+from storage.dialect import serialize
 
 
 def current_conversation(conn: sqlite3.Connection, openid: str, now: float, idle: float) -> int:
-    """Inside a write: the user's open conversation, or a new one when the last went idle."""
+    """Inside a write: the user's open conversation, or a new one when the last went idle.
+
+    At most one is open (a unique index); on PostgreSQL the user's conversations are also changed by
+    one host at a time, so two hosts asking at once share the conversation instead of failing."""
+    serialize(conn, "conversation:" + openid)
     row = conn.execute(
         "SELECT id, last_at FROM conversations WHERE openid = ? AND closed = 0 ORDER BY id DESC LIMIT 1", (openid,)
     ).fetchone()
@@ -16,8 +21,8 @@ def current_conversation(conn: sqlite3.Connection, openid: str, now: float, idle
         return int(row["id"])
     if row:
         conn.execute("UPDATE conversations SET closed = 1 WHERE id = ?", (row["id"],))
-    cur = conn.execute("INSERT INTO conversations (openid, started_at, last_at) VALUES (?, ?, ?)", (openid, now, now))
-    return int(cur.lastrowid)
+    return int(conn.execute("INSERT INTO conversations (openid, started_at, last_at) VALUES (?, ?, ?) RETURNING id",
+                            (openid, now, now)).fetchone()[0])
 
 
 _RECENT_TURNS = "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?"
@@ -46,6 +51,7 @@ class ConversationRepo:
     async def reopen(self, openid: str, conversation_id: int, now: float) -> bool:
         """Make one of the user's conversations the current one (on every surface); False if not theirs."""
         def run(conn: sqlite3.Connection) -> bool:
+            serialize(conn, "conversation:" + openid)
             owned = conn.execute("SELECT 1 FROM conversations WHERE id = ? AND openid = ?",
                                  (conversation_id, openid)).fetchone()
             if owned is None:

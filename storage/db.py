@@ -45,6 +45,8 @@ def _migrations() -> list[tuple[int, str, str]]:
 
 
 class Database:
+    engine = "sqlite"
+
     def __init__(self, path: str | Path, busy_timeout_ms: int = 5000, checkpoint_interval: float = 1.0) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
@@ -153,6 +155,26 @@ class Database:
                 with contextlib.suppress(sqlite3.OperationalError):
                     await asyncio.shield(conn.execute("ROLLBACK"))
                 raise
+
+    def where(self) -> str:
+        """Where the data is, for the owner's commands."""
+        return self.path
+
+    def latest_version(self) -> int:
+        """The schema version this code's migrations for this engine end at."""
+        return latest_schema_version()
+
+    def clock(self) -> float:
+        """Now, as every process sharing this database counts it (one file: one host's clock)."""
+        return time.time()
+
+    async def sync_clock(self) -> None:
+        """PostgreSQL's hosts follow the database server's clock; one SQLite file has one host."""
+
+    async def changed(self, key: str, timeout: float) -> None:
+        """Wait `timeout` (PostgreSQL wakes the waiter early on a notify; here another process's
+        writes are seen by polling)."""
+        await asyncio.sleep(timeout)
 
     async def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file (never blocks a writer)."""

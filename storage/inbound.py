@@ -47,7 +47,7 @@ class InboundRepo:
             # A new row starts at one delivery; a retry counts itself on the stored one.
             row = conn.execute(
                 "INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = deliveries + 1 RETURNING *",
+                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1 RETURNING *",
                 (msg_key, openid, kind, now, reply, None if reply is None else now),
             ).fetchall()[0]
             return _receipt(row, row["deliveries"] == 1)

@@ -32,6 +32,7 @@ import aiosqlite
 import structlog
 
 from storage.db import Database
+from storage.dialect import for_update, is_postgres
 from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,10 @@ ENTRY_KINDS = ("trial", "topup", "admin", "redeem", "invite")
 
 class _DayMoved(Exception):
     """raise_daily found the account on another day: its ledger row is rolled back."""
+
+
+class _SameKey(Exception):
+    """A reserve found its gen_key taken by a concurrent one (PostgreSQL): its charge is undone."""
 
 
 class InsufficientCredits(Exception):
@@ -309,7 +314,8 @@ class Ledger:
         now = self.clock()
 
         def run(conn: sqlite3.Connection) -> bool:
-            current = conn.execute("SELECT daily, daily_milli, daily_day FROM accounts WHERE openid = ?",
+            # locked (PostgreSQL): a reserve on another host cannot spend what the expire row takes away
+            current = conn.execute("SELECT daily, daily_milli, daily_day FROM accounts WHERE openid = ?" + for_update(conn),
                                    (openid,)).fetchone()
             if current is None or (current["daily_day"] is not None and current["daily_day"] >= day):
                 return False
@@ -337,6 +343,8 @@ class Ledger:
         now = self.clock()
 
         def run(conn: sqlite3.Connection) -> bool:
+            if is_postgres(conn):  # two tiers' raises on two hosts: one sum at a time
+                conn.execute("SELECT 1 FROM accounts WHERE openid = ?" + for_update(conn), (openid,))
             granted = conn.execute(
                 "SELECT COALESCE(SUM(daily_amount), 0) AS g FROM ledger WHERE openid = ? AND kind = 'daily'"
                 " AND (ref = ? OR ref LIKE ?)", (openid, day, day + ":%")).fetchone()["g"]
@@ -372,30 +380,40 @@ class Ledger:
 
         def run(conn: sqlite3.Connection) -> tuple[bool, bool, bool]:
             """(reserved, newly charged, the gen_key is another user's)"""
-            row = conn.execute(
-                "SELECT (SELECT openid FROM reservations WHERE gen_key = :k) AS holder,"
-                " (SELECT daily FROM accounts WHERE openid = :o) AS daily", {"k": gen_key, "o": openid}).fetchone()
-            holder, daily = row["holder"], row["daily"]
-            if holder is not None:
-                return holder == openid, False, holder != openid
-            if daily is None:
+            # locked (PostgreSQL) from this read to COMMIT: from_daily is computed on what is charged, and
+            # a reserve of the same key on another host has committed (or not begun) when the key is read
+            row = conn.execute("SELECT daily FROM accounts WHERE openid = ?" + for_update(conn), (openid,)).fetchone()
+            held = conn.execute("SELECT openid FROM reservations WHERE gen_key = ?", (gen_key,)).fetchone()
+            if held is not None:
+                return held["openid"] == openid, False, held["openid"] != openid
+            if row is None:
                 return False, False, False
+            daily = row["daily"]
             taken = conn.execute(
-                "UPDATE accounts SET daily = daily - MIN(daily, :a), balance = balance - (:a - MIN(daily, :a))"
+                "UPDATE accounts SET daily = daily - (CASE WHEN daily < :a THEN daily ELSE :a END),"
+                " balance = balance - (:a - (CASE WHEN daily < :a THEN daily ELSE :a END))"
                 " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
                 {"a": amount, "o": openid}).fetchall()
             if not taken:
                 return False, False, False
             from_daily = daily - taken[0]["daily"]
-            conn.execute(
-                "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)",
-                (gen_key, openid, amount, from_daily, now))
+            if not conn.execute(
+                    "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (gen_key) DO NOTHING RETURNING gen_key",
+                    (gen_key, openid, amount, from_daily, now)).fetchall():
+                raise _SameKey  # another host reserved this key meanwhile: undo this charge
             conn.execute(
                 "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
                 " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
             return True, True, False
 
-        reserved, charged, foreign = await self.db.write(run)
+        try:
+            reserved, charged, foreign = await self.db.write(run)
+        except _SameKey:  # "already done" by the other host: as if this call came second
+            held = await self.db.fetchone("SELECT openid FROM reservations WHERE gen_key = ?", (gen_key,))
+            reserved = charged = foreign = False
+            if held is not None:
+                reserved, foreign = held["openid"] == openid, held["openid"] != openid
         if foreign:
             log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=short_user(openid))
         if charged:

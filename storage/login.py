@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage.db import Database
+from storage.dialect import serialize
 
 # Used and expired links and waits are kept this long (for the owner's questions), then deleted.
 _KEEP_SPENT = 7 * 86400.0
@@ -69,9 +70,17 @@ class LoginLinkRepo:
         return int(row["n"]) if row else 0
 
     async def start_wait(self, secret_hash: bytes, draw: Callable[[], str], ip: str, now: float,
-                         ttl: float) -> Wait:
-        """A new wait with a short code no live wait has."""
-        def run(conn: sqlite3.Connection) -> Wait:
+                         ttl: float, limit: tuple[int, float] | None = None) -> Wait | None:
+        """A new wait with a short code no live wait has. With `limit` (most waits, since when) None
+        once the address has that many: counted in the same transaction, one host at a time per
+        address, so concurrent requests cannot get past it."""
+        def run(conn: sqlite3.Connection) -> Wait | None:
+            if limit is not None:
+                serialize(conn, "waits:" + ip)
+                most, since = limit
+                if conn.execute("SELECT COUNT(*) FROM login_waits WHERE ip = ? AND created_at > ?",
+                                (ip, since)).fetchone()[0] >= most:
+                    return None
             # Expired waits stop being live first, so their codes are free again.
             conn.execute("UPDATE login_waits SET live = NULL WHERE live = 1 AND expires_at <= ?", (now,))
             conn.execute("DELETE FROM login_waits WHERE live IS NULL AND created_at < ?", (now - _KEEP_SPENT,))
@@ -144,7 +153,8 @@ class SecretRepo:
         if row is not None:
             return str(row["value"])
         async with self.db.transaction() as conn:
-            await conn.execute("INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+            await conn.execute("INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?)"
+                               " ON CONFLICT (name) DO NOTHING",
                                (name, make(), now))
             rows = list(await conn.execute_fetchall("SELECT value FROM secrets WHERE name = ?", (name,)))
             return str(rows[0]["value"])

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 
 from storage.db import Database
+from storage.dialect import for_update, serialize_async, skip_locked
 from storage.invites import reward_invite
 from storage.plans import grant_plan, revoke_plan
 
@@ -81,8 +82,11 @@ class Settlement:
     late: bool = False
 
 
-async def _fetch_order(conn: aiosqlite.Connection, out_trade_no: str) -> Order | None:
-    async with conn.execute("SELECT * FROM orders WHERE out_trade_no = ?", (out_trade_no,)) as cur:
+async def _fetch_order(conn: aiosqlite.Connection, out_trade_no: str, lock: bool = False) -> Order | None:
+    # `lock`: on PostgreSQL the row stays locked to COMMIT, so a settle and a refund (or two settles) on
+    # two hosts change the order one after the other, each seeing the state the other left
+    sql = "SELECT * FROM orders WHERE out_trade_no = ?" + (for_update(conn) if lock else "")
+    async with conn.execute(sql, (out_trade_no,)) as cur:
         row = await cur.fetchone()
     return _order(row) if row else None
 
@@ -123,6 +127,8 @@ class OrderRepo:
         price (of either kind) and still open at `reuse_until`, else a new `creating` row (superseding the old one, which
         stays pending until the jobs close it). Returns (order, reused)."""
         async with self.db.transaction() as conn:
+            # one host at a time per (follower, product): two would both supersede the reusable order
+            await serialize_async(conn, f"order:{openid}:{product_id}")
             async with conn.execute(
                 "SELECT * FROM orders WHERE openid = ? AND product_id = ? AND reusable = 1", (openid, product_id)
             ) as cur:
@@ -177,7 +183,7 @@ class OrderRepo:
         facts = dict(trade_state=payment.trade_state, transaction_id=payment.transaction_id,
                      amount_fen=payment.amount_fen)
         async with self.db.transaction() as conn:
-            order = await _fetch_order(conn, no)
+            order = await _fetch_order(conn, no, lock=True)
             if order is None:
                 await _event(conn, no, source, "unknown_order", now, flagged=True,
                              note="WeChat Pay reports a payment for an order we do not have", **facts)
@@ -196,7 +202,7 @@ class OrderRepo:
             note = f"paid after the order was {order.state}" if late else order.note
             await conn.execute(
                 "UPDATE orders SET state = 'paid', reusable = NULL, paid_at = ?, transaction_id = ?,"
-                " flagged = flagged OR ?, note = ? WHERE out_trade_no = ?",
+                " flagged = CASE WHEN ? = 1 THEN 1 ELSE flagged END, note = ? WHERE out_trade_no = ?",
                 (now, payment.transaction_id, int(late), note, no),
             )
             fresh = False
@@ -238,9 +244,9 @@ class OrderRepo:
             async with conn.execute(
                 "UPDATE orders SET claimed_until = ? WHERE out_trade_no IN ("
                 f" SELECT out_trade_no FROM orders WHERE state IN ('creating', 'pending') AND {where}"
-                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at LIMIT ?)"
-                " RETURNING *",
-                (now + lease, *params, now, limit),
+                " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY created_at LIMIT ?" + skip_locked(conn) + ")"
+                " AND (claimed_until IS NULL OR claimed_until <= ?) RETURNING *",
+                (now + lease, *params, now, limit, now),
             ) as cur:
                 rows = await cur.fetchall()
         return sorted((_order(r) for r in rows), key=lambda o: o.created_at)
@@ -270,11 +276,11 @@ class OrderRepo:
         out_refund_no) or a new one of `amount_fen` (default: the whole order); None when the order is
         not paid."""
         async with self.db.transaction() as conn:
+            order = await _fetch_order(conn, out_trade_no, lock=True)  # before the refund: a settle waits
             async with conn.execute("SELECT * FROM refunds WHERE out_trade_no = ?", (out_trade_no,)) as cur:
                 row = await cur.fetchone()
             if row is not None:
                 return dict(row)
-            order = await _fetch_order(conn, out_trade_no)
             if order is None or order.state != "paid":
                 return None
             amount = order.amount_fen if amount_fen is None else amount_fen
@@ -283,7 +289,8 @@ class OrderRepo:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (out_refund_no, out_trade_no, amount, reason, now, now),
             )
-            await conn.execute("UPDATE orders SET state = 'refunding' WHERE out_trade_no = ?", (out_trade_no,))
+            await conn.execute("UPDATE orders SET state = 'refunding' WHERE out_trade_no = ? AND state = 'paid'",
+                               (out_trade_no,))
             if order.plan_days > 0:  # a refunded plan ends (its days are taken back), as its credits are
                 await revoke_plan(conn, f"order:{out_trade_no}", self.day_seconds, now)
             await _event(conn, out_trade_no, "refund", "requested", now, amount_fen=amount, note=reason)
@@ -303,5 +310,6 @@ class OrderRepo:
             if row is None:
                 return
             if state == "success":
-                await conn.execute("UPDATE orders SET state = 'refunded' WHERE out_trade_no = ?", (row[0],))
+                await conn.execute("UPDATE orders SET state = 'refunded' WHERE out_trade_no = ? AND state = 'refunding'",
+                                   (row[0],))
             await _event(conn, row[0], "refund", state, now, amount_fen=row[1], flagged=state == "abnormal")

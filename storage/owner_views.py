@@ -18,7 +18,8 @@ SELECT ids.openid, u.first_seen, u.last_seen, COALESCE(u.subscribed, 0) AS subsc
        COALESCE(a.status, 'active') AS status, COALESCE(a.tier, 'free') AS tier,
        COALESCE(a.balance, 0) AS balance, COALESCE(a.daily, 0) AS daily, a.daily_day,
        COALESCE(a.balance_milli, 0) AS balance_milli, COALESCE(a.daily_milli, 0) AS daily_milli,
-       EXISTS (SELECT 1 FROM whitelist w WHERE w.openid = ids.openid) AS whitelisted,
+       CASE WHEN EXISTS (SELECT 1 FROM whitelist w WHERE w.openid = ids.openid) THEN 1 ELSE 0 END
+         AS whitelisted,
        (SELECT COALESCE(SUM(o.amount_fen), 0) FROM orders o
          WHERE o.openid = ids.openid AND o.state IN ('paid', 'refunding', 'refunded')) AS paid_fen
 FROM ids LEFT JOIN users u ON u.openid = ids.openid LEFT JOIN accounts a ON a.openid = ids.openid
@@ -53,26 +54,27 @@ class OwnerViews:
         if paying:
             where.append("paid_fen > 0")
         if whitelisted:
-            where.append("whitelisted")
+            where.append("whitelisted = 1")
         if active_since is not None:
             where.append("last_seen >= ?")
             params.append(active_since)
-        sql = f"SELECT * FROM ({_PEOPLE})" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT * FROM ({_PEOPLE}) AS people" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY COALESCE(last_seen, 0) DESC, openid LIMIT ?"
         return [dict(r) for r in await self.db.fetchall(sql, (*params, limit))]
 
     async def user(self, openid: str) -> dict[str, Any] | None:
-        row = await self.db.fetchone(f"SELECT * FROM ({_PEOPLE}) WHERE openid = ?", (openid,))
+        row = await self.db.fetchone(f"SELECT * FROM ({_PEOPLE}) AS people WHERE openid = ?", (openid,))
         return dict(row) if row else None
 
     async def usage(self, openid: str) -> dict[str, Any]:
         """Questions asked and, per model, channel attempts and tokens."""
         answers = await self.db.fetchone(
             "SELECT COUNT(*) AS questions, MAX(created_at) AS last_question,"
-            " SUM(status = 'done') AS done, SUM(status != 'done' AND status != 'generating') AS not_done"
+            " COUNT(*) FILTER (WHERE status = 'done') AS done,"
+            " COUNT(*) FILTER (WHERE status != 'done' AND status != 'generating') AS not_done"
             " FROM answers WHERE openid = ?", (openid,))
         models = await self.db.fetchall(
-            "SELECT model, COUNT(*) AS attempts, SUM(outcome = 'ok') AS ok,"
+            "SELECT model, COUNT(*) AS attempts, COUNT(*) FILTER (WHERE outcome = 'ok') AS ok,"
             " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens"
             " FROM generations WHERE openid = ? GROUP BY model ORDER BY attempts DESC", (openid,))
         out = dict(answers) if answers else {}

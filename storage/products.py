@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from storage.db import Database
+from storage.dialect import serialize_async
 
 
 class ProductLike(Protocol):
@@ -63,6 +64,7 @@ class ProductRepo:
         added = []
         now = self.clock()
         async with self.db.transaction() as conn:
+            await serialize_async(conn, "products")  # positions follow one another across hosts
             rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(position), 0) AS p FROM products"))
             position = rows[0]["p"]
             for p in items:
@@ -87,6 +89,7 @@ class ProductRepo:
         """False when the id exists already (nothing changes)."""
         now = self.clock()
         async with self.db.transaction() as conn:
+            await serialize_async(conn, "products")
             rows = await conn.execute_fetchall(
                 "INSERT INTO products (id, name, credits, price_fen, enabled, position, created_at, updated_at,"
                 " tier, days) SELECT ?, ?, ?, ?, ?, COALESCE(MAX(position), 0) + 1, ?, ?, ?, ? FROM products"

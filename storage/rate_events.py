@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from storage.db import Database
+from storage.dialect import serialize
 
 
 class RateEvents:
@@ -14,16 +15,18 @@ class RateEvents:
     async def admit(self, openid: str, limit: int, window: float, now: float) -> bool:
         """Count one question unless the user already has `limit` within the last `window` seconds.
 
-        One INSERT ... SELECT decides, so two processes cannot both admit the last slot. Refused
+        One INSERT ... SELECT decides, and on PostgreSQL an advisory lock per user makes that
+        count-then-insert serial (READ COMMITTED would let two hosts count the same rows). Refused
         questions are not counted: a user who waits out the window gets in again. The user's own
         expired events are pruned in the same transaction."""
         since = now - window
 
         def run(conn: sqlite3.Connection) -> bool:
+            serialize(conn, "rate:" + openid)  # PostgreSQL: one count-then-insert at a time per user
             conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, since))
             return bool(conn.execute(
                 "INSERT INTO rate_events (openid, at) SELECT ?, ?"
-                " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING rowid",
+                " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING at",
                 (openid, now, openid, since, limit)).fetchall())
 
         return await self.db.write(run)
@@ -31,7 +34,7 @@ class RateEvents:
     async def prune(self, before: float) -> int:
         """Drop every event older than `before` (users who stopped writing); returns how many."""
         async with self.db.transaction() as conn:
-            rows = await conn.execute_fetchall("DELETE FROM rate_events WHERE at < ? RETURNING rowid", (before,))
+            rows = await conn.execute_fetchall("DELETE FROM rate_events WHERE at < ? RETURNING at", (before,))
             return len(list(rows))
 
 
@@ -47,10 +50,11 @@ class Attempts:
         since = now - window
 
         def run(conn: sqlite3.Connection) -> bool:
+            serialize(conn, "attempts:" + subject)
             conn.execute("DELETE FROM attempts WHERE subject = ? AND at <= ?", (subject, since))
             return bool(conn.execute(
                 "INSERT INTO attempts (subject, at) SELECT ?, ?"
-                " WHERE (SELECT COUNT(*) FROM attempts WHERE subject = ? AND at > ?) < ? RETURNING rowid",
+                " WHERE (SELECT COUNT(*) FROM attempts WHERE subject = ? AND at > ?) < ? RETURNING at",
                 (subject, now, subject, since, limit)).fetchall())
 
         return await self.db.write(run)

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 
 from storage.db import Database
 
-# (label, table, the rows past the cutoff that may go). Order matters: answers before the
+# (label, table, its key, the rows past the cutoff that may go). Order matters: answers before the
 # conversations they point at, turns before their conversations.
 _STEPS = (
-    ("inbound", "inbound", "received_at < ?1"),
+    ("inbound", "inbound", "msg_key", "received_at < ?1"),
     # followers' pictures (where WeChat keeps them, or a web upload): older than every answer kept
-    ("pictures", "pictures", "created_at < ?1"),
+    ("pictures", "pictures", "id", "created_at < ?1"),
     # a generation still running (or stuck, and left to recovery) is not ours to delete
-    ("answers", "answers", "created_at < ?1 AND status != 'generating'"),
-    ("turns", "turns", "conversation_id IN (SELECT id FROM conversations WHERE last_at < ?1)"),
-    ("conversations", "conversations",
+    ("answers", "answers", "id", "created_at < ?1 AND status != 'generating'"),
+    ("turns", "turns", "id", "conversation_id IN (SELECT id FROM conversations WHERE last_at < ?1)"),
+    ("conversations", "conversations", "id",
      "last_at < ?1 AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.conversation_id = conversations.id)"
      " AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.conversation_id = conversations.id)"),
 )
@@ -44,7 +44,7 @@ _CONVERSATIONS_AFTER = (
 async def count_prunable(db: Database, cutoff: float) -> Pruned:
     """What prune() would delete now (for --dry-run)."""
     counts = {}
-    for label, table, where in _STEPS:
+    for label, table, _, where in _STEPS:
         if label == "conversations":
             where = _CONVERSATIONS_AFTER
         row = await db.fetchone(f"SELECT COUNT(*) AS n FROM {table} WHERE {where}", (cutoff,))
@@ -55,12 +55,12 @@ async def count_prunable(db: Database, cutoff: float) -> Pruned:
 async def prune(db: Database, cutoff: float, batch: int = 2000) -> Pruned:
     """Delete message content older than `cutoff` (a time.time() value); how many rows of each."""
     counts = {}
-    for label, table, where in _STEPS:
+    for label, table, key, where in _STEPS:
         total = 0
         while True:
             async with db.transaction() as conn:
                 cur = await conn.execute(
-                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT ?2)",
+                    f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {where} LIMIT ?2)",
                     (cutoff, batch))
                 done = cur.rowcount
             total += done

@@ -44,6 +44,22 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def _scratch_postgres() -> dict:
+    """MPGPT_TEST_ENGINE=postgresql: the app's storage is a fresh PostgreSQL database (copied from
+    the tests' migrated template) instead of the SQLite file, to run a whole suite on PostgreSQL."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import TEMPLATE, with_database
+
+    admin_url = os.environ["MPGPT_TEST_POSTGRES_URL"]
+    name = "e_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    return {"url": with_database(admin_url, name)}
+
+
 def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
     data = {
         "server": {"host": "127.0.0.1", "port": 8080},
@@ -57,6 +73,8 @@ def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
         # Most tests compare replies word for word; the label's own tests (test_answer_page.py) turn it on.
         "ai_label": {"text": False},
     }
+    if os.environ.get("MPGPT_TEST_ENGINE") == "postgresql" and "storage" not in overrides:
+        data["storage"] = _scratch_postgres()
     return merge(merge(data, FAST), overrides)
 
 

@@ -121,5 +121,8 @@ class Logins:
         if await self.repo.waits_from(ip, now - c.failure_window) >= c.ip_waits:
             raise TooManyWaits
         fresh = secrets.token_urlsafe(24)
-        started = await self.repo.start_wait(_hash(fresh), draw_code, ip, now, c.login_code_ttl)
+        started = await self.repo.start_wait(_hash(fresh), draw_code, ip, now, c.login_code_ttl,
+                                             limit=(c.ip_waits, now - c.failure_window))
+        if started is None:  # other requests from this address took the last places meanwhile
+            raise TooManyWaits
         return WaitState(started.code, started.expires_at - now, secret=fresh)

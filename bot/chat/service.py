@@ -233,7 +233,7 @@ class ChatService:
                     return await self._take_reply(msg, target, live if generating_here else None, delivery)
             if not last and not still_open():
                 return ""  # WeChat gave up on this delivery; its retry carries on
-            await self._pause(live, closes_at - now if last else None)
+            await self._pause(live, closes_at - now if last else None, target.answer_id if target else None)
 
     def _enough_to_reply(self, answer: Answer, live: LiveAnswer | None) -> bool:
         """The answer is finished, or more than a whole part of it is waiting to be delivered.
@@ -268,9 +268,9 @@ class ChatService:
                 metrics.answer_page_event("linked")
         return self.replies.keep(msg.msg_key, reply)
 
-    async def _pause(self, live: LiveAnswer | None, until_close: float | None) -> None:
+    async def _pause(self, live: LiveAnswer | None, until_close: float | None, answer_id: int | None) -> None:
         """One poll interval (never past the last delivery's close); woken early when the answer
-        generating in this process finishes."""
+        generating in this process finishes, or (PostgreSQL) when another host saves or finishes it."""
         pause = self.cfg.chat.poll_interval
         if until_close is not None:
             pause = max(0.0, min(pause, until_close))
@@ -279,6 +279,8 @@ class ChatService:
                 await asyncio.wait_for(live.done.wait(), pause)
             except TimeoutError:
                 pass
+        elif answer_id is not None:
+            await self.answers.changed(answer_id, pause)
         else:
             await asyncio.sleep(pause)
 

@@ -23,6 +23,7 @@ ENV_KEYS = {
     "MPGPT_SERVER_HOST": ("server", "host"),
     "MPGPT_SERVER_PORT": ("server", "port"),
     "MPGPT_STORAGE_PATH": ("storage", "path"),
+    "MPGPT_STORAGE_URL": ("storage", "url"),
     "MPGPT_CHAT_KEY_SECRET": ("chat", "key_secret"),
     "MPGPT_PAY_MCHID": ("pay", "mchid"),
     "MPGPT_PAY_APIV3_KEY": ("pay", "apiv3_key"),

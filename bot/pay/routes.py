@@ -77,7 +77,7 @@ def setup_pay(app: web.Application, config: Config, *,
         db = app[DB]
         async with PayClient.from_config(config) as client:
             service = PayService(config.pay, config.products, OrderRepo(db, apply_entry_for(db), config.plans.day_seconds, invite_rewards(config)), client,
-                                 on_credited=on_credited)
+                                 on_credited=on_credited, clock=db.clock)
             app[PAY] = service
             jobs = asyncio.get_running_loop().create_task(service.run_jobs()) if run_jobs else None
             log.info("pay_ready", mode="public_key" if config.pay.public_key_id else "certificate",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import Config, load_config
 from storage.db import Database
+from storage.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from scripts.composition.server import create_app
@@ -35,9 +36,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(config_path(args))
 
 
-def database(cfg: Config) -> Database:
+def database(cfg: Config) -> Database | PostgresDatabase:
     """The one storage the server and every command open (not opened yet: the caller chooses
-    whether opening migrates)."""
+    whether opening migrates): PostgreSQL when [storage] url names one, else the SQLite file."""
+    if cfg.storage.url:
+        return PostgresDatabase(cfg.storage.url, pool_size=cfg.storage.pool_size,
+                                connect_timeout=cfg.storage.busy_timeout_ms / 1000)
     return Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
 
 

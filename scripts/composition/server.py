@@ -96,6 +96,7 @@ async def _recovery_loop(cfg: Config, db: Database, generator: Generator, pusher
     stale_after = cfg.chat.generation_deadline + cfg.chat.lease_seconds
     while True:
         try:
+            await db.sync_clock()
             await generator.recover()
             if pusher is not None:
                 await pusher.push_pending()
@@ -126,7 +127,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     if cfg.wechat.mode == "active":
         assert api is not None  # the config demands app_id and app_secret in active mode
         app[WECHAT_API] = api
-        pusher = Pusher(cfg, api, answers, holder, pages=AnswerPageRepo(db))
+        pusher = Pusher(cfg, api, answers, holder, pages=AnswerPageRepo(db), clock=db.clock)
         typing = Typing(cfg, api)
     speech, voice = _speech(cfg, api)
     picture_repo = PictureRepo(db)
@@ -140,7 +141,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     conversations, ledger = ConversationRepo(db), Ledger(db, on_moved=metrics.credits_moved)
     generator = Generator(cfg, answers, conversations, router, ledger, answer_check(cfg, words), holder,
                           own_key_for=own_keys.key_for if own_keys else None, after_finish=after_finish,
-                          pictures=QuestionPictures(picture_repo, picture_source))
+                          pictures=QuestionPictures(picture_repo, picture_source), clock=db.clock)
     redeemer = Redeemer(cfg, CodeRepo(db), ledger.balance_milli, open_account=chain.wallet.open_day)
     commands = Commands(cfg, router, ModelChoiceRepo(db), own_keys, chain.wallet.balance_text, Logins(cfg, db),
                         open_account=chain.wallet.open_day, redeemer=redeemer,
@@ -156,11 +157,12 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     pictures = PictureQuestions(cfg, picture_repo, picture_source, router.catalogue, commands, tier_of)
     app[CHAT] = ChatService(cfg, inbound=InboundRepo(db), answers=answers, users=UserRepo(db),
                             conversations=conversations, generator=generator, admission=admission,
-                            commands=commands, holder=holder, voice=voice, pictures=pictures, typing=typing)
+                            commands=commands, holder=holder, voice=voice, pictures=pictures, typing=typing,
+                            clock=db.clock)
     app[ANSWER_PAGES] = AnswerPages(cfg, AnswerPageRepo(db), generator)
     app[WEBCHAT] = WebChat(cfg, answers=answers, conversations=conversations, generator=generator,
                            admission=admission, router=router, commands=commands, ledger=ledger, holder=holder,
-                           pictures=pictures)
+                           pictures=pictures, clock=db.clock)
     loop_task = asyncio.create_task(_recovery_loop(cfg, db, generator, pusher))
     # Everything built so far lives as long as the process: keep the collector from walking it
     # again and again (a full collection over the SDKs' objects stalled every request ~70 ms).

@@ -13,13 +13,16 @@ import asyncio
 import os
 import sqlite3
 import time
+
+import psycopg
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bot.config import Config, ConfigError, placeholders
 from scripts.composition import config_path, database
 from scripts.owner.kit import Ctx, OwnerError, config_of, leaf, plural, table
-from storage.db import Database, latest_schema_version
+from storage.db import Database
+from storage.postgres import StorageUnavailable
 from storage.ledger import Ledger
 from storage.owner_views import OwnerViews
 from storage.redact import short_user
@@ -94,12 +97,15 @@ def _report(ctx: Ctx, checks: list[Check]) -> int:
 
 async def _database(cfg: Config, checks: list[Check]) -> Database | None:
     path = cfg.resolve_path(cfg.storage.path)
-    if not path.exists():
+    if not cfg.storage.url and not path.exists():
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate`)")
-    db = await database(cfg).open(migrate=False)
-    checks.append(Check("database", "pass", str(path)))
     try:
-        have, want = await db.schema_version(), latest_schema_version()
+        db = await database(cfg).open(migrate=False)
+    except StorageUnavailable as e:
+        raise OwnerError(f"storage.url: {e}") from None
+    checks.append(Check("database", "pass", f"{db.engine} {db.where()}"))
+    try:
+        have, want = await db.schema_version(), db.latest_version()
     except BaseException:
         await db.close()  # an open connection's thread would keep doctor from exiting
         raise
@@ -115,7 +121,7 @@ async def _database(cfg: Config, checks: list[Check]) -> Database | None:
 async def _ledger(db: Database, checks: list[Check]) -> None:
     try:
         found = await Ledger(db).check_invariant()
-    except sqlite3.Error as e:
+    except (sqlite3.Error, psycopg.Error) as e:
         checks.append(Check("ledger", "fail", f"cannot check: {e}"))
         return
     if not found:

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
+import psycopg
 import structlog
 
 from bot.config import Config, ConfigError
 from scripts.composition import config_from_args, database
 from storage.audit import Audit
-from storage.db import Database, latest_schema_version
+from storage.db import Database
+from storage.postgres import StorageUnavailable
 from storage.owner_views import OwnerViews
 
 
@@ -165,11 +167,14 @@ def quiet_logs() -> None:
 async def open_db(cfg: Config) -> Database:
     """The server's database, as the server opens it, once the schema is what this code expects."""
     path = cfg.resolve_path(cfg.storage.path)
-    if not path.exists():
+    if not cfg.storage.url and not path.exists():
         raise OwnerError(f"no database at {str(path)!r} (start the server or run `mpgpt migrate` first)")
-    db = await database(cfg).open(migrate=False)
     try:
-        have, want = await db.schema_version(), latest_schema_version()
+        db = await database(cfg).open(migrate=False)
+    except StorageUnavailable as e:
+        raise OwnerError(f"storage.url: {e}") from None
+    try:
+        have, want = await db.schema_version(), db.latest_version()
     except BaseException:
         await db.close()  # an open connection's thread would keep the command from exiting
         raise
@@ -191,8 +196,8 @@ def command(run: Callable[[Ctx], Awaitable[int | None]], *, needs: str = "db") -
             return 1
         except ConfigError:
             raise  # the command line prints it in one line (exit 2)
-        except sqlite3.Error as e:
-            print(f"mpgpt: database error: {e}", file=sys.stderr)
+        except (sqlite3.Error, psycopg.Error) as e:
+            print(f"mpgpt: database error: {' '.join(str(e).split())}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             raise

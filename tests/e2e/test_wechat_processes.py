@@ -1,4 +1,5 @@
-"""Two `mpgpt serve` processes on one database, and restarts: state lives in storage, not memory."""
+"""Two `mpgpt serve` processes on one database, and restarts: state lives in storage, not memory.
+Every test here runs on SQLite (one file) and on PostgreSQL (the several-hosts engine)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,30 @@ import asyncio
 import aiohttp
 import pytest
 
+from storage.db import Database
+from storage.ledger import Ledger
+from storage.postgres import PostgresDatabase
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
 from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, write_toml
 
 
 @pytest.fixture
-def config_file(tmp_path, llm):
-    return write_toml(tmp_path / "config.toml", config_data(tmp_path, llm.base_url, log={"level": "info"}))
+def storage(engine, tmp_path, request) -> dict:
+    """The [storage] table of the test's database on either engine."""
+    if engine == "postgresql":
+        return {"url": request.getfixturevalue("postgres_url")}
+    return {"path": str(tmp_path / "mpgpt.db")}
+
+
+@pytest.fixture
+def config_file(tmp_path, llm, storage):
+    return write_toml(tmp_path / "config.toml", config_data(tmp_path, llm.base_url, log={"level": "info"},
+                                                           storage=storage))
+
+
+def _open(storage: dict) -> Database:
+    return PostgresDatabase(storage["url"], pool_size=2) if "url" in storage else Database(storage["path"])
 
 
 @pytest.fixture
@@ -108,6 +125,37 @@ async def test_a_finished_answer_waiting_for_fetch_survives_a_restart(config_fil
     finally:
         await wx.close()
         second.stop()
+
+
+async def test_a_host_killed_with_answers_in_flight_loses_none_and_charges_none_twice(tmp_path, llm, storage):
+    data = config_data(tmp_path, llm.base_url, log={"level": "info"}, storage=storage,
+                       quota={"trial_credits": 10, "daily_free": 0}, rules={"rate_limit": 1000})
+    config = write_toml(tmp_path / "config.toml", data)
+    llm.default = Script(text="没有丢的回答。", first_delay=30.0)
+    doomed, survivor = ServerProcess(config, free_port()).start(), ServerProcess(config, free_port()).start()
+    users = [f"o_inflight_{i}" for i in range(6)]
+    try:
+        async with FakeWeChat(f"{doomed.url}/wechat", TOKEN, APP_ID, window=0.6) as wx:
+            hints = await asyncio.gather(*(wx.send_text(u, "问题") for u in users))
+            assert all("正在思考" in (d.content or "") for d in hints)
+            doomed.kill()  # SIGKILL with six generations in flight, their credits reserved
+            llm.default = Script(text="没有丢的回答。")
+            for _ in range(100):  # the survivor takes each generation over once its lease expires
+                await asyncio.sleep(0.1)
+                if len(llm.requests) >= 2 * len(users):
+                    break
+            await asyncio.sleep(0.5)
+            wx.url = f"{survivor.url}/wechat"
+            fetched = await asyncio.gather(*(wx.send_text(u, "继续") for u in users))
+        assert [d.content for d in fetched] == ["没有丢的回答。"] * len(users)
+        assert len(llm.requests) == 2 * len(users)  # each restarted once, by one host
+    finally:
+        doomed.stop()
+        survivor.stop()
+    async with _open(storage) as db:
+        ledger = Ledger(db)
+        assert [await ledger.balance(u) for u in users] == [9] * len(users)
+        assert await ledger.check_invariant() == []
 
 
 @pytest.mark.parametrize("event_loop,runs_on", [("auto", "uvloop"), ("asyncio", "asyncio")])

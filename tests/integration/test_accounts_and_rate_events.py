@@ -52,9 +52,9 @@ async def test_the_whitelist_adds_lists_and_removes(db):
     assert not await accounts.whitelisted(ALICE)
 
 
-async def test_two_processes_share_one_rate_limit(tmp_path: Path):
+async def test_two_processes_share_one_rate_limit(tmp_path: Path, open_database):
     path = tmp_path / "rate.db"
-    async with Database(path) as one, Database(path) as two:
+    async with open_database() as one, open_database() as two:
         a, b = RateEvents(one), RateEvents(two)
         admitted = await asyncio.gather(*(r.admit(ALICE, 6, 60.0, 1000.0 + i * 0.01)
                                           for i in range(10) for r in (a, b)))

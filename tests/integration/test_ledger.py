@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import INTEGRITY_ERRORS
+
 from storage.db import Database
 from storage.ledger import InsufficientCredits, Ledger, apply_entry
 
@@ -99,9 +101,9 @@ async def test_settle_or_refund_of_an_unknown_gen_key_is_a_no_op(ledger):
     assert await ledger.refund("nope") is False
 
 
-async def test_two_database_instances_on_one_file_racing_stay_exact(tmp_path: Path):
+async def test_two_database_instances_on_one_file_racing_stay_exact(tmp_path: Path, open_database):
     path = tmp_path / "shared.db"
-    async with Database(path) as one, Database(path) as two:
+    async with open_database() as one, open_database() as two:
         a, b = Ledger(one), Ledger(two)
         await a.ensure_account(ALICE, trial_credits=20)
         # Both "processes" receive the same 40 questions (WeChat retries land anywhere).
@@ -120,9 +122,9 @@ async def test_two_database_instances_on_one_file_racing_stay_exact(tmp_path: Pa
         assert await a.check_invariant() == []
 
 
-async def test_the_sweeper_refunds_a_stale_reservation_once_even_after_a_restart(tmp_path: Path):
+async def test_the_sweeper_refunds_a_stale_reservation_once_even_after_a_restart(tmp_path: Path, open_database):
     path, clock = tmp_path / "restart.db", Clock()
-    async with Database(path) as db:
+    async with open_database() as db:
         ledger = Ledger(db, clock)
         await ledger.ensure_account(ALICE, trial_credits=10)
         assert await ledger.reserve(ALICE, "crashed", 3)
@@ -130,7 +132,7 @@ async def test_the_sweeper_refunds_a_stale_reservation_once_even_after_a_restart
         assert await ledger.reserve(ALICE, "young", 2)
     # The process died between reserve and settle; a new one opens the same file.
     clock.t += 50
-    async with Database(path) as db:
+    async with open_database() as db:
         ledger = Ledger(db, clock)
         assert await ledger.sweep_stale(older_than=120) == 1
         assert await ledger.sweep_stale(older_than=120) == 0
@@ -141,9 +143,9 @@ async def test_the_sweeper_refunds_a_stale_reservation_once_even_after_a_restart
         assert await ledger.check_invariant() == []
 
 
-async def test_two_sweepers_at_once_refund_each_stale_reservation_once(tmp_path: Path):
+async def test_two_sweepers_at_once_refund_each_stale_reservation_once(tmp_path: Path, open_database):
     path, clock = tmp_path / "sweep.db", Clock()
-    async with Database(path) as one, Database(path) as two:
+    async with open_database() as one, open_database() as two:
         a, b = Ledger(one, clock), Ledger(two, clock)
         await a.ensure_account(ALICE, trial_credits=10)
         for i in range(5):
@@ -174,8 +176,8 @@ async def test_daily_credits_are_spent_first_and_do_not_accumulate(db, ledger):
     assert await ledger.check_invariant() == []
 
 
-async def test_two_processes_opening_the_same_day_grant_it_once(tmp_path: Path):
-    async with Database(tmp_path / "day.db") as one, Database(tmp_path / "day.db") as two:
+async def test_two_processes_opening_the_same_day_grant_it_once(tmp_path: Path, open_database):
+    async with open_database() as one, open_database() as two:
         a, b = Ledger(one), Ledger(two)
         await a.ensure_account(ALICE, trial_credits=0)
         opened = await asyncio.gather(*(x.grant_daily(ALICE, 5, "2024-05-01") for x in (a, b) for _ in range(10)))
@@ -237,7 +239,7 @@ async def test_the_trial_is_granted_once_and_never_retroactively(ledger):
 async def test_ledger_rows_cannot_be_updated_or_deleted(db, ledger):
     await ledger.ensure_account(ALICE, trial_credits=10)
     for sql in ("UPDATE ledger SET amount = 1000", "DELETE FROM ledger"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(INTEGRITY_ERRORS, match="append-only"):
             async with db.transaction() as conn:
                 await conn.execute(sql)
     assert await ledger.balance(ALICE) == 10
@@ -302,9 +304,11 @@ import asyncio, sys
 sys.path.insert(0, sys.argv[2])
 from storage.db import Database
 from storage.ledger import Ledger
+from storage.postgres import PostgresDatabase
 
 async def main():
-    async with Database(sys.argv[1]) as db:
+    target = sys.argv[1]
+    async with (PostgresDatabase(target) if target.startswith("postgresql://") else Database(target)) as db:
         ledger = Ledger(db)
         print("ready", flush=True)
         sys.stdin.readline()
@@ -316,12 +320,12 @@ asyncio.run(main())
 """
 
 
-async def test_a_second_os_process_racing_on_the_same_keys_never_charges_or_refunds_twice(tmp_path: Path):
+async def test_a_second_os_process_racing_on_the_same_keys_never_charges_or_refunds_twice(tmp_path: Path, open_database):
     import sys
 
-    path = tmp_path / "processes.db"
     root = str(Path(__file__).resolve().parents[2])
-    async with Database(path) as db:
+    async with open_database() as db:
+        path = db.url if db.engine == "postgresql" else db.path
         ledger = Ledger(db)
         await ledger.ensure_account(ALICE, trial_credits=30)
         child = await asyncio.create_subprocess_exec(

@@ -53,10 +53,10 @@ async def test_a_link_logs_in_once_and_never_after_its_lifetime(tmp_path, db):
     assert await service.redeem_link(late) is None
 
 
-async def test_a_link_used_through_one_process_is_spent_for_another(tmp_path, db):
+async def test_a_link_used_through_one_process_is_spent_for_another(tmp_path, db, open_database):
     clock = Clock()
     token = token_in(await logins(tmp_path, db, clock).issue(ALICE))
-    async with Database(tmp_path / "mpgpt.db") as other_process:
+    async with open_database() as other_process:
         assert await logins(tmp_path, other_process, clock).redeem_link(token) == ALICE
     assert await logins(tmp_path, db, clock).redeem_link(token) is None
 
@@ -79,11 +79,11 @@ async def test_a_draw_that_always_collides_gives_up_with_a_named_error(tmp_path,
         await repo.start_wait(b"b" * 32, lambda: "333333", "ip", 1.0, 300)
 
 
-async def test_a_wait_is_claimed_once_and_picked_up_once(tmp_path, db):
+async def test_a_wait_is_claimed_once_and_picked_up_once(tmp_path, db, open_database):
     repo = LoginLinkRepo(db)
     await repo.start_wait(b"s" * 32, lambda: "444444", "ip", 0.0, 300)
     assert (await repo.finish_wait(b"s" * 32, 1.0)).openid is None
-    async with Database(tmp_path / "mpgpt.db") as other_process:
+    async with open_database() as other_process:
         assert await LoginLinkRepo(other_process).claim("444444", ALICE, 2.0)
     assert not await repo.claim("444444", BOB, 3.0)
     assert (await repo.finish_wait(b"s" * 32, 4.0)).openid == ALICE
@@ -109,11 +109,11 @@ async def test_a_session_is_active_until_it_is_revoked_or_expires(tmp_path, db):
     assert await repo.active("s2", 99.0) is not None and await repo.active("s2", 100.0) is None
 
 
-async def test_a_generated_secret_is_made_once_and_shared(tmp_path, db):
+async def test_a_generated_secret_is_made_once_and_shared(tmp_path, db, open_database):
     repo = SecretRepo(db)
     made = iter(["first", "second"])
     a = await repo.get_or_create("session", lambda: next(made), 0.0)
-    async with Database(tmp_path / "mpgpt.db") as other:
+    async with open_database() as other:
         b = await SecretRepo(other).get_or_create("session", lambda: "third", 1.0)
     assert a == b == "first"
 

@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+from tests.integration.conftest import INTEGRITY_ERRORS
+
 from bot.config import ProductConfig
 from storage.accounts import Accounts
 from storage.audit import Audit
@@ -54,13 +56,13 @@ async def test_a_repository_step_that_fails_inside_a_change_rolls_back_alone(db)
 async def test_the_audit_trail_cannot_be_changed_or_deleted(db):
     await Audit(db).record("prune", "storage", detail={"answers": 3})
     for sql in ("UPDATE audit SET reason = 'nothing happened'", "DELETE FROM audit"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(INTEGRITY_ERRORS, match="append-only"):
             async with db.transaction() as conn:
                 await conn.execute(sql)
 
 
-async def test_audit_ids_stay_unique_when_two_connections_write_at_once(tmp_path, db):
-    other = await Database(tmp_path / "mpgpt.db").open()
+async def test_audit_ids_stay_unique_when_two_connections_write_at_once(tmp_path, db, open_database):
+    other = await open_database().open()
     try:
         ids = await asyncio.gather(*(Audit(d).record("words.reload", "words") for d in (db, other) * 10))
     finally:
@@ -68,11 +70,11 @@ async def test_audit_ids_stay_unique_when_two_connections_write_at_once(tmp_path
     assert sorted(ids) == list(range(1, 21))
 
 
-async def test_seeding_adds_new_config_products_and_keeps_the_owners_changes(tmp_path, db):
+async def test_seeding_adds_new_config_products_and_keeps_the_owners_changes(tmp_path, db, open_database):
     config = [ProductConfig(id="p6", name="600 积分", credits=600, price_fen=600),
               ProductConfig(id="p30", name="3500 积分", credits=3500, price_fen=3000)]
     repo = ProductRepo(db)
-    other = await Database(tmp_path / "mpgpt.db").open()
+    other = await open_database().open()
     try:
         added = await asyncio.gather(repo.seed(config), ProductRepo(other).seed(config))
     finally:
@@ -89,11 +91,13 @@ async def test_seeding_adds_new_config_products_and_keeps_the_owners_changes(tmp
 async def test_the_products_table_refuses_what_wechat_pay_would(db):
     for bad in (Product("bad id", "x", 1, 1), Product("p1", "", 1, 1), Product("p1", "x", 0, 1),
                 Product("p1", "x", 1, -5), Product("p1", "x" * 128, 1, 1)):
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(INTEGRITY_ERRORS):
             await ProductRepo(db).add(bad)
 
 
 async def test_a_backup_reports_progress_and_a_broken_copy_fails_its_check(tmp_path, db):
+    if db.engine != "sqlite":
+        pytest.skip("SQLite's online backup; PostgreSQL is backed up with pg_dump")
     for i in range(50):
         await Ledger(db).apply(f"{USER}{i}", "admin", 5, "audit:x")
     steps: list[tuple[int, int]] = []

@@ -8,15 +8,10 @@ import time
 
 import pytest
 
+from tests.integration.conftest import INTEGRITY_ERRORS
+
 from storage.orders import OrderRepo, Payment
-from tests.paykit import OPENID, balance, books_balance, ledger_apply_entry, open_db, topups
-
-
-@pytest.fixture
-async def db(tmp_path):
-    db = await open_db(tmp_path / "mpgpt.db")
-    yield db
-    await db.close()
+from tests.paykit import OPENID, balance, books_balance, ledger_apply_entry, topups
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ async def pending(repo: OrderRepo, no: str, *, product: str = "p6", kind: str = 
 
 @pytest.mark.parametrize("no", ["short", "x" * 33, "has space1", "dot.ted12", "中文订单号123"])
 async def test_an_out_trade_no_outside_wechat_pays_format_is_refused_by_the_schema(repo, no):
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await repo.open_order(no, OPENID, "p6", "native", 1, 1, 0.0, 1.0, 0.0)
 
 
@@ -77,7 +72,7 @@ async def test_the_schema_allows_only_one_reusable_order_per_user_and_product(db
     async with db.transaction() as conn:
         await conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, credits, amount_fen, kind, reusable,"
                            " created_at, expires_at) VALUES ('MP000000000001', 'o1', 'p6', 1, 1, 'native', 1, 0, 1)")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         async with db.transaction() as conn:
             await conn.execute("INSERT INTO orders (out_trade_no, openid, product_id, credits, amount_fen, kind,"
                                " reusable, created_at, expires_at)"
@@ -101,9 +96,9 @@ async def test_concurrent_settles_credit_once(repo, db):
     assert await books_balance(db)
 
 
-async def test_two_processes_settling_at_once_credit_once(repo, db, tmp_path):
+async def test_two_processes_settling_at_once_credit_once(repo, db, tmp_path, open_database):
     await pending(repo, "MP000000000001")
-    other = await open_db(tmp_path / "mpgpt.db")
+    other = await open_database().open()
     try:
         pay = Payment("MP000000000001", "4200000001", 600)
         results = await asyncio.gather(repo.settle(pay, "notify", time.time()),
@@ -175,11 +170,11 @@ async def test_the_query_claim_takes_only_old_unexpired_open_orders_and_only_onc
     assert [o.out_trade_no for o in await repo.claim_expired(now, lease=60)] == ["MP000000000003"]
 
 
-async def test_two_processes_never_claim_the_same_order(repo, tmp_path):
+async def test_two_processes_never_claim_the_same_order(repo, tmp_path, open_database):
     now = time.time()
     for i in range(20):
         await pending(repo, f"MP0000000000{i:02d}", product=f"p{i}", created=now - 100, expires_in=10)
-    other = OrderRepo(await open_db(tmp_path / "mpgpt.db"), ledger_apply_entry())
+    other = OrderRepo(await open_database().open(), ledger_apply_entry())
     try:
         batches = await asyncio.gather(*(r.claim_expired(now, lease=60, limit=3) for r in [repo, other] * 5))
     finally:

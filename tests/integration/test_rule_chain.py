@@ -111,9 +111,9 @@ async def test_the_seventh_question_in_a_minute_is_refused_with_its_own_code_and
     assert isinstance(await ask(chain, key="m7"), Pass)
 
 
-async def test_the_rate_limit_is_shared_by_two_processes(tmp_path, clock):
+async def test_the_rate_limit_is_shared_by_two_processes(tmp_path, clock, open_database):
     cfg = make_config(tmp_path, rules={"rate_limit": 3})
-    async with Database(tmp_path / "shared.db") as one, Database(tmp_path / "shared.db") as two:
+    async with open_database() as one, open_database() as two:
         words = word_filter(cfg)
         a, b = build_chain(cfg, one, words, clock), build_chain(cfg, two, words, clock)
         verdicts = await asyncio.gather(*(ask(c, key=f"m{i}-{n}") for i in range(3) for n, c in enumerate((a, b))))

@@ -1,0 +1,273 @@
+"""The PostgreSQL engine: several mpgpt hosts on one database ([storage] url).
+
+The same surface as storage.db.Database (SQLite), so repositories do not know which engine they run
+on. Connections come from a psycopg pool and run on a thread pool of the same size: a synchronous
+point read costs ~80 µs where psycopg's async API cost ~240 µs (docs: shared/design/postgres.md).
+
+No group commit here: on PostgreSQL a batch of unrelated writes would hold every row lock of the
+batch until its COMMIT (and deadlock against another host's batch), while concurrent commits share
+their WAL flush anyway. Each `write(fn)` is one short transaction of its own, retried when
+PostgreSQL gives up on it (serialization failure, deadlock): `fn` must be repeatable, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool
+
+from storage.pgconn import AsyncPgConn, PgConn, Row, configure
+from storage.pgnotify import Notifications
+
+T = TypeVar("T")
+
+# pg_advisory_lock key held while migrations run: two hosts starting at once apply each migration once
+MIGRATION_LOCK = 0x6D70677074  # "mpgpt"
+_RETRIED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+class StorageUnavailable(Exception):
+    """The database named by the URL cannot be used (bad URL, unreachable, refused)."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and error lines)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def pg_migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in (resources.files("storage.migrations") / "postgresql").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class PostgresDatabase:
+    engine = "postgresql"
+    path = None
+
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: ConnectionPool | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._offset = 0.0
+        self._notes: Notifications | None = None  # LISTEN, from the first wait on (servers, not commands)
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({redact(self.url)!r})"
+
+    async def _hop(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None, "database is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        # One slot per connection, taken on the loop: a thread never blocks waiting for a connection,
+        # so a transaction holding a lock always finds a thread for its next statement.
+        assert self._slots is not None, "database is not open"
+        async with self._slots:
+            return await self._hop(fn, *args)
+
+    async def open(self, migrate: bool = True) -> "PostgresDatabase":
+        self._executor = ThreadPoolExecutor(max_workers=self.pool_size, thread_name_prefix="mpgpt-pg")
+        self._slots = asyncio.Semaphore(self.pool_size)
+        try:
+            await self._hop(self._check)
+            # every connection up front: none is made while a request waits
+            self._pool = ConnectionPool(self.url, min_size=self.pool_size, max_size=self.pool_size,
+                                        configure=configure, open=False, timeout=30.0, name="mpgpt",
+                                        kwargs={"connect_timeout": max(1, round(self.connect_timeout))})
+            await self._hop(functools.partial(self._pool.open, wait=True, timeout=self.connect_timeout))
+            await self.sync_clock()
+            if migrate:
+                await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    def _check(self) -> None:
+        # A direct connection first: the pool would only say it timed out, this says why.
+        try:
+            conn = psycopg.connect(self.url, connect_timeout=max(1, round(self.connect_timeout)))
+        except (psycopg.Error, ValueError) as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise StorageUnavailable(f"cannot connect to {redact(self.url)}: {reason}") from None
+        conn.close()
+
+    async def close(self) -> None:
+        notes, self._notes = self._notes, None
+        if notes is not None:
+            await notes.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await self._hop(pool.close)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> "PostgresDatabase":
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def where(self) -> str:
+        return redact(self.url)
+
+    def latest_version(self) -> int:
+        return latest_pg_schema_version()
+
+    def clock(self) -> float:
+        """Now by the database server's clock (this host's clock plus its measured offset): leases
+        and claims written by different hosts compare one clock, so hosts need no NTP."""
+        return time.time() + self._offset
+
+    async def sync_clock(self) -> None:
+        """Measure this host's clock against the server's (the middle of one round trip)."""
+        self._offset = await self._run(self._measure_offset)
+
+    def _measure_offset(self) -> float:
+        assert self._pool is not None, "database is not open"
+        with self._pool.connection() as raw:
+            before = time.time()
+            server = raw.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0]
+            after = time.time()
+        return float(server) - (before + after) / 2
+
+    async def changed(self, key: str, timeout: float) -> None:
+        """Wait until a write on any host notifies `key` (storage.dialect.notify), at most `timeout`."""
+        if self._notes is None:
+            self._notes = Notifications(self.url, self.connect_timeout)
+        await self._notes.changed(key, timeout)
+
+    async def checkpoint(self) -> None:
+        """SQLite's WAL checkpoint; PostgreSQL checkpoints on its own."""
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[PgConn], T]) -> T:
+        """Run `fn(conn)` in a transaction of its own on a pool thread; retried if PostgreSQL aborts it."""
+        return await self._run(self._write, fn)
+
+    def _write(self, fn: Callable[[PgConn], T]) -> T:
+        assert self._pool is not None, "database is not open"
+        for attempt in range(8):
+            try:
+                with self._pool.connection() as raw, raw.transaction():
+                    return fn(PgConn(raw))
+            except _RETRIED:
+                if attempt == 7:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncPgConn]:
+        """One atomic state change whose steps await: BEGIN ... COMMIT, or ROLLBACK on any error."""
+        assert self._pool is not None and self._slots is not None, "database is not open"
+        pool = self._pool
+        async with self._slots:
+            raw = await self._hop(pool.getconn)
+            try:
+                await self._hop(raw.execute, "BEGIN")
+                try:
+                    yield AsyncPgConn(raw, self._hop)
+                    await self._hop(raw.execute, "COMMIT")
+                except BaseException:
+                    # a cancelled statement still runs on its thread: the ROLLBACK queues behind it
+                    with contextlib.suppress(psycopg.Error):
+                        await asyncio.shield(self._hop(raw.execute, "ROLLBACK"))
+                    raise
+            finally:
+                pool.putconn(raw)
+
+    async def with_connection(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        """`fn(conn)` on a thread with a pool connection of its own (bulk work: copies, dumps)."""
+        def run() -> T:
+            assert self._pool is not None, "database is not open"
+            with self._pool.connection() as raw:
+                return fn(raw)
+        return await self._run(run)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:
+        assert self._pool is not None, "database is not open"
+        with self._pool.connection() as raw:
+            cur = PgConn(raw).execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    async def lookup(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        """A read of one row by its key (on SQLite this one skips the thread; here it cannot)."""
+        return await self.fetchone(sql, params)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        rows = await self._run(self._fetchall, sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        return await self._run(self._fetchall, sql, params)
+
+    # -- migrations -----------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
+        if not row or not row["present"]:
+            return 0
+        row = await self.fetchone("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        return int(row["v"]) if row else 0
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction, under an advisory lock: hosts that
+        start together wait for the first one instead of applying a migration twice."""
+        return await self._run(self._migrate)
+
+    def _migrate(self) -> list[int]:
+        assert self._pool is not None, "database is not open"
+        applied = []
+        with self._pool.connection() as raw:
+            raw.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                raw.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
+                            " (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+                done = {r[0] for r in raw.execute("SELECT version FROM schema_migrations").fetchall()}
+                for number, name, sql in pg_migrations():
+                    if number in done:
+                        continue
+                    with raw.transaction():
+                        raw.execute(sql)  # no parameters: the whole file in one round trip
+                        raw.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                                    (number, name, time.time()))
+                    applied.append(number)
+            finally:
+                raw.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        return applied
+
+
+def latest_pg_schema_version() -> int:
+    found = pg_migrations()
+    return found[-1][0] if found else 0
