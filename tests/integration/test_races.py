@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from storage.answers import AnswerRepo
+from storage.answers import AnswerRepo, Taken
 from storage.conversations import ConversationRepo, current_conversation
 from storage.db import Database
 from storage.ledger import Ledger
@@ -99,9 +99,9 @@ async def test_deliveries_on_several_hosts_hand_out_each_part_of_an_answer_once(
             await dbs[0].write(lambda conn, k=k: conn.execute(
                 "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES (?, ?, 'text', ?)", (k, USER, now)))
 
-        def plan(answer):  # the next ten characters
+        def plan(answer, token):  # the next ten characters
             start = answer.delivered_upto
-            return answer.text[start:start + 10], start + 10, start + 10 < len(answer.text)
+            return Taken(answer.text[start:start + 10], start + 10, start + 10 < len(answer.text))
 
         replies = await together([lambda d=dbs[i % HOSTS], k=k: AnswerRepo(d).take_reply(k, answer_id, plan, now)
                                   for i, k in enumerate(keys)])
