@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ["wechat", "providers", "credits", "webchat", "media", "answer_page"]
+BENCHES = ["wechat", "providers", "credits", "webchat", "media", "answer_page", "postgres"]
 
 
 def main() -> int:
