@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from bot.config import Config, placeholders
+from storage.postgres import StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,9 @@ async def serve(cfg: Config, app: web.Application, sock: socket.socket, *, json_
             return 1
         except sqlite3.Error as e:  # not a database, a read-only folder, a schema newer than this code
             say_failure(f"storage.path: {cfg.resolve_path(cfg.storage.path)}: {e}", json_lines)
+            return 1
+        except StorageUnavailable as e:  # a bad or unreachable PostgreSQL: one line naming the key
+            say_failure(f"storage.url: {e}", json_lines)
             return 1
         except Exception:  # a bug or an outside service at start-up: logged once, then the same cleanup
             log.exception("start_failed")

@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.companionkit import browser_session
 
 ROOT = Path(__file__).resolve().parents[2]
-MORE = "（未完，回复「继续」查看后续）"
+# the partial reply links to the answer page (the demo sets server.public_url) and still offers 继续
+MORE = "也可回复「继续」获取后续。"
 
 
 async def _line(stream: asyncio.StreamReader, seen: list[str], pattern: str, timeout: float = 30) -> re.Match:
@@ -67,6 +68,7 @@ async def test_the_demo_streams_its_answer_through_wechats_window_and_its_printe
     # Streamed: the follower got the sentences written by the last delivery, then the rest on 继续.
     assert "【演示模型】" in first and "「你好」" in first
     assert first.rstrip().endswith(MORE) and "演示到此结束" not in first
+    assert re.search(r"http://127\.0\.0\.1:\d+/a/[\w-]{32}", first)
     assert "演示到此结束" in rest
     assert "WeChat delivers again (2)" in err.decode() and "WeChat delivers again (3)" in err.decode()
     assert "Traceback" not in err.decode()
