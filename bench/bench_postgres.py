@@ -83,7 +83,7 @@ async def bench_ledger(admin_url: str, tmp: Path, pairs: int, rounds: int = 3) -
         "",
         "| engine | pairs/s |",
         "|---|---:|",
-        f"| PostgreSQL (pool of 16, a transaction per write) | {pg:,.0f} |",
+        f"| PostgreSQL (pool of 16; each a statement or one function call) | {pg:,.0f} |",
         f"| SQLite (group commit) — baseline | {lite:,.0f} |",
         "",
         f"PostgreSQL / SQLite: {pg / lite:.2f}× (aim: ≥ 2,000 pairs/s on PostgreSQL).",
@@ -108,7 +108,25 @@ def serve(tmp: Path, name: str, storage: dict, llm_url: str, log: str = "warning
     return proc, port
 
 
-async def questions_through(urls: list[str], messages: int, tag: str) -> dict:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes used so far; gone processes count nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def database_pids() -> list[int]:
+    """The local PostgreSQL server's processes (run as the `postgres` user here)."""
+    found = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+async def questions_through(urls: list[str], messages: int, tag: str, servers: list[int] | None = None) -> dict:
     wx = FakeWeChat(urls[0], TOKEN, APP_ID, AES_KEY, mode="safe")
     users = [f"o_{tag}_{i:05d}" for i in range(max(1, messages // 3))]
     warm = [wx.build_request(wx.text_message(u, "帮助")) for u in users[:100]]
@@ -117,6 +135,8 @@ async def questions_through(urls: list[str], messages: int, tag: str) -> dict:
     async with aiohttp.ClientSession(connector=connector) as session:
         for url in urls:
             await load(session, url, warm)
+        servers = servers or []
+        cpu_before = cpu_seconds(servers), cpu_seconds(database_pids())
         if len(urls) == 1:
             res = await load(session, urls[0], questions)
         else:  # each half to one process, at once (a round-robin proxy)
@@ -124,6 +144,9 @@ async def questions_through(urls: list[str], messages: int, tag: str) -> dict:
                                             for i, url in enumerate(urls)))
             res = {"rate": sum(h["rate"] for h in halves), "p50": max(h["p50"] for h in halves),
                    "p99": max(h["p99"] for h in halves), "failures": sum(h["failures"] for h in halves)}
+        # where the time goes: CPU per question in the mpgpt processes and in PostgreSQL's
+        res["server_ms"] = 1000 * (cpu_seconds(servers) - cpu_before[0]) / messages
+        res["db_ms"] = 1000 * (cpu_seconds(database_pids()) - cpu_before[1]) / messages
     await wx.close()
     return res
 
@@ -138,27 +161,31 @@ async def bench_wechat(admin_url: str, tmp: Path, messages: int) -> list[str]:
         res = {}
         lite, port = serve(tmp, "sqlite", {"path": str(tmp / "bench.db")}, llm_url)
         procs.append(lite)
-        res["sqlite"] = await questions_through([f"http://127.0.0.1:{port}/wechat"], messages, "lite")
+        res["sqlite"] = await questions_through([f"http://127.0.0.1:{port}/wechat"], messages, "lite", [lite.pid])
         stop([lite])
         url = fresh_database(admin_url)
         one, port1 = serve(tmp, "pg1", {"url": url, "pool_size": 16}, llm_url)
         procs.append(one)
-        res["pg"] = await questions_through([f"http://127.0.0.1:{port1}/wechat"], messages, "pg1")
+        res["pg"] = await questions_through([f"http://127.0.0.1:{port1}/wechat"], messages, "pg1", [one.pid])
         two, port2 = serve(tmp, "pg2", {"url": url, "pool_size": 16}, llm_url)
         procs.append(two)
         res["pg2"] = await questions_through([f"http://127.0.0.1:{p}/wechat" for p in (port1, port2)],
-                                             messages, "pg2")
+                                             messages, "pg2", [one.pid, two.pid])
     finally:
         stop(procs)
 
     def row(name: str, r: dict) -> str:
-        return f"| {name} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['failures']} |"
+        return (f"| {name} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['failures']} |"
+                f" {r['server_ms']:.1f} | {r['db_ms']:.1f} |")
 
     return [
         f"### /wechat end to end, instant fake model ({messages:,} new questions, {CONCURRENCY} senders)",
         "",
-        "| | msgs/s | p50 ms | p99 ms | non-200 |",
-        "|---|---:|---:|---:|---:|",
+        "CPU per question: in the mpgpt process(es), and in PostgreSQL's (both on the same 2 cores, with the",
+        "load generator and the fake model).",
+        "",
+        "| | msgs/s | p50 ms | p99 ms | non-200 | mpgpt CPU ms/question | PostgreSQL CPU ms/question |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         row("SQLite, one process — baseline", res["sqlite"]),
         row("PostgreSQL, one process", res["pg"]),
         row("PostgreSQL, two processes", res["pg2"]),

@@ -8,9 +8,10 @@ reply it went into, so no part is given twice or skipped.
 
 from __future__ import annotations
 
+
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
@@ -117,12 +118,13 @@ class AnswerRepo:
                 "INSERT INTO answers (openid, msg_key, conversation_id, question, model, route, lease_owner,"
                 " lease_until, created_at, deadline_at, awaiting_fetch, heard, picture_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (msg_key) DO NOTHING",
+                " ON CONFLICT (msg_key) DO NOTHING RETURNING *",
                 (openid, msg_key, conversation_id, question, model, route, holder, lease_until, now, deadline_at,
                  int(owed_id is not None and route == "reply"), heard, picture_id),
-            )
-            created = cur.rowcount == 1
-            answer = _answer(conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())
+            ).fetchone()
+            created = cur is not None
+            answer = _answer(cur if created else
+                             conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())
             turns = recent_turns(conn, conversation_id, max_turns * 2) if created else []
             return NewQuestion(answer, created, owed_id, turns)
 
@@ -140,6 +142,16 @@ class AnswerRepo:
                             first_token_at: float | None, markdown: str | None = None) -> bool:
         """Write the growing text (and its markdown, for the answer page) and renew the lease; False
         when the lease was lost."""
+        if self.db.engine == "postgresql":  # the update and its wake-up in one round trip
+            rows = await self.db.write_one(
+                "WITH saved AS (UPDATE answers SET text = :text, markdown = :md, lease_until = :until,"
+                " first_token_at = COALESCE(first_token_at, :first)"
+                " WHERE id = :id AND status = 'generating' AND lease_owner = :holder RETURNING id)"
+                " SELECT pg_notify('mpgpt', :key) FROM saved",
+                {"text": text, "md": markdown, "until": lease_until, "first": first_token_at, "id": answer_id,
+                 "holder": holder, "key": f"answer:{answer_id}"})
+            return bool(rows)
+
         def run(conn: sqlite3.Connection) -> bool:
             saved = conn.execute(
                 "UPDATE answers SET text = ?, markdown = ?, lease_until = ?,"
@@ -157,6 +169,23 @@ class AnswerRepo:
         """Close the generation; with `turns` (question, answer) the conversation gets both in the same step.
         `markdown`: the final text as the model wrote it, for the answer page (None: `text` serves)."""
         assert status in FINAL
+        if self.db.engine == "postgresql":  # every step in one statement: one round trip instead of eight
+            rows = await self.db.write_one(
+                "WITH closed AS (UPDATE answers SET status = :status, text = :text, markdown = :md, finished_at = :now,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
+                " RETURNING conversation_id),"
+                " told AS (SELECT pg_notify('mpgpt', :key) FROM closed),"
+                " said AS (INSERT INTO turns (conversation_id, role, content, created_at)"
+                " SELECT closed.conversation_id, t.role, t.content, :now FROM closed,"
+                " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT))) AS t (n, role, content)"
+                " WHERE :with_turns = 1 AND closed.conversation_id IS NOT NULL ORDER BY t.n),"
+                " moved AS (UPDATE conversations SET last_at = :now FROM closed"
+                " WHERE :with_turns = 1 AND conversations.id = closed.conversation_id)"
+                " SELECT (SELECT COUNT(*) FROM closed) AS closed, (SELECT COUNT(*) FROM told) AS told",
+                {"status": status, "text": text, "md": markdown, "now": now, "id": answer_id, "holder": holder,
+                 "key": f"answer:{answer_id}", "with_turns": int(turns is not None),
+                 "asked": turns[0] if turns else None, "answered": turns[1] if turns else None})
+            return rows[0]["closed"] == 1
 
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -215,17 +244,20 @@ class AnswerRepo:
         def run(conn: sqlite3.Connection) -> str:
             if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
                 conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
-            row = conn.execute("SELECT reply FROM inbound WHERE msg_key = ?", (msg_key,)).fetchone()
-            if row is not None and row["reply"] is not None:
-                return row["reply"]
-            if live_text is not None:
-                conn.execute("UPDATE answers SET text = ? WHERE id = ? AND status = 'generating' AND length(text) < ?",
-                             (live_text, answer_id, len(live_text)))
-            answer = _answer(conn.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone())
+            # the stored reply, the answer and its page token in one read (after the lock, on PostgreSQL)
+            row = conn.execute(
+                "SELECT a.*, (SELECT reply FROM inbound WHERE msg_key = ?) AS stored_reply,"
+                " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
+                " FROM answers a WHERE a.id = ?", (msg_key, answer_id)).fetchone()
+            if row["stored_reply"] is not None:
+                return row["stored_reply"]
+            answer = _answer(row)
+            if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
+                conn.execute("UPDATE answers SET text = ? WHERE id = ?", (live_text, answer_id))
+                answer = replace(answer, text=live_text)
             token = None
             if page is not None:
-                existing = conn.execute("SELECT token FROM answer_pages WHERE answer_id = ?", (answer_id,)).fetchone()
-                token = existing[0] if existing else page[0]
+                token = row["page_token"] if row["page_token"] is not None else page[0]
             taken = plan(answer, token)
             if taken.linked and page is not None:
                 conn.execute("INSERT INTO answer_pages (answer_id, token, created_at, expires_at) VALUES (?, ?, ?, ?)"

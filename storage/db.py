@@ -15,7 +15,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -204,6 +204,13 @@ class Database:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         return await future
+
+    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
+        """One statement that is a whole state change by itself; its rows (RETURNING), if any.
+
+        The same as `write` with a function of one statement (so it joins the group commit here);
+        PostgreSQL runs it without BEGIN/COMMIT, one round trip instead of three."""
+        return await self.write(lambda conn: conn.execute(sql, params).fetchall())
 
     async def _flush(self) -> None:
         writer = self._writer

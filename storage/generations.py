@@ -30,19 +30,17 @@ class GenerationRepo:
         self.db = db
 
     async def record(self, rec: GenerationRecord) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO generations (openid, msg_key, channel, model, started_at, first_token_ms, total_ms,"
-                " prompt_tokens, completion_tokens, usage_estimated, outcome, error_kind)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                astuple(rec),
-            )
+        await self.db.write_one(
+            "INSERT INTO generations (openid, msg_key, channel, model, started_at, first_token_ms, total_ms,"
+            " prompt_tokens, completion_tokens, usage_estimated, outcome, error_kind)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            astuple(rec))
 
     async def for_message(self, msg_key: str) -> list[GenerationRecord]:
         rows = await self.db.fetchall(
             "SELECT openid, msg_key, channel, model, started_at, first_token_ms, total_ms, prompt_tokens,"
             " completion_tokens, usage_estimated, outcome, error_kind FROM generations WHERE msg_key = ?"
-            " ORDER BY id", (msg_key,))
+            " ORDER BY started_at, id", (msg_key,))
         return [GenerationRecord(*(bool(v) if i == 9 else v for i, v in enumerate(tuple(r)))) for r in rows]
 
     async def attempts_since(self, since: float) -> list[dict]:

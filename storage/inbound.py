@@ -38,6 +38,17 @@ class InboundRepo:
         A `reply` known without looking at any state (help, "text only") is stored with the first
         delivery in the same step. The receipt carries the stored reply, if the message has one.
         """
+        if self.db.engine == "postgresql":  # both steps in one statement: one round trip
+            row = (await self.db.write_one(
+                "WITH seen AS (INSERT INTO users (openid, first_seen, last_seen) VALUES (:o, :now, :now)"
+                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen)"
+                " INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at)"
+                " VALUES (:k, :o, :kind, :now, :reply, :replied)"
+                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1 RETURNING *",
+                {"o": openid, "k": msg_key, "kind": kind, "now": now, "reply": reply,
+                 "replied": None if reply is None else now}))[0]
+            return _receipt(row, row["deliveries"] == 1)
+
         def run(conn: sqlite3.Connection) -> Receipt:
             conn.execute(
                 "INSERT INTO users (openid, first_seen, last_seen) VALUES (?, ?, ?)"
@@ -68,5 +79,5 @@ class InboundRepo:
         return await self.db.write(run)
 
     async def set_target(self, msg_key: str, answer_id: int, note: str | None) -> None:
-        await self.db.write(lambda conn: conn.execute(
-            "UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?", (answer_id, note, msg_key)))
+        await self.db.write_one("UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?",
+                                (answer_id, note, msg_key))

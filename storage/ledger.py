@@ -17,7 +17,9 @@ spent) and an expiry write milli-credits; reservations take whole credits, so no
 
 Exactly-once: each state change is one BEGIN IMMEDIATE transaction guarded in SQL (a conditional
 UPDATE, a state transition `WHERE state = 'reserved'`, UNIQUE (openid, kind, ref) on the ledger), so a
-WeChat retry, a second process or a restart repeats nothing.
+WeChat retry, a second process or a restart repeats nothing. On PostgreSQL the hot ones (reserve,
+settle, refund, a new day) are each one statement, or one call of a function holding the same steps
+(migration 0025), with the account row locked before it is read.
 """
 
 from __future__ import annotations
@@ -44,10 +46,6 @@ ENTRY_KINDS = ("trial", "topup", "admin", "redeem", "invite")
 
 class _DayMoved(Exception):
     """raise_daily found the account on another day: its ledger row is rolled back."""
-
-
-class _SameKey(Exception):
-    """A reserve found its gen_key taken by a concurrent one (PostgreSQL): its charge is undone."""
 
 
 class InsufficientCredits(Exception):
@@ -252,9 +250,56 @@ def refund_entry(conn: sqlite3.Connection, gen_key: str, now: float) -> int | No
     return int(rows[0]["amount"])
 
 
+def _reserve_now(conn: sqlite3.Connection, openid: str, gen_key: str, amount: int, now: float) -> tuple[bool, str | None]:
+    """Ledger.reserve inside one BEGIN IMMEDIATE transaction (SQLite): (charged, whose reservation
+    the key already was). One conditional UPDATE decides what is taken."""
+    held = conn.execute("SELECT openid FROM reservations WHERE gen_key = ?", (gen_key,)).fetchone()
+    if held is not None:
+        return False, held["openid"]
+    row = conn.execute("SELECT daily FROM accounts WHERE openid = ?", (openid,)).fetchone()
+    if row is None:
+        return False, None
+    taken = conn.execute(
+        "UPDATE accounts SET daily = daily - (CASE WHEN daily < :a THEN daily ELSE :a END),"
+        " balance = balance - (:a - (CASE WHEN daily < :a THEN daily ELSE :a END))"
+        " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
+        {"a": amount, "o": openid}).fetchall()
+    if not taken:
+        return False, None
+    from_daily = row["daily"] - taken[0]["daily"]
+    conn.execute("INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)",
+                 (gen_key, openid, amount, from_daily, now))
+    conn.execute("INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
+                 " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
+    return True, None
+
+
 # Told (op, credits) after a committed reserve, settle or refund: how the caller counts credits moved
 # (the server passes bot.metrics.credits_moved; storage knows no caller).
 OnMoved = Callable[[str, int], None]
+
+
+# PostgreSQL: each of these state changes is one statement sent without BEGIN/COMMIT (db.write_one),
+# one round trip instead of four to seven:
+# - reserve: the steps of Ledger.reserve's SQLite path in a function (migration 0025), since it reads
+#   the account it locked;
+# - settle / refund: one statement (data-modifying WITH) whose state transition `WHERE state =
+#   'reserved'` returns the row exactly once; the account is updated by the statement itself, so
+#   PostgreSQL applies the refund to its newest version.
+_RESERVE_PG = ("SELECT charged, holder FROM mpgpt_reserve(:o, :k, CAST(:a AS BIGINT), CAST(:now AS DOUBLE PRECISION))")
+_SETTLE_PG = (
+    "WITH r AS (UPDATE reservations SET state = 'settled', finished_at = :now"
+    " WHERE gen_key = :k AND state = 'reserved' RETURNING openid, amount),"
+    " entry AS (INSERT INTO ledger (openid, kind, ref, created_at) SELECT openid, 'settle', :k, :now FROM r)"
+    " SELECT amount FROM r")
+_REFUND_PG = (
+    "WITH r AS (UPDATE reservations SET state = 'refunded', finished_at = :now"
+    " WHERE gen_key = :k AND state = 'reserved' RETURNING openid, amount, from_daily),"
+    " moved AS (UPDATE accounts SET balance = balance + (r.amount - r.from_daily), daily = daily + r.from_daily"
+    " FROM r WHERE accounts.openid = r.openid),"
+    " entry AS (INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
+    " SELECT openid, 'refund', amount - from_daily, from_daily, :k, :now FROM r)"
+    " SELECT amount FROM r")
 
 
 def _unobserved(op: str, amount: int) -> None:
@@ -312,10 +357,14 @@ class Ledger:
         if row is None or (row["daily_day"] is not None and row["daily_day"] >= day):
             return False
         now = self.clock()
+        if self.db.engine == "postgresql":  # the same steps in one call (migration 0025)
+            rows = await self.db.write_one(
+                "SELECT mpgpt_open_day(?, CAST(? AS BIGINT), ?, CAST(? AS DOUBLE PRECISION)) AS opened",
+                (openid, amount, day, now))
+            return bool(rows[0]["opened"])
 
         def run(conn: sqlite3.Connection) -> bool:
-            # locked (PostgreSQL): a reserve on another host cannot spend what the expire row takes away
-            current = conn.execute("SELECT daily, daily_milli, daily_day FROM accounts WHERE openid = ?" + for_update(conn),
+            current = conn.execute("SELECT daily, daily_milli, daily_day FROM accounts WHERE openid = ?",
                                    (openid,)).fetchone()
             if current is None or (current["daily_day"] is not None and current["daily_day"] >= day):
                 return False
@@ -378,42 +427,13 @@ class Ledger:
             raise ValueError(msg)
         now = self.clock()
 
-        def run(conn: sqlite3.Connection) -> tuple[bool, bool, bool]:
-            """(reserved, newly charged, the gen_key is another user's)"""
-            # locked (PostgreSQL) from this read to COMMIT: from_daily is computed on what is charged, and
-            # a reserve of the same key on another host has committed (or not begun) when the key is read
-            row = conn.execute("SELECT daily FROM accounts WHERE openid = ?" + for_update(conn), (openid,)).fetchone()
-            held = conn.execute("SELECT openid FROM reservations WHERE gen_key = ?", (gen_key,)).fetchone()
-            if held is not None:
-                return held["openid"] == openid, False, held["openid"] != openid
-            if row is None:
-                return False, False, False
-            daily = row["daily"]
-            taken = conn.execute(
-                "UPDATE accounts SET daily = daily - (CASE WHEN daily < :a THEN daily ELSE :a END),"
-                " balance = balance - (:a - (CASE WHEN daily < :a THEN daily ELSE :a END))"
-                " WHERE openid = :o AND status = 'active' AND balance + daily >= :a RETURNING daily",
-                {"a": amount, "o": openid}).fetchall()
-            if not taken:
-                return False, False, False
-            from_daily = daily - taken[0]["daily"]
-            if not conn.execute(
-                    "INSERT INTO reservations (gen_key, openid, amount, from_daily, created_at) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (gen_key) DO NOTHING RETURNING gen_key",
-                    (gen_key, openid, amount, from_daily, now)).fetchall():
-                raise _SameKey  # another host reserved this key meanwhile: undo this charge
-            conn.execute(
-                "INSERT INTO ledger (openid, kind, amount, daily_amount, ref, created_at)"
-                " VALUES (?, 'reserve', ?, ?, ?, ?)", (openid, from_daily - amount, -from_daily, gen_key, now))
-            return True, True, False
-
-        try:
-            reserved, charged, foreign = await self.db.write(run)
-        except _SameKey:  # "already done" by the other host: as if this call came second
-            held = await self.db.fetchone("SELECT openid FROM reservations WHERE gen_key = ?", (gen_key,))
-            reserved = charged = foreign = False
-            if held is not None:
-                reserved, foreign = held["openid"] == openid, held["openid"] != openid
+        if self.db.engine == "postgresql":  # the same steps as below in one call (migration 0025)
+            row = (await self.db.write_one(_RESERVE_PG, {"o": openid, "k": gen_key, "a": amount, "now": now}))[0]
+            charged, holder = bool(row["charged"]), row["holder"]
+        else:
+            charged, holder = await self.db.write(lambda conn: _reserve_now(conn, openid, gen_key, amount, now))
+        reserved = charged or holder == openid
+        foreign = not charged and holder is not None and holder != openid
         if foreign:
             log.error("credits.gen_key_of_another_user", gen_key=gen_key, user=short_user(openid))
         if charged:
@@ -428,7 +448,11 @@ class Ledger:
             msg = f"cannot spend a negative amount ({spent_milli})"
             raise ValueError(msg)
         now = self.clock()
-        amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now, spent_milli, estimated))
+        if spent_milli is None and self.db.engine == "postgresql":
+            rows = await self.db.write_one(_SETTLE_PG, {"k": gen_key, "now": now})
+            amount = int(rows[0]["amount"]) if rows else None
+        else:
+            amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now, spent_milli, estimated))
         if amount is not None:
             self.on_moved("settled", amount if spent_milli is None else min(spent_milli, amount * 1000) // 1000)
         return amount is not None
@@ -437,7 +461,11 @@ class Ledger:
         """The generation failed before the user saw any of it: give the credits back to the buckets
         they came from. True exactly once (never after settle)."""
         now = self.clock()
-        amount = await self.db.write(lambda conn: refund_entry(conn, gen_key, now))
+        if self.db.engine == "postgresql":
+            rows = await self.db.write_one(_REFUND_PG, {"k": gen_key, "now": now})
+            amount = int(rows[0]["amount"]) if rows else None
+        else:
+            amount = await self.db.write(lambda conn: refund_entry(conn, gen_key, now))
         if amount is not None:
             self.on_moved("refunded", amount)
         return amount is not None

@@ -93,14 +93,24 @@ class _IntNumericBinary(NumericBinaryLoader):
         return _whole(super().load(data))
 
 
-def configure(conn: psycopg.Connection) -> None:
-    """Every pool connection: autocommit (a write opens its own transaction), SQLite-like rows."""
-    conn.autocommit = True
+def _adapt(conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
     conn.row_factory = row_factory
     conn.adapters.register_loader("numeric", _IntNumeric)
     conn.adapters.register_loader("numeric", _IntNumericBinary)
     conn.adapters.register_dumper(bool, _BoolAsInt)
     conn.adapters.register_dumper(str, _TextWithoutNul)
+
+
+def configure(conn: psycopg.Connection) -> None:
+    """Every pool connection: autocommit (a write opens its own transaction), SQLite-like rows."""
+    conn.autocommit = True
+    _adapt(conn)
+
+
+async def configure_async(conn: psycopg.AsyncConnection) -> None:
+    """The same for the event loop's connections (single statements)."""
+    await conn.set_autocommit(True)
+    _adapt(conn)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,7 +161,8 @@ def translate(sql: str, named: bool) -> tuple[str, bool]:
     return "".join(out), numbered
 
 
-def _params(sql: str, params: Iterable[Any] | Mapping[str, Any]) -> tuple[str, Any]:
+def translated(sql: str, params: Iterable[Any] | Mapping[str, Any]) -> tuple[str, Any]:
+    """The statement and its parameters as psycopg takes them."""
     if isinstance(params, Mapping):
         return translate(sql, True)[0], params
     text, numbered = translate(sql, False)
@@ -170,7 +181,7 @@ class PgConn:
 
     def execute(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> psycopg.Cursor:
         cur = self.raw.cursor()
-        cur.execute(*_params(sql, params))
+        cur.execute(*translated(sql, params))
         return cur
 
     def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> psycopg.Cursor:
