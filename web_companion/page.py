@@ -15,7 +15,8 @@ from aiohttp.typedefs import Handler
 
 from bot.config import Config
 
-STATIC = Path(__file__).parent / "static"
+# the page before it is branded: outside static/, so its {{placeholders}} are never served as they are
+TEMPLATE = Path(__file__).parent / "templates" / "index.html"
 
 
 def index_html(cfg: Config) -> bytes:
@@ -24,7 +25,7 @@ def index_html(cfg: Config) -> bytes:
     if cfg.pay.enabled:  # who handles the money is only worth saying when money is taken
         footer = "支付由微信支付提供 · " + footer
     values = {"title": c.title, "unit": unit, "account": c.account_name, "footer": footer}
-    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    text = TEMPLATE.read_text(encoding="utf-8")
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", html.escape(value, quote=True))
     return text.encode("utf-8")

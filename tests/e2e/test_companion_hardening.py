@@ -35,6 +35,15 @@ async def test_every_page_file_and_api_answer_carries_the_security_headers(tmp_p
     assert headers["Referrer-Policy"] == "same-origin" and headers["X-Frame-Options"] == "DENY"
 
 
+async def test_the_page_is_only_served_branded_never_as_its_template(tmp_path, llm):
+    async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
+        async with http.get(f"{base}/static/index.html") as resp:
+            assert resp.status == 404
+        async with http.get(f"{base}/") as resp:
+            page = await resp.text()
+    assert resp.status == 200 and "{{" not in page and "<title>" in page
+
+
 async def test_logout_takes_json_only_so_another_sites_form_cannot_log_anyone_out(tmp_path, llm):
     async with serving(tmp_path, llm.base_url) as (base, _), browser_session() as http:
         await logged_in(base, http)
