@@ -16,10 +16,16 @@ class TokenRepo:
         return (row["access_token"], row["expires_at"]) if row else None
 
     async def put(self, app_id: str, token: str, expires_at: float, now: float) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO wechat_tokens (app_id, access_token, expires_at, fetched_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (app_id) DO UPDATE SET access_token = excluded.access_token,"
-                " expires_at = excluded.expires_at, fetched_at = excluded.fetched_at",
-                (app_id, token, expires_at, now),
-            )
+        await self.db.write_one(
+            "INSERT INTO wechat_tokens (app_id, access_token, expires_at, fetched_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (app_id) DO UPDATE SET access_token = excluded.access_token,"
+            " expires_at = excluded.expires_at, fetched_at = excluded.fetched_at",
+            (app_id, token, expires_at, now))
+
+    async def claim_refresh(self, app_id: str, stale: str) -> bool:
+        """Mark `stale` (which WeChat refused) expired; True for the one caller, on any host, that did:
+        it fetches the new token while the others wait for it to be stored."""
+        rows = await self.db.write_one(
+            "UPDATE wechat_tokens SET expires_at = 0 WHERE app_id = ? AND access_token = ? AND expires_at > 0"
+            " RETURNING app_id", (app_id, stale))
+        return bool(rows)

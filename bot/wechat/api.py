@@ -7,6 +7,7 @@ in storage so all processes share it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -21,6 +22,8 @@ log = structlog.get_logger(__name__)
 TOKEN_INVALID = (40001, 42001, 40014)
 # menu/get: "menu no exist"
 MENU_ABSENT = 46003
+# how often a call waiting for another host's token refresh looks for it in storage (seconds)
+REFRESH_POLL = 0.05
 
 
 class WeChatAPIError(Exception):
@@ -37,6 +40,9 @@ class WeChatAPI:
         self.session = session
         self.tokens = tokens
         self.clock = clock
+        # one forced refresh at a time in this process (WeChat allows few a day, and each one ends
+        # the token every other call is using)
+        self._refreshing = asyncio.Lock()
 
     async def _post(self, path: str, payload: dict | None, params: dict | None = None) -> dict:
         """POST `payload` as JSON (GET when it is None); the answer, or WeChatAPIError for its errcode."""
@@ -75,6 +81,31 @@ class WeChatAPI:
         expires_at = now + float(data.get("expires_in", 7200))
         await self.tokens.put(self.cfg.app_id, token, expires_at, now)
         return token
+
+    async def replace_token(self, stale: str) -> str:
+        """A token instead of `stale`, which WeChat called invalid, refreshed once for every call and
+        host that failed with it: a forced refresh ends the token every other call is using, and
+        WeChat allows few a day. The caller that claims the stale token (in storage) refreshes it; the
+        others take the one it stores, or refresh themselves if none comes within api_timeout."""
+        async with self._refreshing:  # in this process, the second caller finds the stored one
+            fresh = await self._stored_instead_of(stale)
+            if fresh is not None:
+                return fresh
+            if await self.tokens.claim_refresh(self.cfg.app_id, stale):
+                return await self.access_token(force_refresh=True)
+            deadline = self.clock() + self.cfg.api_timeout
+            while self.clock() < deadline:
+                await asyncio.sleep(REFRESH_POLL)
+                fresh = await self._stored_instead_of(stale)
+                if fresh is not None:
+                    return fresh
+            return await self.access_token(force_refresh=True)
+
+    async def _stored_instead_of(self, stale: str) -> str | None:
+        cached = await self.tokens.get(self.cfg.app_id)
+        if cached and cached[0] != stale and cached[1] - self.cfg.token_refresh_margin > self.clock():
+            return cached[0]
+        return None
 
     async def check_credentials(self) -> float:
         """Ask stable_token for the token with our app id and secret (`mpgpt doctor`); the seconds it
@@ -118,7 +149,7 @@ class WeChatAPI:
         except WeChatAPIError as e:
             if e.errcode not in TOKEN_INVALID:
                 raise
-            token = await self.access_token(force_refresh=True)
+            token = await self.replace_token(token)
             return await self._post(path, payload, {"access_token": token})
 
     async def media_get(self, media_id: str, *, max_bytes: int, timeout: float,
@@ -144,7 +175,7 @@ class WeChatAPI:
                 if attempt or not any(f"WeChat error {code}" == str(e) for code in TOKEN_INVALID):
                     raise
             try:
-                token = await self.access_token(force_refresh=True)
+                token = await self.replace_token(token)
             except WeChatAPIError as e:
                 raise MediaUnavailable(f"no access_token: {e.errcode}") from None
         raise MediaUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
@@ -158,7 +189,7 @@ class WeChatAPI:
         except WeChatAPIError as e:
             if e.errcode not in TOKEN_INVALID:
                 raise
-            token = await self.access_token(force_refresh=True)
+            token = await self.replace_token(token)
             await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})
 
     async def send_typing(self, openid: str, command: str = "Typing") -> None:
@@ -170,5 +201,5 @@ class WeChatAPI:
         except WeChatAPIError as e:
             if e.errcode not in TOKEN_INVALID:
                 raise
-            token = await self.access_token(force_refresh=True)
+            token = await self.replace_token(token)
             await self._post("/cgi-bin/message/custom/typing", payload, {"access_token": token})
