@@ -101,8 +101,10 @@ async def screenshot(url: str, width: int, height: int) -> Image.Image | None:
             page = await browser.new_page(viewport={"width": width, "height": height})
             # Taking the picture must not count as a visit.
             await page.route("**/api/track", lambda route: route.fulfill(status=204))
-            await page.goto(url, wait_until="load")
-            png = await page.screenshot(full_page=True)
+            # after the page's own requests (who is logged in, the balance) have drawn what they draw:
+            # "load" alone let a slow machine photograph it half-drawn
+            await page.goto(url, wait_until="networkidle")
+            png = await page.screenshot(full_page=True, animations="disabled")
         finally:
             await browser.close()
     return Image.open(io.BytesIO(png)).convert("RGB")

@@ -63,8 +63,12 @@ async def test_the_answer_page_streams_on_a_phone_and_ends_complete_with_its_lab
         assert await page.locator("#answer .ai-label").all_inner_texts() == [LABEL]
         assert await page.get_attribute("#answer", "data-ai-generated") == "true"
         assert await page.get_attribute("meta[name=ai-generated]", "content") == "true"
+        # the button says how the copy went, then goes back after 1.5 s: every text it shows is kept
+        await page.evaluate("""() => { const b = document.querySelector('#copy'); window.said = [];
+            new MutationObserver(() => window.said.push(b.textContent)).observe(b, {childList: true}); }""")
         await page.click("#copy")
-        assert await page.inner_text("#copy") == "已复制"
+        await page.wait_for_function("() => window.said.length > 0")
+        assert (await page.evaluate("window.said"))[0] == "已复制"
         assert (await page.evaluate("navigator.clipboard.readText()")).endswith("最后一句。")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"]  # nothing sideways on a phone
