@@ -111,6 +111,8 @@ async def run(calls: int, streams: int) -> dict:
             "quota": {"trial_credits": 100000},
             "rules": {"rate_limit": 100000},
             "log": {"level": "warning", "format": "json"},
+            # its own port: the default 9464 may be taken by another mpgpt on this machine (another bench)
+            "metrics": {"port": free_port()},
             "channels": [{"name": "fake", "provider": "openai", "base_url": llm_url, "api_key": "sk-bench",
                           "models": ["gpt-4o-mini"], "max_streams": 1000}],
         })
