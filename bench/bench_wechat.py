@@ -163,6 +163,8 @@ async def run(messages: int) -> dict:
             "storage": {"path": str(tmp / "bench.db")},
             "wechat": {"token": TOKEN, "app_id": APP_ID, "encoding_aes_key": AES_KEY},
             "log": {"level": "info", "format": "json"},
+            # its own port: the default 9464 may be taken by another mpgpt on this machine (another bench)
+            "metrics": {"port": free_port()},
             "channels": [{"name": "fake", "provider": "openai", "base_url": llm_url, "api_key": "sk-bench",
                           "models": ["gpt-4o-mini"]}],
         })

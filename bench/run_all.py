@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ["wechat", "providers", "credits", "webchat", "media", "answer_page", "postgres"]
+# No benchmark takes near this long (each bounds its own phases); a stuck one ends the run with its name.
+BENCH_TIMEOUT = 45 * 60
 
 
 def main() -> int:
@@ -29,8 +31,12 @@ def main() -> int:
         if not script.exists():
             continue
         print(f"== {name}", flush=True)
-        done = subprocess.run([sys.executable, str(script), "--out", str(ROOT / "bench" / "results" / f"{name}.md")],
-                              cwd=ROOT)
+        try:
+            done = subprocess.run([sys.executable, str(script), "--out", str(ROOT / "bench" / "results" / f"{name}.md")],
+                                  cwd=ROOT, timeout=BENCH_TIMEOUT)
+        except subprocess.TimeoutExpired:  # the child is killed; its section keeps its last run
+            print(f"bench {name} did not finish within {BENCH_TIMEOUT} s", file=sys.stderr)
+            return 1
         if done.returncode != 0:
             print(f"bench {name} failed with exit code {done.returncode}", file=sys.stderr)
             return done.returncode

@@ -134,8 +134,12 @@ def model_label(name: str) -> str:
 # -- recording helpers (one call where the event happens) ---------------------------------------------
 
 
+# labels() validates and locks on every call: the kinds are a closed set, so each child is looked up once
+_MESSAGE_CHILDREN = {kind: WECHAT_MESSAGES.labels(type=kind) for kind in (*MESSAGE_KINDS, OTHER)}
+
+
 def message_received(kind: str) -> None:
-    WECHAT_MESSAGES.labels(type=_closed(kind, MESSAGE_KINDS)).inc()
+    _MESSAGE_CHILDREN[_closed(kind, MESSAGE_KINDS)].inc()
 
 
 def media_step(step: str, outcome: str, seconds: float) -> None:

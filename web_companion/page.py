@@ -54,11 +54,13 @@ _COMPRESSED = ("text/html", "text/css", "text/javascript", "application/javascri
 @web.middleware
 async def compress_page_files(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
+    if request.method != "GET":  # only GETs are compressed; /wechat's POSTs leave at once
+        return response
     if isinstance(response, web.FileResponse):  # its type is only looked up when it is sent
         ours = request.path.startswith("/static/") and request.path.endswith((".js", ".css", ".html"))
     else:
         ours = response.content_type in _COMPRESSED and len(getattr(response, "body", b"") or b"") > 512
-    if ours and request.method == "GET" and not response.prepared and "Content-Encoding" not in response.headers:
+    if ours and not response.prepared and "Content-Encoding" not in response.headers:
         response.headers["Vary"] = "Accept-Encoding"  # a cache in between keeps both forms apart
         if "gzip" in request.headers.get("Accept-Encoding", "").lower():
             response.enable_compression(web.ContentCoding.gzip)

@@ -65,6 +65,9 @@ class ChatService:
         self.question_window = w.window * w.deliveries + w.reply_margin
         # More than this much waiting is worth a reply at once (a whole part, with room for the marker).
         self.full_part = reserve(w.max_reply_bytes, cfg.texts.more_marker)
+        # The config is frozen: 帮助's reply is the same text for every message (it was formatted
+        # again per message, which showed in /wechat's command profile)
+        self.help = help_text(cfg)
 
     async def handle(self, msg: Inbound, still_open: Callable[[], bool]) -> str:
         """The reply text for one delivery; "" means `success` (nothing shown to the user)."""
@@ -102,7 +105,7 @@ class ChatService:
         if msg.kind == "voice" and not question:
             return texts.voice_unrecognized
         if msg.kind in ("text", "voice") and (not question or question in self.cfg.commands.help):
-            return help_text(self.cfg)
+            return self.help
         return None
 
     async def _start(self, msg: Inbound, now: float) -> "str | Target":

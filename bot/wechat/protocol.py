@@ -90,7 +90,7 @@ class WeChatProtocol:
 
     def check_url(self, query: Mapping[str, str]) -> tuple[str, str]:
         """Verify signature and freshness of a request; return (timestamp, nonce)."""
-        signature, timestamp, nonce = (query.get(k, "") for k in ("signature", "timestamp", "nonce"))
+        signature, timestamp, nonce = query.get("signature", ""), query.get("timestamp", ""), query.get("nonce", "")
         if not (signature and timestamp and nonce):
             raise EdgeError(400, "missing signature, timestamp or nonce")
         if len(nonce) > 64 or len(signature) > 64:
