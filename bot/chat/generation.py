@@ -221,18 +221,27 @@ class Generator:
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        body = (await self.check.review(live.shown())).text if live.raw != head else ""
-        # a cut answer's usage never came (it is the stream's last item): estimated from what was delivered
-        said = live.raw.removeprefix(head)
-        markdown = (await self.check.review(live.raw)).text if live.plain and live.raw != head else None
-        finished = await self._close(answer, status, body, note,
-                                     delivered_usage(usage if status == "done" else None, messages, answer.question,
-                                                     self.cfg.chat.system_prompt, said), markdown)
-        if answer.picture_id is not None and self.pictures is not None:
-            await self.pictures.done(answer.picture_id)
-        live.done.set()
-        live.notify()
-        self.live.pop(answer.id, None)
+        try:
+            body = (await self.check.review(live.shown())).text if live.raw != head else ""
+            # a cut answer's usage never came (it is the stream's last item): estimated from what was delivered
+            said = live.raw.removeprefix(head)
+            markdown = (await self.check.review(live.raw)).text if live.plain and live.raw != head else None
+            finished = await self._close(answer, status, body, note,
+                                         delivered_usage(usage if status == "done" else None, messages,
+                                                         answer.question, self.cfg.chat.system_prompt, said),
+                                         markdown)
+            if answer.picture_id is not None and self.pictures is not None:
+                await self.pictures.done(answer.picture_id)
+        except Exception:
+            # the answer stays generating in storage: recovery takes it over when its lease runs out
+            bound.exception("generation_close_failed", status=status)
+            return
+        finally:
+            # whatever happened, nobody may wait on this process's live text any longer (the web
+            # chat's stream and the answer page read storage from here on)
+            live.done.set()
+            live.notify()
+            self.live.pop(answer.id, None)
         bound.info("generation_finished", status=status, seconds=round(self.clock() - started, 3),
                    prompt_tokens=usage.prompt_tokens if usage else None,
                    completion_tokens=usage.completion_tokens if usage else None, recorded=finished)

@@ -56,6 +56,21 @@ async def test_an_answer_streams_as_deltas_then_a_final_event_with_usage_and_cre
     assert done["balance"] == await Ledger(app[DB]).balance("o_web")
 
 
+async def test_an_answer_whose_closing_write_fails_still_ends_its_stream(site, llm):
+    base, app, _, browser = site
+    llm.queue(Script(chunks=["第一段，", "第二段。"], chunk_delay=0.05))
+    # the database refuses to close any answer (a disk or engine failure at the worst moment)
+    await app[DB].write_one("CREATE TRIGGER answers_frozen BEFORE UPDATE OF status ON answers"
+                            " BEGIN SELECT RAISE(ABORT, 'frozen'); END")
+    async with browser.post(f"{base}/api/chat", json={"message": "你好"}) as r:
+        assert r.status == 200
+        events = await asyncio.wait_for(read_events(r), 10)  # it used to wait for ever
+    assert [n for n, _ in events][-1] == "done"
+    assert "".join(d for n, d in events if n == "delta") == "第一段，第二段。"
+    # not closed: the answer is left to recovery, which takes it over once its lease runs out
+    assert events[-1][1]["status"] == "generating"
+
+
 async def test_a_refusal_is_one_event_with_a_code_and_the_wechat_sentence(site, llm):
     base, app, _, browser = site
     await Ledger(app[DB]).ensure_account("o_web", 10)

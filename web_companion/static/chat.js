@@ -7,7 +7,8 @@
   var panel = document.querySelector('[data-panel="chat"]'), md = window.mpgptMarkdown;
   if (!panel || !md) { return; }
   var TURNS = 50, CONVS = 20;
-  var ENDED = { cut: "回答不完整", failed: "回答失败", timed_out: "回答超时" };
+  // generating: the server could not close the answer; recovery finishes it, and it shows in the conversation
+  var ENDED = { cut: "回答不完整", failed: "回答失败", timed_out: "回答超时", generating: "回答尚未完成，稍后在对话记录中查看" };
   // view: bumped when another conversation is shown, so late answers to the old one are dropped.
   var st = { started: false, conv: null, earliest: 0, listOffset: 0, busy: false, view: 0 };
 
