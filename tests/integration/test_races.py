@@ -22,6 +22,7 @@ from tests.paykit import ledger_apply_entry
 
 HOSTS = 4
 USER = "o_race_user_000000000000001"
+SECOND = "o_race_user_000000000000002"
 
 
 @asynccontextmanager
@@ -141,20 +142,23 @@ async def test_reserves_refunds_and_a_new_day_on_several_hosts_keep_the_books(op
     async with hosts(open_database) as dbs:
         ledgers = [Ledger(d) for d in dbs]
         await ledgers[0].ensure_account(USER, trial_credits=30)
+        await ledgers[0].ensure_account(SECOND, trial_credits=3)
         assert await ledgers[0].grant_daily(USER, 7, "2024-05-01")
         for i in range(10):
             assert await ledgers[0].reserve(USER, f"old-{i}", 2)
         calls = [lambda l=ledgers[i % HOSTS], i=i: l.reserve(USER, f"new-{i}", 3) for i in range(20)]
         calls += [lambda l=ledgers[i % HOSTS], i=i: l.refund(f"old-{i}") for i in range(10)]
         calls += [lambda l=l: l.grant_daily(USER, 5, "2024-05-02") for l in ledgers]
-        # the same key on every host: charged once, and every host hears "reserved"
-        calls += [lambda l=l: l.reserve(USER, "same-key", 1) for l in ledgers]
+        # the same key on every host: charged once, and every host hears "reserved" (from an account of
+        # its own: USER's credits may run out mid-race, and then a reserve is rightly refused)
+        calls += [lambda l=l: l.reserve(SECOND, "same-key", 1) for l in ledgers]
         results = await together(calls)
         assert results[30:34].count(True) == 1
         assert all(results[34:])
         assert await ledgers[0].check_invariant() == []
         rows = await dbs[0].fetchall("SELECT COUNT(*) AS n FROM reservations WHERE gen_key = 'same-key'")
         assert rows[0]["n"] == 1
+        assert await ledgers[0].balance(SECOND) == 2  # charged once
 
 
 async def test_settle_and_refund_of_one_order_on_two_hosts_never_overwrite_each_other(open_database):
