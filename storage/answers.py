@@ -8,7 +8,6 @@ reply it went into, so no part is given twice or skipped.
 
 from __future__ import annotations
 
-
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace

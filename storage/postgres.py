@@ -41,6 +41,12 @@ T = TypeVar("T")
 # pg_advisory_lock key held while migrations run: two hosts starting at once apply each migration once
 MIGRATION_LOCK = 0x6D70677074  # "mpgpt"
 _RETRIED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+# a write PostgreSQL gave up on is tried this many times in all, after a growing random pause
+ATTEMPTS = 8
+
+
+def _pause(attempt: int) -> float:
+    return random.uniform(0, 0.002 * 2**attempt)
 
 
 class StorageUnavailable(Exception):
@@ -192,14 +198,14 @@ class PostgresDatabase:
 
     def _write(self, fn: Callable[[PgConn], T]) -> T:
         assert self._pool is not None, "database is not open"
-        for attempt in range(8):
+        for attempt in range(ATTEMPTS):
             try:
                 with self._pool.connection() as raw, raw.transaction():
                     return fn(PgConn(raw))
             except _RETRIED:
-                if attempt == 7:
+                if attempt == ATTEMPTS - 1:
                     raise
-                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                time.sleep(_pause(attempt))
         raise AssertionError("unreachable")
 
     async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
@@ -209,13 +215,13 @@ class PostgresDatabase:
         one round trip instead of BEGIN, the statement and COMMIT (a question makes about a dozen
         writes). Repositories reach the same with several steps in one statement (data-modifying
         WITH) where a step does not need to see what a concurrent one committed after it began."""
-        for attempt in range(8):
+        for attempt in range(ATTEMPTS):
             try:
                 return await self._statement(sql, params)
             except _RETRIED:
-                if attempt == 7:
+                if attempt == ATTEMPTS - 1:
                     raise
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                await asyncio.sleep(_pause(attempt))
         raise AssertionError("unreachable")
 
     async def _statement(self, sql: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:

@@ -68,9 +68,9 @@ class WeChatAPI:
     async def access_token(self, force_refresh: bool = False) -> str:
         now = self.clock()
         if not force_refresh:
-            cached = await self.tokens.get(self.cfg.app_id)
-            if cached and cached[1] - self.cfg.token_refresh_margin > now:
-                return cached[0]
+            cached = await self._stored()
+            if cached is not None:
+                return cached
         data = await self._post("/cgi-bin/stable_token", {
             "grant_type": "client_credential", "appid": self.cfg.app_id, "secret": self.cfg.app_secret,
             "force_refresh": force_refresh,
@@ -102,8 +102,13 @@ class WeChatAPI:
             return await self.access_token(force_refresh=True)
 
     async def _stored_instead_of(self, stale: str) -> str | None:
+        cached = await self._stored()
+        return cached if cached != stale else None
+
+    async def _stored(self) -> str | None:
+        """The shared token while it has more than token_refresh_margin left."""
         cached = await self.tokens.get(self.cfg.app_id)
-        if cached and cached[0] != stale and cached[1] - self.cfg.token_refresh_margin > self.clock():
+        if cached and cached[1] - self.cfg.token_refresh_margin > self.clock():
             return cached[0]
         return None
 
