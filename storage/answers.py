@@ -90,6 +90,9 @@ class NewQuestion:
     turns: list[tuple[str, str]]
 
 
+# take_reply on PostgreSQL: plans tried against a changing answer before planning under its lock
+_OPTIMISTIC_TRIES = 8
+
 _OWED = ("SELECT * FROM answers WHERE openid = ?"
          " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
          " AND (status = 'generating' OR delivered_upto < length(text))"
@@ -109,6 +112,16 @@ class AnswerRepo:
         own deliveries are over (`asked_before`) is found first: this message's reply will carry it,
         so the new answer waits for a fetch (in passive mode).
         """
+        if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
+            row = (await self.db.write_one(
+                "SELECT * FROM mpgpt_create_answer(?, ?, ?, ?, ?, ?, CAST(? AS DOUBLE PRECISION),"
+                " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
+                " CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT))",
+                (openid, msg_key, question, model, route, holder, lease_until, now, deadline_at, asked_before,
+                 idle, max_turns * 2, heard, picture_id)))[0]
+            return NewQuestion(_answer(row["answer"]), row["created"], row["owed_id"],
+                               [(role, content) for role, content in row["turns"]])
+
         def run(conn: sqlite3.Connection) -> NewQuestion:
             owed = conn.execute(_OWED, (openid, asked_before)).fetchone()
             owed_id = int(owed["id"]) if owed else None
@@ -240,6 +253,14 @@ class AnswerRepo:
         (a new token, its expiry) lets the reply link to the answer page: the answer's existing token,
         or this one, made only when the plan uses it.
         """
+        if self.db.engine == "postgresql":
+            for _ in range(_OPTIMISTIC_TRIES):
+                reply = await self._take_reply_pg(msg_key, answer_id, plan, now, live_text, page)
+                if reply is not None:
+                    return reply
+            # the answer kept changing under the plan (a generation saving progress fast): plan
+            # under its lock instead, as below
+
         def run(conn: sqlite3.Connection) -> str:
             if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
                 conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
@@ -269,6 +290,38 @@ class AnswerRepo:
             return taken.reply
 
         return await self.db.write(run)
+
+    async def _take_reply_pg(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
+                             live_text: str | None, page: tuple[str, float] | None) -> str | None:
+        """take_reply on PostgreSQL in two round trips on the event loop: read, plan, then store the
+        reply if the answer row is the version read (mpgpt_store_reply, migration 0026); None when
+        it was not (nothing was written)."""
+        row = await self.db.fetchone(
+            "SELECT a.*, a.xmin::text AS version, (SELECT reply FROM inbound WHERE msg_key = ?) AS stored_reply,"
+            " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
+            " FROM answers a WHERE a.id = ?", (msg_key, answer_id))
+        if row is None:
+            return None
+        if row["stored_reply"] is not None:
+            return row["stored_reply"]
+        answer = _answer(row)
+        live = None
+        if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
+            live = live_text
+            answer = replace(answer, text=live_text)
+        token = None
+        if page is not None:
+            token = row["page_token"] if row["page_token"] is not None else page[0]
+        taken = plan(answer, token)
+        link = taken.linked and page is not None and row["page_token"] is None
+        rows = await self.db.write_one(
+            "SELECT reply FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
+            " CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT),"
+            " ?, CAST(? AS DOUBLE PRECISION))",
+            (answer_id, msg_key, row["version"], row["page_token"], live, token if link else None,
+             page[1] if link else None, max(taken.upto, answer.delivered_upto), int(taken.owed),
+             int(answer.labelled or taken.labelled), taken.reply, now))
+        return rows[0]["reply"]
 
     async def claim_push(self, now: float, holder: str, lease_until: float,
                          answer_id: int | None = None) -> list[Answer]:

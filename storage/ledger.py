@@ -327,16 +327,23 @@ class Ledger:
         if row is not None and row["has_trial"]:
             return _account(row)
         now = self.clock()
-
-        def run(conn: sqlite3.Connection) -> tuple[bool, Account]:
-            opened = apply_entry_now(conn, openid, "trial", max(0, trial_credits), "trial", now)
-            account = conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
-            return opened, _account(account)
-
-        opened, account = await self.db.write(run)
+        if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
+            made = (await self.db.write_one(
+                "SELECT account, opened FROM mpgpt_open_account(?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION))",
+                (openid, max(0, trial_credits), now)))[0]
+            opened, account = made["opened"], _account(made["account"])
+        else:
+            opened, account = await self.db.write(
+                lambda conn: self._open_account(conn, openid, max(0, trial_credits), now))
         if opened:
             log.info("credits.account_opened", user=short_user(openid), trial=max(0, trial_credits))
         return account
+
+    @staticmethod
+    def _open_account(conn: sqlite3.Connection, openid: str, trial: int, now: float) -> tuple[bool, Account]:
+        opened = apply_entry_now(conn, openid, "trial", trial, "trial", now)
+        account = conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
+        return opened, _account(account)
 
     async def balance(self, openid: str) -> int:
         """Credits the user can spend now (balance + today's free credits); 0 without an account."""

@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
+
+from storage import answers as answers_module
 from storage.answers import AnswerRepo, Taken
 from storage.conversations import ConversationRepo, current_conversation
 from storage.db import Database
@@ -87,7 +90,13 @@ async def test_unpushed_answers_are_claimed_by_one_host(open_database):
     assert sorted(a.id for batch in batches for a in batch) == ids
 
 
-async def test_deliveries_on_several_hosts_hand_out_each_part_of_an_answer_once(open_database):
+@pytest.mark.parametrize("optimistic", ["read, plan, store if unchanged", "plan under the answer's lock"])
+async def test_deliveries_on_several_hosts_hand_out_each_part_of_an_answer_once(open_database, optimistic,
+                                                                                monkeypatch):
+    # PostgreSQL plans from a read and stores the reply only if the answer is still the version read,
+    # and plans under the row lock after a few tries: both must hand each part out once
+    if optimistic.startswith("plan under"):
+        monkeypatch.setattr(answers_module, "_OPTIMISTIC_TRIES", 0)
     now = time.time()
     text = "".join(chr(ord("a") + i) * 10 for i in range(16))
     async with hosts(open_database) as dbs:
@@ -108,6 +117,30 @@ async def test_deliveries_on_several_hosts_hand_out_each_part_of_an_answer_once(
                                   for i, k in enumerate(keys)])
         assert sorted(replies) == [chr(ord("a") + i) * 10 for i in range(16)]
         assert (await repo.get(answer_id)).delivered_upto == 160
+
+
+async def test_questions_asked_on_several_hosts_at_once_make_one_answer_each_in_one_conversation(open_database):
+    # each WeChat message arrives on every host (retries), and the follower asks several at once
+    now = time.time()
+    keys = [f"q-{i}" for i in range(6)]
+    async with hosts(open_database) as dbs:
+        await _user(dbs[0])
+        made = await together([lambda d=d, k=k: AnswerRepo(d).create(
+            openid=USER, msg_key=k, question=f"问题 {k}", model="m", route="reply", now=now, deadline_at=now + 15,
+            holder=f"host-{h}", lease_until=now + 30, asked_before=0, idle=3600, max_turns=4)
+            for h, d in enumerate(dbs) for k in keys])
+        for k in keys:
+            mine = [q for q in made if q.answer.msg_key == k]
+            assert len(mine) == HOSTS and sum(q.created for q in mine) == 1
+            assert len({q.answer.id for q in mine}) == 1
+        assert len({q.answer.conversation_id for q in made}) == 1
+        rows = await dbs[0].fetchall("SELECT id FROM conversations WHERE openid = ? AND closed = 0", (USER,))
+        assert [r["id"] for r in rows] == [made[0].answer.conversation_id]
+        # the answers are read back as they were stored (on PostgreSQL they come back as JSON)
+        stored = await AnswerRepo(dbs[0]).get(made[0].answer.id)
+        created = next(q.answer for q in made if q.created and q.answer.id == stored.id)
+        assert stored == created
+        assert isinstance(stored.created_at, float) and stored.created_at == now
 
 
 async def test_a_follower_has_one_open_conversation_whichever_hosts_open_it(open_database):
