@@ -105,20 +105,25 @@ class AnswerRepo:
 
     async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str, now: float,
                      deadline_at: float, holder: str, lease_until: float, asked_before: float, idle: float,
-                     max_turns: int, heard: str | None = None, picture_id: int | None = None) -> NewQuestion:
+                     max_turns: int, heard: str | None = None, picture_id: int | None = None,
+                     reply_from_new: bool = False, owed_note: str | None = None) -> NewQuestion:
         """Insert the answer for a question, in one step with everything its first delivery needs.
 
         Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
         own deliveries are over (`asked_before`) is found first: this message's reply will carry it,
         so the new answer waits for a fetch (in passive mode).
+
+        The message (its inbound row) is pointed at the answer its reply comes from, in the same
+        step: the older owed one with `owed_note`, else this one when `reply_from_new`.
         """
         if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
             row = (await self.db.write_one(
                 "SELECT * FROM mpgpt_create_answer(?, ?, ?, ?, ?, ?, CAST(? AS DOUBLE PRECISION),"
                 " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
-                " CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT))",
+                " CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT),"
+                " CAST(? AS BIGINT) = 1, CAST(? AS TEXT))",
                 (openid, msg_key, question, model, route, holder, lease_until, now, deadline_at, asked_before,
-                 idle, max_turns * 2, heard, picture_id)))[0]
+                 idle, max_turns * 2, heard, picture_id, int(reply_from_new), owed_note)))[0]
             return NewQuestion(_answer(row["answer"]), row["created"], row["owed_id"],
                                [(role, content) for role, content in row["turns"]])
 
@@ -138,6 +143,10 @@ class AnswerRepo:
             answer = _answer(cur if created else
                              conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())
             turns = recent_turns(conn, conversation_id, max_turns * 2) if created else []
+            if owed_id is not None or reply_from_new:
+                conn.execute("UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?",
+                             (owed_id if owed_id is not None else answer.id,
+                              owed_note if owed_id is not None else None, msg_key))
             return NewQuestion(answer, created, owed_id, turns)
 
         return await self.db.write(run)

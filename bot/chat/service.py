@@ -173,12 +173,15 @@ class ChatService:
         # `now` is the message's arrival (its own deliveries count from then); the lease and the
         # deadline start when the generation does — after a voice was heard, that is later
         started = self.clock()
+        note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
         new = await self.answers.create(
             openid=msg.openid, msg_key=msg.msg_key, question=admitted.question, model=admitted.model,
             route="push" if active else "reply", now=now, deadline_at=started + c.generation_deadline,
             holder=self.holder, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
             idle=c.conversation_idle, max_turns=c.max_turns,
             heard=admitted.question if heard is not None else None, picture_id=picture_id,
+            # this message's reply: the older owed answer (with its note), else the new one (passive mode)
+            reply_from_new=not active, owed_note=note,
         )
         if new.created:
             self.generator.start(new.answer, new.turns, admitted.own_key)
@@ -187,12 +190,9 @@ class ChatService:
                 self.typing.start(msg.openid, now, self.generator.live[new.answer.id].done)
         if new.owed_id is not None:
             # this message's reply carries the older answer; the new one is fetched (or pushed) later
-            note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
-            await self.inbound.set_target(msg.msg_key, new.owed_id, note)
             return Target(new.owed_id, note, None)
         if active:
             return ""
-        await self.inbound.set_target(msg.msg_key, new.answer.id, None)
         return Target(new.answer.id, None, new.answer)
 
     # -- every delivery waits for the reply -------------------------------------------------------

@@ -125,9 +125,13 @@ async def test_questions_asked_on_several_hosts_at_once_make_one_answer_each_in_
     keys = [f"q-{i}" for i in range(6)]
     async with hosts(open_database) as dbs:
         await _user(dbs[0])
+        for k in keys:
+            await dbs[0].write(lambda conn, k=k: conn.execute(
+                "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES (?, ?, 'text', ?)", (k, USER, now)))
         made = await together([lambda d=d, k=k: AnswerRepo(d).create(
             openid=USER, msg_key=k, question=f"问题 {k}", model="m", route="reply", now=now, deadline_at=now + 15,
-            holder=f"host-{h}", lease_until=now + 30, asked_before=0, idle=3600, max_turns=4)
+            holder=f"host-{h}", lease_until=now + 30, asked_before=0, idle=3600, max_turns=4, reply_from_new=True,
+            owed_note="an older answer first")
             for h, d in enumerate(dbs) for k in keys])
         for k in keys:
             mine = [q for q in made if q.answer.msg_key == k]
@@ -136,6 +140,20 @@ async def test_questions_asked_on_several_hosts_at_once_make_one_answer_each_in_
         assert len({q.answer.conversation_id for q in made}) == 1
         rows = await dbs[0].fetchall("SELECT id FROM conversations WHERE openid = ? AND closed = 0", (USER,))
         assert [r["id"] for r in rows] == [made[0].answer.conversation_id]
+        # each message points at the answer its reply comes from (nothing is owed: its own)
+        targets = await dbs[0].fetchall("SELECT i.answer_id, i.note, a.msg_key FROM inbound i"
+                                        " JOIN answers a ON a.id = i.answer_id ORDER BY i.msg_key")
+        assert [(r["msg_key"], r["note"]) for r in targets] == [(k, None) for k in keys]
+        # a question while an older answer is owed: its message points at the older one, with the note
+        await dbs[1].write(lambda conn: conn.execute(
+            "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES ('q-late', ?, 'text', ?)", (USER, now)))
+        late = await AnswerRepo(dbs[1]).create(
+            openid=USER, msg_key="q-late", question="再问", model="m", route="reply", now=now + 1,
+            deadline_at=now + 16, holder="host-1", lease_until=now + 31, asked_before=now + 1, idle=3600,
+            max_turns=4, reply_from_new=True, owed_note="an older answer first")
+        assert late.owed_id == min(q.answer.id for q in made)
+        row = await dbs[0].fetchone("SELECT answer_id, note FROM inbound WHERE msg_key = 'q-late'")
+        assert (row["answer_id"], row["note"]) == (late.owed_id, "an older answer first")
         # the answers are read back as they were stored (on PostgreSQL they come back as JSON)
         stored = await AnswerRepo(dbs[0]).get(made[0].answer.id)
         created = next(q.answer for q in made if q.created and q.answer.id == stored.id)

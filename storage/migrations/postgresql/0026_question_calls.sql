@@ -24,12 +24,13 @@ $$;
 
 -- answers.create: the answer for a question, with what its first delivery needs: the older answer
 -- still owed to the user (if any), the conversation (reused, or a new one after `p_idle` seconds;
--- one host at a time per user: the advisory key storage.dialect.serialize uses) and its last turns.
+-- one host at a time per user: the advisory key storage.dialect.serialize uses), its last turns, and
+-- the message pointed at the answer its reply comes from.
 CREATE FUNCTION mpgpt_create_answer(p_openid TEXT, p_msg_key TEXT, p_question TEXT, p_model TEXT, p_route TEXT,
                                     p_holder TEXT, p_lease_until DOUBLE PRECISION, p_now DOUBLE PRECISION,
                                     p_deadline_at DOUBLE PRECISION, p_asked_before DOUBLE PRECISION,
                                     p_idle DOUBLE PRECISION, p_turns BIGINT, p_heard TEXT, p_picture_id BIGINT,
-                                    OUT answer JSON, OUT created BOOLEAN, OUT owed_id BIGINT, OUT turns JSON)
+                                    p_reply_from_new BOOLEAN, p_owed_note TEXT, OUT answer JSON, OUT created BOOLEAN, OUT owed_id BIGINT, OUT turns JSON)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_conversation BIGINT;
@@ -65,6 +66,10 @@ BEGIN
         SELECT * INTO v_row FROM answers WHERE msg_key = p_msg_key;
         turns := '[]';
     END IF;
+    -- the message's reply comes from the older owed answer (with the note), or from this one
+    UPDATE inbound SET answer_id = COALESCE(owed_id, v_row.id),
+                       note = CASE WHEN owed_id IS NOT NULL THEN p_owed_note END
+     WHERE msg_key = p_msg_key AND (owed_id IS NOT NULL OR p_reply_from_new);
     answer := row_to_json(v_row);
 END
 $$;
