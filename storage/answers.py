@@ -93,9 +93,9 @@ class NewQuestion:
 # take_reply on PostgreSQL: plans tried against a changing answer before planning under its lock
 _OPTIMISTIC_TRIES = 8
 
-_OWED = ("SELECT * FROM answers WHERE openid = ?"
+# owed = 1: generating, or not wholly delivered (a generated column, migration 0026, indexed)
+_OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
          " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
-         " AND (status = 'generating' OR delivered_upto < length(text))"
          " ORDER BY id LIMIT 1")
 
 
@@ -338,7 +338,7 @@ class AnswerRepo:
         def run(conn: sqlite3.Connection) -> list[Answer]:
             rows = conn.execute(
                 "UPDATE answers SET lease_owner = ?, lease_until = ?"
-                " WHERE route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
+                " WHERE owed = 1 AND route = 'push' AND status != 'generating' AND awaiting_fetch = 0"
                 " AND delivered_upto < length(text) AND (lease_until IS NULL OR lease_until < ?)"
                 " AND (CAST(? AS BIGINT) IS NULL OR id = ?) RETURNING *",
                 (holder, lease_until, now, answer_id, answer_id)).fetchall()

@@ -1,4 +1,7 @@
--- Nothing changes on SQLite: on PostgreSQL this migration adds the functions that open an account,
--- create an answer and store a reply in one call each (see postgresql/0026_question_calls.sql). The
--- number is kept on both engines so that a database's version means the same schema on either.
-SELECT 1;
+-- The answers a follower is still owed (generating, or not wholly delivered) are found through an
+-- index instead of a scan of every answer: a question looks for one, and so does 继续 and the push
+-- job. `owed` is that condition as a generated column; the partial index holds only owed answers.
+-- (On PostgreSQL the same migration also adds the functions of postgresql/0026_question_calls.sql.)
+ALTER TABLE answers ADD COLUMN owed INTEGER
+    GENERATED ALWAYS AS (CASE WHEN status = 'generating' OR delivered_upto < length(text) THEN 1 ELSE 0 END) VIRTUAL;
+CREATE INDEX answers_still_owed ON answers (openid, id) WHERE owed = 1;

@@ -20,7 +20,7 @@ async def _sqlite_schema(db: Database) -> dict:
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
     columns, indexes, uniques = {}, set(), set()
     for t in tables:
-        info = await db.fetchall(f"PRAGMA table_info({t})")
+        info = await db.fetchall(f"PRAGMA table_xinfo({t})")  # with generated columns
         columns[t] = {r["name"]: (_SQLITE_KINDS[r["type"]], bool(r["notnull"] or r["pk"])) for r in info}
         pk = tuple(r["name"] for r in sorted(info, key=lambda r: r["pk"]) if r["pk"])
         if pk:

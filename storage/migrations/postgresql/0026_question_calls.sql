@@ -1,3 +1,12 @@
+-- The answers a follower is still owed (generating, or not wholly delivered) are found through an
+-- index instead of a scan of every answer: a question looks for one, and so does 继续 and the push
+-- job. `owed` is that condition as a stored generated column, so that the partial index names only
+-- `owed`: a saved progress changes `text` but not `owed`, and stays a HOT update (an index predicate
+-- on `text` itself would make every save write new index entries).
+ALTER TABLE answers ADD COLUMN owed BIGINT
+    GENERATED ALWAYS AS (CASE WHEN status = 'generating' OR delivered_upto < length(text) THEN 1 ELSE 0 END) STORED;
+CREATE INDEX answers_still_owed ON answers (openid, id) WHERE owed = 1;
+
 -- The three write transactions a question made on PostgreSQL, as one call each (one round trip on
 -- the event loop's connections instead of BEGIN, three to six statements and COMMIT on a thread).
 -- The steps are storage/ledger.py's and storage/answers.py's SQLite path, statement by statement;
@@ -37,9 +46,8 @@ DECLARE
     v_last DOUBLE PRECISION;
     v_row answers;
 BEGIN
-    SELECT id INTO owed_id FROM answers WHERE openid = p_openid
+    SELECT id INTO owed_id FROM answers WHERE openid = p_openid AND owed = 1
        AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < p_asked_before))
-       AND (status = 'generating' OR delivered_upto < length(text))
      ORDER BY id LIMIT 1;
     PERFORM pg_advisory_xact_lock(hashtextextended('conversation:' || p_openid, 0));
     SELECT id, last_at INTO v_conversation, v_last FROM conversations
