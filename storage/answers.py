@@ -80,6 +80,16 @@ ReplyPlanner = Callable[[Answer, str | None], Taken]
 
 
 @dataclass(frozen=True, slots=True)
+class TakenReply:
+    """What take_reply stored (or found stored) for a message."""
+
+    reply: str
+    # the answer as planned from and the plan, when this call's plan is the one stored; None when
+    # another delivery's reply stood (that delivery counts it)
+    planned: tuple[Answer, Taken] | None
+
+
+@dataclass(frozen=True, slots=True)
 class NewQuestion:
     answer: Answer
     # False when another delivery (or process) had already created the answer for this message
@@ -253,24 +263,26 @@ class AnswerRepo:
         return _answer(row) if row else None
 
     async def take_reply(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
-                         live_text: str | None = None, page: tuple[str, float] | None = None) -> str:
+                         live_text: str | None = None, page: tuple[str, float] | None = None) -> TakenReply:
         """Decide the reply for one inbound message from one answer, exactly once.
 
-        In one transaction: if the message already has its reply (another delivery decided it), that
+        As one state change: if the message already has its reply (another delivery decided it), that
         reply stands; otherwise `plan` picks the next part, the answer's delivery offset moves and the
-        reply is stored. `live_text` is the generating process's newer text, written first. `page`
+        reply is stored. SQLite plans inside the transaction; PostgreSQL plans from a read and stores
+        the plan only if the answer is still that version (else reads and plans again). Either way
+        `plan` may run more than once: only the returned `planned` was stored. `live_text` is the generating process's newer text, written first. `page`
         (a new token, its expiry) lets the reply link to the answer page: the answer's existing token,
         or this one, made only when the plan uses it.
         """
         if self.db.engine == "postgresql":
             for _ in range(_OPTIMISTIC_TRIES):
-                reply = await self._take_reply_pg(msg_key, answer_id, plan, now, live_text, page)
-                if reply is not None:
-                    return reply
+                took = await self._take_reply_pg(msg_key, answer_id, plan, now, live_text, page)
+                if took is not None:
+                    return took
             # the answer kept changing under the plan (a generation saving progress fast): plan
             # under its lock instead, as below
 
-        def run(conn: sqlite3.Connection) -> str:
+        def run(conn: sqlite3.Connection) -> TakenReply:
             if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
                 conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
             # the stored reply, the answer and its page token in one read (after the lock, on PostgreSQL)
@@ -279,7 +291,7 @@ class AnswerRepo:
                 " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
                 " FROM answers a WHERE a.id = ?", (msg_key, answer_id)).fetchone()
             if row["stored_reply"] is not None:
-                return row["stored_reply"]
+                return TakenReply(row["stored_reply"], None)
             answer = _answer(row)
             if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
                 conn.execute("UPDATE answers SET text = ? WHERE id = ?", (live_text, answer_id))
@@ -296,12 +308,12 @@ class AnswerRepo:
                           int(answer.labelled or taken.labelled), answer_id))
             conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?",
                          (taken.reply, now, msg_key))
-            return taken.reply
+            return TakenReply(taken.reply, (answer, taken))
 
         return await self.db.write(run)
 
     async def _take_reply_pg(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
-                             live_text: str | None, page: tuple[str, float] | None) -> str | None:
+                             live_text: str | None, page: tuple[str, float] | None) -> TakenReply | None:
         """take_reply on PostgreSQL in two round trips on the event loop: read, plan, then store the
         reply if the answer row is the version read (mpgpt_store_reply, migration 0026); None when
         it was not (nothing was written)."""
@@ -312,7 +324,7 @@ class AnswerRepo:
         if row is None:
             return None
         if row["stored_reply"] is not None:
-            return row["stored_reply"]
+            return TakenReply(row["stored_reply"], None)
         answer = _answer(row)
         live = None
         if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
@@ -324,13 +336,17 @@ class AnswerRepo:
         taken = plan(answer, token)
         link = taken.linked and page is not None and row["page_token"] is None
         rows = await self.db.write_one(
-            "SELECT reply FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
+            "SELECT reply, planned FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
             " CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT),"
             " ?, CAST(? AS DOUBLE PRECISION))",
             (answer_id, msg_key, row["version"], row["page_token"], live, token if link else None,
              page[1] if link else None, max(taken.upto, answer.delivered_upto), int(taken.owed),
              int(answer.labelled or taken.labelled), taken.reply, now))
-        return rows[0]["reply"]
+        reply = rows[0]["reply"]
+        if reply is None:
+            return None
+        # the reply stored under the lock: this plan's, or one another delivery of the message stored first
+        return TakenReply(reply, (answer, taken) if rows[0]["planned"] else None)
 
     async def claim_push(self, now: float, holder: str, lease_until: float,
                          answer_id: int | None = None) -> list[Answer]:

@@ -250,26 +250,20 @@ class ChatService:
     async def _take_reply(self, msg: Inbound, target: Target, live: LiveAnswer | None, delivery: int) -> str:
         """This message's reply, decided once in storage's transaction, and the delivery counted."""
         live_text = await self.generator.reviewed(live) if live is not None else None
-        # What the planner decided inside the transaction. It may run more than once (a group commit
-        # re-runs a batch), the last run is the one committed; it does not run at all when another
-        # delivery had already stored this message's reply.
-        decided: list[tuple[Answer, Taken]] = []
 
         def plan(answer: Answer, token: str | None) -> Taken:
-            taken = self.planner.plan(answer, target.note, token)
-            decided.append((answer, taken))
-            return taken
+            return self.planner.plan(answer, target.note, token)
 
         now = self.clock()
         # A token for the answer page, used only if the answer has none and the reply links to it.
         page = (self.links.new_token(), self.links.expires_at(now)) if self.links.on else None
-        reply = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, now, live_text, page)
-        if decided:
-            answer, taken = decided[-1]
+        took = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, now, live_text, page)
+        if took.planned is not None:  # counted by the delivery whose plan was stored, once
+            answer, taken = took.planned
             _count_delivery(answer, taken.upto, taken.owed, msg.msg_key, delivery, self.clock())
             if taken.linked:
                 metrics.answer_page_event("linked")
-        return self.replies.keep(msg.msg_key, reply)
+        return self.replies.keep(msg.msg_key, took.reply)
 
     async def _pause(self, live: LiveAnswer | None, until_close: float | None, answer_id: int | None) -> None:
         """One poll interval (never past the last delivery's close); woken early when the answer

@@ -11,7 +11,7 @@ from storage.answers import AnswerRepo, Taken
 from storage.inbound import InboundRepo
 from storage.postgres import PostgresDatabase
 
-STORE = ("SELECT reply FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
+STORE = ("SELECT reply, planned FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
          " CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT),"
          " ?, CAST(? AS DOUBLE PRECISION))")
 
@@ -45,10 +45,10 @@ async def test_a_reply_planned_from_an_older_answer_writes_nothing(postgres_url:
         assert (await db.fetchone("SELECT reply FROM inbound WHERE msg_key = 'm_first'"))["reply"] is None
         # planned from the version that is there now, it is stored; asked again, the stored reply stands
         current = await _version(db, answer_id)
-        for _ in range(2):
+        for planned in (True, False):
             rows = await db.write_one(STORE, (answer_id, "m_first", current, None, None, None, None, 10, 1, 0,
                                               "part", now))
-            assert rows[0]["reply"] == "part"
+            assert (rows[0]["reply"], rows[0]["planned"]) == ("part", planned)
         assert (await AnswerRepo(db).get(answer_id)).delivered_upto == 10
 
 
@@ -64,7 +64,11 @@ async def test_a_reply_linking_a_page_made_meanwhile_writes_nothing(postgres_url
         assert rows[0]["reply"] is None
         assert (await db.fetchone("SELECT reply FROM inbound WHERE msg_key = 'm_second'"))["reply"] is None
         # take_reply reads again and links the page that exists
-        reply = await AnswerRepo(db).take_reply(
+        took = await AnswerRepo(db).take_reply(
             "m_second", answer_id, lambda a, token: Taken(f"link {token}", len(a.text), False, linked=True), now,
             page=("v" * 22, now + 3600))
-        assert reply == "link " + "t" * 22
+        assert took.reply == "link " + "t" * 22 and took.planned is not None
+        # a second delivery of the message finds the reply stored: it planned nothing that was kept
+        again = await AnswerRepo(db).take_reply(
+            "m_second", answer_id, lambda a, token: Taken("another", len(a.text), False), now)
+        assert again.reply == took.reply and again.planned is None

@@ -113,9 +113,12 @@ async def test_deliveries_on_several_hosts_hand_out_each_part_of_an_answer_once(
             start = answer.delivered_upto
             return Taken(answer.text[start:start + 10], start + 10, start + 10 < len(answer.text))
 
-        replies = await together([lambda d=dbs[i % HOSTS], k=k: AnswerRepo(d).take_reply(k, answer_id, plan, now)
-                                  for i, k in enumerate(keys)])
-        assert sorted(replies) == [chr(ord("a") + i) * 10 for i in range(16)]
+        took = await together([lambda d=dbs[i % HOSTS], k=k: AnswerRepo(d).take_reply(k, answer_id, plan, now)
+                               for i, k in enumerate(keys)])
+        assert sorted(t.reply for t in took) == [chr(ord("a") + i) * 10 for i in range(16)]
+        # each call says what it planned and stored: every part once, as it was handed out
+        assert sorted(t.planned[1].upto for t in took) == list(range(10, 170, 10))
+        assert all(t.planned[1].reply == t.reply for t in took)
         assert (await repo.get(answer_id)).delivered_upto == 160
 
 

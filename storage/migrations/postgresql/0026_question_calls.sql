@@ -84,18 +84,19 @@ $$;
 
 -- answers.take_reply, second half: store the reply planned from what was read, if nothing changed
 -- since. The answer row is locked first (deliveries of one answer on several hosts decide one after
--- another); then a reply already stored for the message stands (`reply`); an answer updated since
+-- another); then a reply already stored for the message stands (`reply`, not `planned`); an answer updated since
 -- the read (its xmin moved) or a page token other than the one read makes the call change nothing
 -- (`reply` NULL: read and plan again; nothing was written). Otherwise the planned writes, as the
 -- SQLite path makes them.
 CREATE FUNCTION mpgpt_store_reply(p_answer_id BIGINT, p_msg_key TEXT, p_seen_version TEXT, p_seen_token TEXT,
                                   p_live_text TEXT, p_link_token TEXT, p_link_expires DOUBLE PRECISION,
                                   p_upto BIGINT, p_owed BIGINT, p_labelled BIGINT, p_reply TEXT,
-                                  p_now DOUBLE PRECISION, OUT reply TEXT)
+                                  p_now DOUBLE PRECISION, OUT reply TEXT, OUT planned BOOLEAN)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_version TEXT;
 BEGIN
+    planned := FALSE;
     SELECT xmin::text INTO v_version FROM answers WHERE id = p_answer_id FOR UPDATE;
     SELECT i.reply INTO reply FROM inbound i WHERE i.msg_key = p_msg_key;
     IF reply IS NOT NULL THEN
@@ -117,5 +118,6 @@ BEGIN
      WHERE id = p_answer_id;
     UPDATE inbound SET reply = p_reply, replied_at = p_now WHERE msg_key = p_msg_key;
     reply := p_reply;
+    planned := TRUE;
 END
 $$;
