@@ -188,23 +188,9 @@ class WeChatAPI:
     async def send_text(self, openid: str, content: str) -> None:
         """One customer-service text message; refreshes the token once if WeChat says it is invalid."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": xml_text(content)}}
-        token = await self.access_token()
-        try:
-            await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})
-        except WeChatAPIError as e:
-            if e.errcode not in TOKEN_INVALID:
-                raise
-            token = await self.replace_token(token)
-            await self._post("/cgi-bin/message/custom/send", payload, {"access_token": token})
+        await self._with_token("/cgi-bin/message/custom/send", payload)
 
     async def send_typing(self, openid: str, command: str = "Typing") -> None:
         """WeChat's typing indicator ("Typing" or "CancelTyping"); refreshes the token once if invalid."""
         payload = {"touser": openid, "command": command}
-        token = await self.access_token()
-        try:
-            await self._post("/cgi-bin/message/custom/typing", payload, {"access_token": token})
-        except WeChatAPIError as e:
-            if e.errcode not in TOKEN_INVALID:
-                raise
-            token = await self.replace_token(token)
-            await self._post("/cgi-bin/message/custom/typing", payload, {"access_token": token})
+        await self._with_token("/cgi-bin/message/custom/typing", payload)
