@@ -103,6 +103,41 @@ class NewQuestion:
 # take_reply on PostgreSQL: plans tried against a changing answer before planning under its lock
 _OPTIMISTIC_TRIES = 8
 
+# take_reply's read: the answer, the message's stored reply and the answer's page token in one row
+# ({version}: PostgreSQL's row version, for the plan made outside the lock)
+_REPLY_STATE = ("SELECT a.*{version}, (SELECT reply FROM inbound WHERE msg_key = ?) AS stored_reply,"
+                " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
+                " FROM answers a WHERE a.id = ?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A reply planned from take_reply's read, and what storing it writes."""
+
+    answer: Answer  # as planned from (with the newer live text, if any)
+    taken: Taken
+    live: str | None  # the generating process's newer text, to write first
+    link: str | None  # a new page token to store (the reply links to the page, which has none yet)
+
+    @property
+    def delivered(self) -> tuple[int, int, int]:
+        """The answer's new delivered_upto, awaiting_fetch and labelled."""
+        a, t = self.answer, self.taken
+        return max(t.upto, a.delivered_upto), int(t.owed), int(a.labelled or t.labelled)
+
+
+def _plan_reply(row, plan: ReplyPlanner, live_text: str | None, page: tuple[str, float] | None) -> _Plan:
+    answer = _answer(row)
+    live = None
+    if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
+        live = live_text
+        answer = replace(answer, text=live_text)
+    existing = row["page_token"]
+    token = None if page is None else existing if existing is not None else page[0]
+    taken = plan(answer, token)
+    link = token if taken.linked and page is not None and existing is None else None
+    return _Plan(answer, taken, live, link)
+
 # owed = 1: generating, or not wholly delivered (a generated column, migration 0026, indexed)
 _OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
          " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
@@ -203,12 +238,14 @@ class AnswerRepo:
         if self.db.engine == "postgresql":  # every step in one statement: one round trip instead of eight
             rows = await self.db.write_one(
                 "WITH closed AS (UPDATE answers SET status = :status, text = :text, markdown = :md, finished_at = :now,"
-                " lease_owner = NULL, lease_until = NULL WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
+                " lease_owner = NULL, lease_until = NULL"
+                " WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
                 " RETURNING conversation_id),"
                 " told AS (SELECT pg_notify('mpgpt', :key) FROM closed),"
                 " said AS (INSERT INTO turns (conversation_id, role, content, created_at)"
                 " SELECT closed.conversation_id, t.role, t.content, :now FROM closed,"
-                " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT))) AS t (n, role, content)"
+                " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT)))"
+                " AS t (n, role, content)"
                 " WHERE :with_turns = 1 AND closed.conversation_id IS NOT NULL ORDER BY t.n),"
                 " moved AS (UPDATE conversations SET last_at = :now FROM closed"
                 " WHERE :with_turns = 1 AND conversations.id = closed.conversation_id)"
@@ -270,9 +307,10 @@ class AnswerRepo:
         reply stands; otherwise `plan` picks the next part, the answer's delivery offset moves and the
         reply is stored. SQLite plans inside the transaction; PostgreSQL plans from a read and stores
         the plan only if the answer is still that version (else reads and plans again). Either way
-        `plan` may run more than once: only the returned `planned` was stored. `live_text` is the generating process's newer text, written first. `page`
-        (a new token, its expiry) lets the reply link to the answer page: the answer's existing token,
-        or this one, made only when the plan uses it.
+        `plan` may run more than once: only the returned `planned` was stored. `live_text` is the
+        generating process's newer text, written first. `page` (a new token, its expiry) lets the
+        reply link to the answer page: the answer's existing token, or this one, made only when the
+        plan uses it.
         """
         if self.db.engine == "postgresql":
             for _ in range(_OPTIMISTIC_TRIES):
@@ -285,30 +323,21 @@ class AnswerRepo:
         def run(conn: sqlite3.Connection) -> TakenReply:
             if is_postgres(conn):  # deliveries of one answer on several hosts decide one after another
                 conn.execute("SELECT id FROM answers WHERE id = ?" + for_update(conn), (answer_id,))
-            # the stored reply, the answer and its page token in one read (after the lock, on PostgreSQL)
-            row = conn.execute(
-                "SELECT a.*, (SELECT reply FROM inbound WHERE msg_key = ?) AS stored_reply,"
-                " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
-                " FROM answers a WHERE a.id = ?", (msg_key, answer_id)).fetchone()
+            # (after the lock, on PostgreSQL)
+            row = conn.execute(_REPLY_STATE.format(version=""), (msg_key, answer_id)).fetchone()
             if row["stored_reply"] is not None:
                 return TakenReply(row["stored_reply"], None)
-            answer = _answer(row)
-            if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
-                conn.execute("UPDATE answers SET text = ? WHERE id = ?", (live_text, answer_id))
-                answer = replace(answer, text=live_text)
-            token = None
-            if page is not None:
-                token = row["page_token"] if row["page_token"] is not None else page[0]
-            taken = plan(answer, token)
-            if taken.linked and page is not None:
+            p = _plan_reply(row, plan, live_text, page)
+            if p.live is not None:
+                conn.execute("UPDATE answers SET text = ? WHERE id = ?", (p.live, answer_id))
+            if p.link is not None and page is not None:
                 conn.execute("INSERT INTO answer_pages (answer_id, token, created_at, expires_at) VALUES (?, ?, ?, ?)"
-                             " ON CONFLICT (answer_id) DO NOTHING", (answer_id, token, now, page[1]))
+                             " ON CONFLICT (answer_id) DO NOTHING", (answer_id, p.link, now, page[1]))
             conn.execute("UPDATE answers SET delivered_upto = ?, awaiting_fetch = ?, labelled = ? WHERE id = ?",
-                         (max(taken.upto, answer.delivered_upto), int(taken.owed),
-                          int(answer.labelled or taken.labelled), answer_id))
+                         (*p.delivered, answer_id))
             conn.execute("UPDATE inbound SET reply = ?, replied_at = ? WHERE msg_key = ?",
-                         (taken.reply, now, msg_key))
-            return TakenReply(taken.reply, (answer, taken))
+                         (p.taken.reply, now, msg_key))
+            return TakenReply(p.taken.reply, (p.answer, p.taken))
 
         return await self.db.write(run)
 
@@ -317,36 +346,23 @@ class AnswerRepo:
         """take_reply on PostgreSQL in two round trips on the event loop: read, plan, then store the
         reply if the answer row is the version read (mpgpt_store_reply, migration 0026); None when
         it was not (nothing was written)."""
-        row = await self.db.fetchone(
-            "SELECT a.*, a.xmin::text AS version, (SELECT reply FROM inbound WHERE msg_key = ?) AS stored_reply,"
-            " (SELECT token FROM answer_pages WHERE answer_id = a.id) AS page_token"
-            " FROM answers a WHERE a.id = ?", (msg_key, answer_id))
+        row = await self.db.fetchone(_REPLY_STATE.format(version=", a.xmin::text AS version"), (msg_key, answer_id))
         if row is None:
             return None
         if row["stored_reply"] is not None:
             return TakenReply(row["stored_reply"], None)
-        answer = _answer(row)
-        live = None
-        if live_text is not None and answer.status == "generating" and len(answer.text) < len(live_text):
-            live = live_text
-            answer = replace(answer, text=live_text)
-        token = None
-        if page is not None:
-            token = row["page_token"] if row["page_token"] is not None else page[0]
-        taken = plan(answer, token)
-        link = taken.linked and page is not None and row["page_token"] is None
+        p = _plan_reply(row, plan, live_text, page)
         rows = await self.db.write_one(
             "SELECT reply, planned FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"
             " CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT),"
             " ?, CAST(? AS DOUBLE PRECISION))",
-            (answer_id, msg_key, row["version"], row["page_token"], live, token if link else None,
-             page[1] if link else None, max(taken.upto, answer.delivered_upto), int(taken.owed),
-             int(answer.labelled or taken.labelled), taken.reply, now))
+            (answer_id, msg_key, row["version"], row["page_token"], p.live, p.link,
+             page[1] if p.link is not None and page is not None else None, *p.delivered, p.taken.reply, now))
         reply = rows[0]["reply"]
         if reply is None:
             return None
         # the reply stored under the lock: this plan's, or one another delivery of the message stored first
-        return TakenReply(reply, (answer, taken) if rows[0]["planned"] else None)
+        return TakenReply(reply, (p.answer, p.taken) if rows[0]["planned"] else None)
 
     async def claim_push(self, now: float, holder: str, lease_until: float,
                          answer_id: int | None = None) -> list[Answer]:
