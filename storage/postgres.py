@@ -1,11 +1,10 @@
 """The PostgreSQL engine: several mpgpt hosts on one database ([storage] url).
 
 The same surface as storage.db.Database (SQLite), so repositories do not know which engine they run
-on. Two psycopg pools share `pool_size` connections:
-- single statements (reads, `write_one`) run on the event loop through psycopg's async API. One
-  read alone is slower that way than a synchronous one on a thread (~240 µs against ~80 µs, see
-  shared/design/postgres.md), but under load the thread hand-overs cost more: 64 tasks reading
-  at once measured ~120 µs of CPU per read on the loop against ~350 µs on threads (2.7× the reads/s);
+on. `pool_size` connections are shared out:
+- single statements (reads, `write_one`) run on the event loop, pipelined on two thirds of the
+  connections (storage.pgpipeline): under load a thread hand-over per statement cost ~350 µs of CPU,
+  psycopg's async cursors on a pool ~150 µs, a pipelined statement ~50 µs;
 - write functions of several steps (`write(fn)`, `transaction()`, bulk copies) keep SQLite's
   synchronous shape and run on a thread per connection (a third of the connections).
 
@@ -31,10 +30,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from storage.pgconn import AsyncPgConn, PgConn, Row, configure, configure_async, translated
 from storage.pgnotify import Notifications
+from storage.pgpipeline import PipelinedStatements
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ class PostgresDatabase:
         self.threads = max(1, pool_size // 3)
         self.statements = max(1, pool_size - self.threads)
         self._pool: ConnectionPool | None = None
-        self._statements: AsyncConnectionPool | None = None
+        self._statements: PipelinedStatements | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._offset = 0.0
@@ -117,10 +117,8 @@ class PostgresDatabase:
                                         configure=configure, open=False, timeout=30.0, name="mpgpt",
                                         kwargs=connect)
             await self._hop(functools.partial(self._pool.open, wait=True, timeout=self.connect_timeout))
-            self._statements = AsyncConnectionPool(self.url, min_size=self.statements, max_size=self.statements,
-                                                   configure=configure_async, open=False, timeout=30.0,
-                                                   name="mpgpt-statements", kwargs=connect)
-            await self._statements.open(wait=True, timeout=self.connect_timeout)
+            self._statements = PipelinedStatements(self.url, self.statements, configure_async, **connect)
+            await self._statements.open()
             await self.sync_clock()
             if migrate:
                 await self.migrate()
@@ -225,13 +223,9 @@ class PostgresDatabase:
         raise AssertionError("unreachable")
 
     async def _statement(self, sql: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:
-        """One statement on an autocommit connection of the loop's pool, run to its end."""
+        """One statement, its own transaction, run to its end on a pipelined connection."""
         assert self._statements is not None, "database is not open"
-        text, args = translated(sql, params)
-        async with self._statements.connection() as raw:
-            cur = raw.cursor()
-            await cur.execute(text, args)
-            return await cur.fetchall() if cur.description else []
+        return await self._statements.run(*translated(sql, params))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncPgConn]:

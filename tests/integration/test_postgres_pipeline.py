@@ -1,0 +1,121 @@
+"""Single statements are pipelined on a few connections (storage/pgpipeline.py). Each must still be
+its own transaction, get its own rows or error, and survive what happens to its neighbours: a
+failure, a cancelled caller, a lock wait, a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import psycopg.errors
+import pytest
+
+from storage.postgres import PostgresDatabase
+
+# pool_size 2: one connection for write functions, one pipelined connection for every statement
+ONE_PIPELINE = 2
+
+
+async def test_statements_in_one_pipeline_commit_alone(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        await db.write_one("CREATE TABLE pipe_alone (id BIGINT PRIMARY KEY)")
+        insert = "INSERT INTO pipe_alone (id) VALUES (?)"
+        results = await asyncio.gather(db.write_one(insert, (1,)), db.write_one(insert, (1,)),
+                                       db.write_one(insert, (2,)), return_exceptions=True)
+        assert results[0] == [] and results[2] == []
+        assert isinstance(results[1], psycopg.errors.UniqueViolation)
+        # the failure between them rolled back neither neighbour
+        rows = await db.fetchall("SELECT id FROM pipe_alone ORDER BY id")
+        assert [r["id"] for r in rows] == [1, 2]
+
+
+async def test_each_statement_gets_its_own_rows_or_error(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        async def one(i: int) -> object:
+            if i % 7 == 0:  # a failing statement among them, prepared after its first run like the others
+                return await db.fetchone("SELECT 1 / (? - ?) AS x", (i, i))
+            if i % 3 == 0:  # several rows
+                return [r["n"] for r in await db.fetchall("SELECT generate_series(1, ?) AS n", (i,))]
+            return (await db.fetchone("SELECT CAST(? AS BIGINT) * 2 AS twice, ? AS label", (i, f"q{i}")))
+
+        results = await asyncio.gather(*(one(i) for i in range(1, 201)), return_exceptions=True)
+        for i, got in enumerate(results, 1):
+            if i % 7 == 0:
+                assert isinstance(got, psycopg.errors.DivisionByZero), (i, got)
+            elif i % 3 == 0:
+                assert got == list(range(1, i + 1)), i
+            else:
+                assert (got["twice"], got["label"]) == (2 * i, f"q{i}"), (i, got)
+
+
+async def test_a_cancelled_caller_leaves_the_connection_in_step(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        await db.write_one("CREATE TABLE pipe_cancel (id BIGINT PRIMARY KEY)")
+        slow = asyncio.ensure_future(db.write_one(
+            "INSERT INTO pipe_cancel (id) SELECT 7 FROM pg_sleep(0.3)"))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # the next statements on the same connection get their own results, not the cancelled one's
+        assert (await db.fetchone("SELECT 2 AS two"))["two"] == 2
+        # the statement itself ran to its end (a cancelled caller does not cancel a sent statement)
+        assert (await db.fetchone("SELECT count(*) AS n FROM pipe_cancel"))["n"] == 1
+
+
+async def test_a_statement_that_fails_to_prepare_says_why(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        query = "SELECT id FROM pipe_later WHERE id = ?"
+        for _ in range(3):  # the second run is the one prepared: its error is the table's, not the pipeline's
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                await db.fetchone(query, (1,))
+        await db.write_one("CREATE TABLE pipe_later (id BIGINT PRIMARY KEY)")
+        await db.write_one("INSERT INTO pipe_later (id) VALUES (1)")
+        for _ in range(3):
+            assert (await db.fetchone(query, (1,)))["id"] == 1
+
+
+async def test_a_lock_wait_holds_up_only_its_own_connection(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=6) as db:  # four pipelined connections
+        await db.write_one("CREATE TABLE pipe_lock (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        await db.write_one("INSERT INTO pipe_lock (id, n) VALUES (1, 0)")
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE pipe_lock SET n = n + 1 WHERE id = 1")  # the row stays locked
+            waiting = asyncio.ensure_future(db.write_one("UPDATE pipe_lock SET n = n + 10 WHERE id = 1"))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            started = time.monotonic()
+            for i in range(50):
+                assert (await db.fetchone("SELECT CAST(? AS BIGINT) AS i", (i,)))["i"] == i
+            assert time.monotonic() - started < 2.0
+            assert not waiting.done()
+        await asyncio.wait_for(waiting, 5)
+        assert (await db.fetchone("SELECT n FROM pipe_lock WHERE id = 1"))["n"] == 11
+
+
+async def test_a_lost_connection_fails_its_statements_and_is_replaced(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        pid = (await db.fetchone("SELECT pg_backend_pid() AS pid"))["pid"]
+        sleeping = asyncio.ensure_future(db.fetchone("SELECT pg_sleep(30)"))
+        queued = asyncio.ensure_future(db.fetchone("SELECT 1 AS one"))
+        await asyncio.sleep(0.1)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        for statement in (sleeping, queued):  # at once, not after the sleep
+            with pytest.raises(psycopg.OperationalError):
+                await asyncio.wait_for(statement, 5)
+        row = await db.fetchone("SELECT pg_backend_pid() AS pid")
+        assert row["pid"] != pid
+        assert (await db.fetchone("SELECT 3 AS three"))["three"] == 3
+
+
+async def test_closing_lets_statements_in_flight_end(postgres_url: str):
+    db = await PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE).open()
+    await db.write_one("CREATE TABLE pipe_close (id BIGINT PRIMARY KEY)")
+    last = asyncio.ensure_future(db.write_one("INSERT INTO pipe_close (id) SELECT 1 FROM pg_sleep(0.3) RETURNING id"))
+    await asyncio.sleep(0.05)
+    await db.close()  # a shutdown's last write was already sent: it ends, and its caller hears so
+    assert [r["id"] for r in await last] == [1]
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pipe_close").fetchone()[0] == 1
