@@ -11,6 +11,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from storage import pgpipeline
 from storage.postgres import PostgresDatabase
 
 # pool_size 2: one connection for write functions, one pipelined connection for every statement
@@ -30,7 +31,16 @@ async def test_statements_in_one_pipeline_commit_alone(postgres_url: str):
         assert [r["id"] for r in rows] == [1, 2]
 
 
-async def test_each_statement_gets_its_own_rows_or_error(postgres_url: str):
+def test_statements_sync_without_a_flush_each_where_libpq_has_it():
+    # libpq 17+ (psycopg's wheels bring 18): otherwise every statement costs a send() of its own
+    if psycopg.pq.version() >= 170000:
+        assert pgpipeline._SYNC_WITHOUT_FLUSH is not None
+
+
+@pytest.mark.parametrize("flush_each", [False, True], ids=["send-sync", "sync-and-flush"])
+async def test_each_statement_gets_its_own_rows_or_error(postgres_url: str, flush_each: bool, monkeypatch):
+    if flush_each:  # the path taken where PQsendPipelineSync cannot be found
+        monkeypatch.setattr(pgpipeline, "_SYNC_WITHOUT_FLUSH", None)
     async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
         async def one(i: int) -> object:
             if i % 7 == 0:  # a failing statement among them, prepared after its first run like the others
