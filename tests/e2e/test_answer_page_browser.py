@@ -4,6 +4,8 @@ ends complete with its label and a working copy button, and the console stays cl
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.companionkit import serving
@@ -29,7 +31,10 @@ RECORD_SHOWN = """
 
 
 async def test_the_answer_page_streams_on_a_phone_and_ends_complete_with_its_label(tmp_path, llm, browser):
-    llm.queue(Script(chunks=CHUNKS, chunk_delay=0.35))
+    # the stream waits after the fifth sentence until the page has shown it: a slow browser start
+    # under a loaded machine cannot make the page open after the end
+    release = asyncio.Event()
+    llm.queue(Script(chunks=CHUNKS, chunk_delay=0.35, hold_after=5, release=release))
     async with serving(tmp_path, llm.base_url, **ON) as (base, app):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
             d = await wx.send_text("o_phone", "讲十句话")
@@ -49,6 +54,7 @@ async def test_the_answer_page_streams_on_a_phone_and_ends_complete_with_its_lab
         await page.wait_for_function("() => window.shown.some(function (s) { return s.indexOf('第五句') >= 0; })")
         assert await page.is_visible("#answer.live")
         await page.screenshot(path=str(tmp_path / "answer-page-streaming.png"), full_page=True)
+        release.set()
         await page.wait_for_selector("#answer:not(.live)", timeout=15000)
         await page.screenshot(path=str(tmp_path / "answer-page-done.png"), full_page=True)
         keep(tmp_path, "answer-page-streaming.png", "answer-page-done.png")

@@ -72,6 +72,9 @@ class Script:
     error_body: dict[str, Any] | None = None
     # Close the connection after this many content chunks: no finish_reason, no [DONE].
     cut_after: int | None = None
+    # After this many content chunks, wait until `release` is set (a test looks at the stream meanwhile).
+    hold_after: int | None = None
+    release: asyncio.Event | None = None
     # Send a chunk that is not JSON after this many content chunks.
     malformed_after: int | None = None
     # None: "final" on the OpenAI path, "with_finish" on the ZhipuAI path.
@@ -350,6 +353,8 @@ class FakeLLM:
                 await resp.write(b'data: {"id": "' + cid.encode() + b'", "choices": [{"delta": {"content": \n\n')
             if i and script.chunk_delay:
                 await asyncio.sleep(script.chunk_delay)
+            if script.hold_after is not None and i == script.hold_after and script.release is not None:
+                await script.release.wait()
             done = min(total, round(total * (i + 1) / len(pieces)))
             usage = self._usage(script.prompt_tokens, done) if mode == "cumulative" else None
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
