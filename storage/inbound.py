@@ -21,11 +21,13 @@ class Receipt:
     answer_id: int | None
     note: str | None
     reply: str | None
+    # the sender's chosen model (模型 NAME), read in the same step as a delivery (None: not read, or none chosen)
+    model: str | None = None
 
 
-def _receipt(row: sqlite3.Row, first: bool) -> Receipt:
+def _receipt(row: sqlite3.Row, first: bool, model: str | None = None) -> Receipt:
     return Receipt(row["msg_key"], first, row["deliveries"], row["received_at"], row["answer_id"], row["note"],
-                   row["reply"])
+                   row["reply"], model)
 
 
 class InboundRepo:
@@ -36,32 +38,34 @@ class InboundRepo:
         """Record one delivery (and the sender as a user); `first` is true for exactly one delivery.
 
         A `reply` known without looking at any state (help, "text only") is stored with the first
-        delivery in the same step. The receipt carries the stored reply, if the message has one.
+        delivery in the same step. The receipt carries the stored reply, if the message has one, and
+        the sender's chosen model (a question needs it next: one read fewer).
         """
         if self.db.engine == "postgresql":  # both steps in one statement: one round trip
             row = (await self.db.write_one(
                 "WITH seen AS (INSERT INTO users (openid, first_seen, last_seen) VALUES (:o, :now, :now)"
-                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen)"
+                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen RETURNING model)"
                 " INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at)"
                 " VALUES (:k, :o, :kind, :now, :reply, :replied)"
-                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1 RETURNING *",
+                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1"
+                " RETURNING *, (SELECT model FROM seen) AS chosen_model",
                 {"o": openid, "k": msg_key, "kind": kind, "now": now, "reply": reply,
                  "replied": None if reply is None else now}))[0]
-            return _receipt(row, row["deliveries"] == 1)
+            return _receipt(row, row["deliveries"] == 1, row["chosen_model"])
 
         def run(conn: sqlite3.Connection) -> Receipt:
-            conn.execute(
+            model = conn.execute(
                 "INSERT INTO users (openid, first_seen, last_seen) VALUES (?, ?, ?)"
-                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen",
+                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen RETURNING model",
                 (openid, now, now),
-            )
+            ).fetchall()[0]["model"]
             # A new row starts at one delivery; a retry counts itself on the stored one.
             row = conn.execute(
                 "INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1 RETURNING *",
                 (msg_key, openid, kind, now, reply, None if reply is None else now),
             ).fetchall()[0]
-            return _receipt(row, row["deliveries"] == 1)
+            return _receipt(row, row["deliveries"] == 1, model)
 
         return await self.db.write(run)
 

@@ -138,7 +138,8 @@ class Mismatch:
 _ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at, balance_milli, daily_milli"
 
 
-def _account(row: Any) -> Account:
+def account_from_row(row: Any) -> Account:
+    """An Account from a row holding _ACCOUNT_COLS (by name)."""
     return Account(row["openid"], row["status"], row["tier"], row["balance"], row["daily"], row["daily_day"],
                    row["created_at"], row["balance_milli"], row["daily_milli"])
 
@@ -317,7 +318,7 @@ class Ledger:
 
     async def account(self, openid: str) -> Account | None:
         row = await self.db.lookup(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
-        return _account(row) if row else None
+        return account_from_row(row) if row else None
 
     async def ensure_account(self, openid: str, trial_credits: int) -> Account:
         """The account, created on first contact with its trial grant (written once, even as 0)."""
@@ -325,13 +326,13 @@ class Ledger:
             f"SELECT {_ACCOUNT_COLS}, EXISTS (SELECT 1 FROM ledger l WHERE l.openid = a.openid"
             " AND l.kind = 'trial') AS has_trial FROM accounts a WHERE openid = ?", (openid,))
         if row is not None and row["has_trial"]:
-            return _account(row)
+            return account_from_row(row)
         now = self.clock()
         if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
             made = (await self.db.write_one(
                 "SELECT account, opened FROM mpgpt_open_account(?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION))",
                 (openid, max(0, trial_credits), now)))[0]
-            opened, account = made["opened"], _account(made["account"])
+            opened, account = made["opened"], account_from_row(made["account"])
         else:
             opened, account = await self.db.write(
                 lambda conn: self._open_account(conn, openid, max(0, trial_credits), now))
@@ -343,7 +344,7 @@ class Ledger:
     def _open_account(conn: sqlite3.Connection, openid: str, trial: int, now: float) -> tuple[bool, Account]:
         opened = apply_entry_now(conn, openid, "trial", trial, "trial", now)
         account = conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
-        return opened, _account(account)
+        return opened, account_from_row(account)
 
     async def balance(self, openid: str) -> int:
         """Credits the user can spend now (balance + today's free credits); 0 without an account."""

@@ -123,7 +123,10 @@ class Commands:
 
     async def chosen_model(self, openid: str) -> str:
         """The follower's model: their choice, else the configured default (aliases resolved)."""
-        chosen = await self.models.get(openid)
+        return self.model_or_default(await self.models.get(openid))
+
+    def model_or_default(self, chosen: str | None) -> str:
+        """A stored choice (None: none made), else the configured default (aliases resolved)."""
         return chosen or self.router.catalogue.resolve(self.cfg.chat.default_model) or self.cfg.chat.default_model
 
     def _price(self, info: ModelInfo) -> str:

@@ -52,6 +52,8 @@ class LiveAnswer:
     # WeChat shows plain text; the companion page renders markdown itself
     plain: bool = True
     usage: Usage | None = None
+    # done, and the answer stored as finished (a waiter needs not read it back to know)
+    recorded: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -230,6 +232,7 @@ class Generator:
                                          delivered_usage(usage if status == "done" else None, messages,
                                                          answer.question, self.cfg.chat.system_prompt, said),
                                          markdown)
+            live.recorded = finished
             if answer.picture_id is not None and self.pictures is not None:
                 await self.pictures.done(answer.picture_id)
         except Exception:

@@ -82,7 +82,7 @@ class ChatService:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
         if receipt.first:
-            decided = await self._start(msg, arrived)
+            decided = await self._start(msg, arrived, receipt.model)
             if isinstance(decided, str):
                 return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
             target = decided
@@ -108,8 +108,9 @@ class ChatService:
             return self.help
         return None
 
-    async def _start(self, msg: Inbound, now: float) -> "str | Target":
-        """Act on a new message: its reply when known now, else the answer its reply will come from."""
+    async def _start(self, msg: Inbound, now: float, chosen: str | None) -> "str | Target":
+        """Act on a new message: its reply when known now, else the answer its reply will come from.
+        `chosen`: the sender's model choice, read when the message was recorded."""
         texts, words = self.cfg.texts, self.cfg.commands
         if msg.kind == "subscribe":
             await self.users.set_subscribed(msg.openid, True, now)
@@ -138,12 +139,12 @@ class ChatService:
         command = parse_command(self.cfg, question)
         if command is not None:
             return await self.commands.run(msg.openid, *command)
-        picture_id, model = None, None
+        picture_id, model = None, self.commands.model_or_default(chosen)
         if self.pictures is not None and msg.kind == "text":
             picture = await self.pictures.waiting_for(msg.openid, msg.msg_key, now)
-            if picture is not None:
-                model = await self.pictures.model_for(msg.openid)
-                picture_id = picture.id if model is not None else None
+            vision = await self.pictures.model_for(msg.openid) if picture is not None else None
+            if picture is not None and vision is not None:
+                model, picture_id = vision, picture.id
         return await self._ask(msg, question, now, heard=heard if msg.kind == "voice" else None,
                                picture_id=picture_id, model=model)
 
@@ -209,6 +210,7 @@ class ChatService:
         w = self.cfg.wechat
         closes_at = arrived + w.window - w.reply_margin  # only the last delivery keeps to it
         answer = target.answer if target else None
+        watched: LiveAnswer | None = None  # this process's generation of the answer, once seen
         while True:
             if target is None:  # a retry: learn what the first delivery decided
                 receipt = await self.inbound.get(msg.msg_key)
@@ -223,12 +225,16 @@ class ChatService:
             now = self.clock()
             closing = last and now >= closes_at
             live = self.generator.live.get(target.answer_id) if target else None
+            watched = live or watched
             generating_here = live is not None and not live.done.is_set()
             if target is None:
                 if closing:
                     # The first delivery is still deciding (or died deciding): say something valid.
                     return self.cfg.texts.thinking
             else:
+                if watched is not None and watched.recorded:
+                    # generated here and stored finished: its reply can be taken without reading it first
+                    return await self._take_reply(msg, target, None, delivery)
                 if answer is None or not generating_here:
                     answer = await self.answers.get(target.answer_id)
                     assert answer is not None

@@ -36,6 +36,8 @@ class Question:
     # Credits one answer from `model` costs; None when the model is unknown (refused, never free).
     cost: int | None
     account: Account
+    # the owner's whitelist holds the sender (a fact; the whitelist rule decides what it means)
+    on_whitelist: bool = False
     whitelisted: bool = False
     reserved: bool = False
 

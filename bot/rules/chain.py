@@ -26,7 +26,6 @@ from bot.rules.wallet import Wallet
 from bot.rules.whitelist import WhitelistRule
 from bot.rules.wordfilter import WordFilter, WordList
 from bot.rules.words import WordsRule
-from storage.accounts import Accounts
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.rate_events import RateEvents
@@ -41,7 +40,9 @@ class Chain:
         self.wallet = wallet
 
     async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None) -> Pass | Refusal:
-        q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid))
+        standing = await self.wallet.standing.of(openid)  # one read for the account, plan and whitelist
+        q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid, standing),
+                     on_whitelist=standing.whitelisted)
         for rule in self.rules:
             verdict = await rule.check(q)
             if isinstance(verdict, Refusal):
@@ -66,7 +67,7 @@ def build_chain(cfg: Config, db: Database, words: WordFilter, clock: Callable[[]
                     cfg.tiers)
     aliases = {alias: name for name, m in cfg.models.items() for alias in m.aliases}
     make: dict[str, Callable[[], Rule]] = {
-        "whitelist": lambda: WhitelistRule(Accounts(db, clock)),
+        "whitelist": WhitelistRule,
         "ratelimit": lambda: RateLimitRule(RateEvents(db), r.rate_limit, r.rate_window, texts.rate_limited, clock),
         "status": lambda: StatusRule(texts.frozen),
         "models": lambda: ModelsRule(r.tier_models, aliases, texts.model_not_allowed, texts.model_unknown),

@@ -14,6 +14,7 @@ from bot.config import QuotaConfig, RefusalTextsConfig, TierConfig
 from bot.economics.pricing import milli_text
 from storage.ledger import Account, Ledger
 from storage.plans import Plan, PlanRepo
+from storage.standing import Standing, StandingRepo
 from storage.usage import UsageRepo
 
 # The latest answers whose cost the 余额 reply lists.
@@ -36,6 +37,7 @@ class Wallet:
         self.tz = ZoneInfo(quota.timezone)
         self.tiers = tiers or {}
         self.plans = PlanRepo(ledger.db, clock)
+        self.standing = StandingRepo(ledger.db)
         self.usage = UsageRepo(ledger.db)
 
     def today(self) -> str:
@@ -46,12 +48,13 @@ class Wallet:
         t = self.tiers.get(tier)
         return t.daily_free if t is not None and t.daily_free >= 0 else self.quota.daily_free
 
-    async def open_day(self, openid: str) -> Account:
+    async def open_day(self, openid: str, standing: Standing | None = None) -> Account:
         """The account (created with its trial on first contact) with today's free credits granted,
         its tier the one a running plan gives (read from the plan's end date: an ended plan is simply
-        not running, no job has to end it)."""
-        account = await self.ledger.ensure_account(openid, self.quota.trial_credits)
-        plan = await self.plans.active(openid)
+        not running, no job has to end it). `standing`: the sender as just read (else read here)."""
+        standing = standing or await self.standing.of(openid)
+        account = standing.account or await self.ledger.ensure_account(openid, self.quota.trial_credits)
+        plan = standing.plan if standing.plan is not None and standing.plan.ends_at > self.clock() else None
         tier = plan.tier if plan is not None else account.tier
         allowance, today = self.daily_free(tier), self.today()
         if account.daily_day != today:

@@ -5,14 +5,11 @@ It only notes the fact (in its verdict), so it must come before the rules it exe
 from __future__ import annotations
 
 from bot.rules.base import Go, Question, Refusal
-from storage.accounts import Accounts
 
 
 class WhitelistRule:
     name = "whitelist"
 
-    def __init__(self, accounts: Accounts) -> None:
-        self.accounts = accounts
-
     async def check(self, q: Question) -> Go | Refusal:
-        return Go(whitelisted=await self.accounts.whitelisted(q.openid))
+        # the whitelist was read with the rest of the sender's standing (storage.standing)
+        return Go(whitelisted=q.on_whitelist)

@@ -10,7 +10,9 @@ import pytest
 from storage.accounts import Accounts
 from storage.db import Database
 from storage.ledger import Ledger
+from storage.plans import grant_plan
 from storage.rate_events import RateEvents
+from storage.standing import StandingRepo
 
 ALICE = "oAlice0000000000000000000001"
 
@@ -70,3 +72,21 @@ async def test_pruning_drops_only_old_events(db):
         assert await events.admit(ALICE, 10, 60.0, t)
     assert await events.prune(before=25.0) == 2
     assert await events.prune(before=25.0) == 0
+
+
+async def test_a_senders_standing_is_read_in_one_go(db):
+    standing = StandingRepo(db)
+    nobody = await standing.of(ALICE)
+    assert (nobody.account, nobody.plan, nobody.whitelisted) == (None, None, False)
+    # an account the owner froze before the first message has had no trial yet: not taken as opened
+    await Accounts(db).freeze(ALICE)
+    assert (await standing.of(ALICE)).account is None
+    opened = await Ledger(db).ensure_account(ALICE, trial_credits=10)
+    await Accounts(db).whitelist_add(ALICE, "friend")
+    async with db.transaction() as conn:
+        await grant_plan(conn, "order-1", ALICE, "pro", 30, 86400.0, 1000.0)
+    seen = await standing.of(ALICE)
+    assert seen.account == opened and seen.account.frozen
+    assert (seen.plan.tier, seen.plan.ends_at) == ("pro", 1000.0 + 30 * 86400.0)
+    assert seen.whitelisted is True
+    assert (await standing.of("oSomebodyElse0000000000000001")).whitelisted is False
