@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
-from storage.dialect import for_update, is_postgres, notify
+from storage.dialect import for_update, is_postgres
 
 FINAL = ("done", "failed", "timed_out", "cut")
 
@@ -208,27 +208,15 @@ class AnswerRepo:
                             first_token_at: float | None, markdown: str | None = None) -> bool:
         """Write the growing text (and its markdown, for the answer page) and renew the lease; False
         when the lease was lost."""
-        if self.db.engine == "postgresql":  # the update and its wake-up in one round trip
-            rows = await self.db.write_one(
-                "WITH saved AS (UPDATE answers SET text = :text, markdown = :md, lease_until = :until,"
-                " first_token_at = COALESCE(first_token_at, :first)"
-                " WHERE id = :id AND status = 'generating' AND lease_owner = :holder RETURNING id)"
-                " SELECT pg_notify('mpgpt', :key) FROM saved",
-                {"text": text, "md": markdown, "until": lease_until, "first": first_token_at, "id": answer_id,
-                 "holder": holder, "key": f"answer:{answer_id}"})
-            return bool(rows)
-
-        def run(conn: sqlite3.Connection) -> bool:
-            saved = conn.execute(
-                "UPDATE answers SET text = ?, markdown = ?, lease_until = ?,"
-                " first_token_at = COALESCE(first_token_at, ?)"
-                " WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (text, markdown, lease_until, first_token_at, answer_id, holder)).rowcount == 1
-            if saved:
-                notify(conn, f"answer:{answer_id}")
-            return saved
-
-        return await self.db.write(run)
+        saved = bool(await self.db.write_one(
+            "UPDATE answers SET text = :text, markdown = :md, lease_until = :until,"
+            " first_token_at = COALESCE(first_token_at, :first)"
+            " WHERE id = :id AND status = 'generating' AND lease_owner = :holder RETURNING id",
+            {"text": text, "md": markdown, "until": lease_until, "first": first_token_at, "id": answer_id,
+             "holder": holder}))
+        if saved:
+            self.db.announce(f"answer:{answer_id}")
+        return saved
 
     async def finish(self, answer_id: int, holder: str, status: str, text: str, now: float,
                      turns: tuple[str, str] | None, markdown: str | None = None) -> bool:
@@ -241,7 +229,6 @@ class AnswerRepo:
                 " lease_owner = NULL, lease_until = NULL"
                 " WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
                 " RETURNING conversation_id),"
-                " told AS (SELECT pg_notify('mpgpt', :key) FROM closed),"
                 " said AS (INSERT INTO turns (conversation_id, role, content, created_at)"
                 " SELECT closed.conversation_id, t.role, t.content, :now FROM closed,"
                 " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT)))"
@@ -249,31 +236,36 @@ class AnswerRepo:
                 " WHERE :with_turns = 1 AND closed.conversation_id IS NOT NULL ORDER BY t.n),"
                 " moved AS (UPDATE conversations SET last_at = :now FROM closed"
                 " WHERE :with_turns = 1 AND conversations.id = closed.conversation_id)"
-                " SELECT (SELECT COUNT(*) FROM closed) AS closed, (SELECT COUNT(*) FROM told) AS told",
+                " SELECT COUNT(*) AS closed FROM closed",
                 {"status": status, "text": text, "md": markdown, "now": now, "id": answer_id, "holder": holder,
-                 "key": f"answer:{answer_id}", "with_turns": int(turns is not None),
+                 "with_turns": int(turns is not None),
                  "asked": turns[0] if turns else None, "answered": turns[1] if turns else None})
-            return rows[0]["closed"] == 1
+            closed = rows[0]["closed"] == 1
+        else:
+            closed = await self.db.write(lambda conn: self._finish(conn, answer_id, holder, status, text, now, turns,
+                                                                   markdown))
+        if closed:
+            self.db.announce(f"answer:{answer_id}")
+        return closed
 
-        def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
-                " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                (status, text, markdown, now, answer_id, holder),
+    @staticmethod
+    def _finish(conn: sqlite3.Connection, answer_id: int, holder: str, status: str, text: str, now: float,
+                turns: tuple[str, str] | None, markdown: str | None) -> bool:
+        cur = conn.execute(
+            "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+            (status, text, markdown, now, answer_id, holder),
+        )
+        if cur.rowcount != 1:
+            return False
+        conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
+        if turns is not None and conv is not None:
+            conn.executemany(
+                "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
+                [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
             )
-            if cur.rowcount != 1:
-                return False
-            notify(conn, f"answer:{answer_id}")
-            conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
-            if turns is not None and conv is not None:
-                conn.executemany(
-                    "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
-                    [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
-                )
-                conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
-            return True
-
-        return await self.db.write(run)
+            conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
+        return True
 
     async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
         """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""

@@ -176,6 +176,10 @@ class Database:
         writes are seen by polling)."""
         await asyncio.sleep(timeout)
 
+    def announce(self, key: str) -> None:
+        """Wake other hosts' waiters on `key` after a committed write (PostgreSQL); one SQLite file
+        is one host, whose waiters poll."""
+
     async def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file (never blocks a writer)."""
         if self._checkpointer is not None:

@@ -35,12 +35,6 @@ def serialize(conn: Any, key: str) -> None:
         conn.execute(_LOCK, (key,))
 
 
-def notify(conn: Any, key: str) -> None:
-    """Inside a write function: wake (at COMMIT) whoever on any host waits on `key` (db.changed)."""
-    if isinstance(conn, PgConn):
-        conn.execute("SELECT pg_notify('mpgpt', ?)", (key,))  # storage.pgnotify.CHANNEL
-
-
 async def serialize_async(conn: Any, key: str) -> None:
     """The same inside a `transaction()` block."""
     if isinstance(conn, AsyncPgConn):

@@ -1,6 +1,6 @@
 """LISTEN/NOTIFY for PostgreSQL: a write on one host wakes what another host waits for.
 
-A write calls storage.dialect.notify(conn, key) (PostgreSQL delivers it at COMMIT); a waiter calls
+After a write commits, its repository calls `db.announce(key)` (a NOTIFY of its own); a waiter calls
 `changed(key, timeout)`. One thread per process holds one listening connection (LISTEN needs a
 session of its own, outside the pool) and hands each notification to the event loop. If it loses the
 server, waiters fall back to their timeouts (the poll they replace) until it is back.

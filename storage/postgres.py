@@ -33,7 +33,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool
 
 from storage.pgconn import AsyncPgConn, PgConn, Row, configure, configure_async, translated
-from storage.pgnotify import Notifications
+from storage.pgnotify import CHANNEL, Notifications
 from storage.pgpipeline import PipelinedStatements
 
 T = TypeVar("T")
@@ -91,6 +91,7 @@ class PostgresDatabase:
         self._slots: asyncio.Semaphore | None = None
         self._offset = 0.0
         self._notes: Notifications | None = None  # LISTEN, from the first wait on (servers, not commands)
+        self._announcing: set[asyncio.Future] = set()
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact(self.url)!r})"
@@ -180,10 +181,28 @@ class PostgresDatabase:
         return float(server) - (before + after) / 2
 
     async def changed(self, key: str, timeout: float) -> None:
-        """Wait until a write on any host notifies `key` (storage.dialect.notify), at most `timeout`."""
+        """Wait until a write on any host announces `key` (`announce`), at most `timeout`."""
         if self._notes is None:
             self._notes = Notifications(self.url, self.connect_timeout)
         await self._notes.changed(key, timeout)
+
+    def announce(self, key: str) -> None:
+        """Wake whoever on any host waits on `key` (`changed`), after the write that changed it committed.
+
+        A NOTIFY of its own, not part of that write: PostgreSQL serializes every committing
+        transaction that notifies, database-wide, on one lock held through its WAL flush, so writes
+        that notified committed one at a time across all hosts. A transaction that only notifies
+        writes no WAL. Sent without waiting (its waiters poll anyway if it is lost)."""
+        if self._statements is None:
+            return
+        sent = asyncio.ensure_future(self._statements.run(f"SELECT pg_notify('{CHANNEL}', %s)", (key,)))
+        self._announcing.add(sent)
+        sent.add_done_callback(self._announced)
+
+    def _announced(self, sent: asyncio.Future) -> None:
+        self._announcing.discard(sent)
+        if not sent.cancelled():
+            sent.exception()  # a lost wake-up costs a waiter one poll interval, nothing else
 
     async def checkpoint(self) -> None:
         """SQLite's WAL checkpoint; PostgreSQL checkpoints on its own."""
