@@ -4,7 +4,8 @@
    baseline); the invariant is checked after each round. Aim: ≥ 2,000 pairs/s on PostgreSQL.
 2. /wechat end to end (safe mode, an instant fake model, 64 concurrent senders, new questions): one
    `mpgpt serve` on PostgreSQL against one on SQLite (aim ≥ 0.6×), and two processes on PostgreSQL
-   (each sender alternating between them, as a proxy would) against one.
+   (each sender alternating between them, as a proxy would) against one. Two rounds, the engines
+   alternating, fresh databases each; the best round of each is reported (the CPUs are shared).
 
 The PostgreSQL server is a throwaway cluster started here (tests/pgcluster.py, Debian's binaries;
 fsync on, as in production) unless MPGPT_TEST_POSTGRES_URL names one (a fresh database is made in it).
@@ -151,35 +152,45 @@ async def questions_through(urls: list[str], messages: int, tag: str, servers: l
     return res
 
 
-async def bench_wechat(admin_url: str, tmp: Path, messages: int) -> list[str]:
+async def bench_wechat(admin_url: str, tmp: Path, messages: int, rounds: int = 2) -> list[str]:
     procs: list[subprocess.Popen] = []
+    best: dict[str, dict] = {}
+
+    def keep(name: str, r: dict) -> None:  # the best round of each: the CPUs are shared
+        if name not in best or r["rate"] > best[name]["rate"]:
+            best[name] = r
+
     try:
         llm = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_llm_server.py"), "--chunks", "8"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(llm)
         llm_url = f"http://127.0.0.1:{int(llm.stdout.readline())}/v1"
-        res = {}
-        lite, port = serve(tmp, "sqlite", {"path": str(tmp / "bench.db")}, llm_url)
-        procs.append(lite)
-        res["sqlite"] = await questions_through([f"http://127.0.0.1:{port}/wechat"], messages, "lite", [lite.pid])
-        stop([lite])
-        url = fresh_database(admin_url)
-        one, port1 = serve(tmp, "pg1", {"url": url, "pool_size": 16}, llm_url)
-        procs.append(one)
-        res["pg"] = await questions_through([f"http://127.0.0.1:{port1}/wechat"], messages, "pg1", [one.pid])
-        two, port2 = serve(tmp, "pg2", {"url": url, "pool_size": 16}, llm_url)
-        procs.append(two)
-        res["pg2"] = await questions_through([f"http://127.0.0.1:{p}/wechat" for p in (port1, port2)],
-                                             messages, "pg2", [one.pid, two.pid])
+        for r in range(rounds):  # alternating engines, each round on fresh databases
+            lite, port = serve(tmp, f"sqlite{r}", {"path": str(tmp / f"bench{r}.db")}, llm_url)
+            procs.append(lite)
+            keep("sqlite", await questions_through([f"http://127.0.0.1:{port}/wechat"], messages, f"lite{r}",
+                                                   [lite.pid]))
+            stop([lite])
+            url = fresh_database(admin_url)
+            one, port1 = serve(tmp, f"pg1-{r}", {"url": url, "pool_size": 16}, llm_url)
+            procs.append(one)
+            keep("pg", await questions_through([f"http://127.0.0.1:{port1}/wechat"], messages, f"pg1{r}", [one.pid]))
+            two, port2 = serve(tmp, f"pg2-{r}", {"url": url, "pool_size": 16}, llm_url)
+            procs.append(two)
+            keep("pg2", await questions_through([f"http://127.0.0.1:{p}/wechat" for p in (port1, port2)],
+                                                messages, f"pg2{r}", [one.pid, two.pid]))
+            stop([one, two])
     finally:
         stop(procs)
+    res = best
 
     def row(name: str, r: dict) -> str:
         return (f"| {name} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['failures']} |"
                 f" {r['server_ms']:.1f} | {r['db_ms']:.1f} |")
 
     return [
-        f"### /wechat end to end, instant fake model ({messages:,} new questions, {CONCURRENCY} senders)",
+        f"### /wechat end to end, instant fake model ({messages:,} new questions, {CONCURRENCY} senders,"
+        f" best of {rounds} alternating rounds)",
         "",
         "CPU per question: in the mpgpt process(es), and in PostgreSQL's (both on the same 2 cores, with the",
         "load generator and the fake model).",
