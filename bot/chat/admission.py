@@ -18,6 +18,7 @@ from bot.providers.catalogue import ModelInfo
 from bot.providers.router import ModelUnavailable, Router
 from bot.rules.base import Refusal
 from bot.rules.chain import Chain
+from storage.standing import Standing
 
 MODEL_UNAVAILABLE = "model_unavailable"
 
@@ -38,8 +39,12 @@ class Admission:
         self.commands = commands
         self.own_keys = own_keys
 
+    async def standing(self, openid: str) -> Standing:
+        """The sender's account, plan and whitelist entry (one read), for `admit(standing=...)`."""
+        return await self.chain.wallet.standing.of(openid)
+
     async def admit(self, openid: str, question: str, gen_key: str, model: str | None = None, *,
-                    pictures: int = 0, heard_cost: int = 0) -> Admitted | Refusal:
+                    pictures: int = 0, heard_cost: int = 0, standing: Standing | None = None) -> Admitted | Refusal:
         """`pictures` sent with the question add the model's image_cost each; `heard_cost` is what
         hearing a voice message costs ([speech] cost): both join the question's one reservation, so
         they are settled or refunded with it, exactly once."""
@@ -54,7 +59,7 @@ class Admission:
         cost = 0 if own_key else (self._answer_cost(info, question) + pictures * info.image_cost if info else None)
         if cost is not None:
             cost += heard_cost
-        verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost)
+        verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost, standing=standing)
         if isinstance(verdict, Refusal):
             return verdict
         return Admitted(resolved, verdict.text, own_key)

@@ -33,6 +33,7 @@ from bot.rules.base import Refusal
 from storage.answers import Answer, AnswerRepo, Taken
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
+from storage.standing import Standing
 from storage.users import UserRepo
 
 log = structlog.get_logger(__name__)
@@ -75,14 +76,16 @@ class ChatService:
         if cached is not None:  # WeChat's retry of a message this process already answered
             return cached
         arrived = self.clock()
-        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, self._instant_reply(msg))
+        instant = self._instant_reply(msg)
+        early = self._standing_early(msg) if instant is None else None
+        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, instant)
         if receipt.first:
             metrics.message_received(msg.kind)
         if receipt.reply is not None:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
         if receipt.first:
-            decided = await self._start(msg, arrived, receipt.model)
+            decided = await self._start(msg, arrived, receipt.model, early)
             if isinstance(decided, str):
                 return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
             target = decided
@@ -108,9 +111,24 @@ class ChatService:
             return self.help
         return None
 
-    async def _start(self, msg: Inbound, now: float, chosen: str | None) -> "str | Target":
+    def _standing_early(self, msg: Inbound) -> "asyncio.Future[Standing] | None":
+        """For what looks like a text question, the sender's standing, read while the delivery is
+        recorded: a question's round trips follow one another, and this one need not wait. Unused
+        (a retry, a command) it is simply dropped."""
+        if msg.kind != "text":
+            return None
+        question, words = msg.content.strip(), self.cfg.commands
+        if question in words.reset or question in words.more or parse_command(self.cfg, question) is not None:
+            return None
+        read = asyncio.ensure_future(self.admission.standing(msg.openid))
+        read.add_done_callback(_dropped)
+        return read
+
+    async def _start(self, msg: Inbound, now: float, chosen: str | None,
+                     standing: "asyncio.Future[Standing] | None" = None) -> "str | Target":
         """Act on a new message: its reply when known now, else the answer its reply will come from.
-        `chosen`: the sender's model choice, read when the message was recorded."""
+        `chosen`: the sender's model choice, read when the message was recorded; `standing`: theirs,
+        if it is being read already."""
         texts, words = self.cfg.texts, self.cfg.commands
         if msg.kind == "subscribe":
             await self.users.set_subscribed(msg.openid, True, now)
@@ -146,7 +164,7 @@ class ChatService:
             if picture is not None and vision is not None:
                 model, picture_id = vision, picture.id
         return await self._ask(msg, question, now, heard=heard if msg.kind == "voice" else None,
-                               picture_id=picture_id, model=model)
+                               picture_id=picture_id, model=model, standing=standing)
 
     async def _picture(self, msg: Inbound, now: float) -> "str | Target":
         """A picture: refused, or kept for the follower's next text, or asked about with the default prompt."""
@@ -164,11 +182,13 @@ class ChatService:
         return await self._ask(msg, self.cfg.media.picture_prompt, now, picture_id=picture_id, model=model)
 
     async def _ask(self, msg: Inbound, question: str, now: float, *, heard: Heard | None = None,
-                   picture_id: int | None = None, model: str | None = None) -> "str | Target":
+                   picture_id: int | None = None, model: str | None = None,
+                   standing: "asyncio.Future[Standing] | None" = None) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
         admitted = await self.admission.admit(msg.openid, question, msg.msg_key, model,
                                               pictures=int(picture_id is not None),
-                                              heard_cost=heard.cost if heard is not None else 0)
+                                              heard_cost=heard.cost if heard is not None else 0,
+                                              standing=await standing if standing is not None else None)
         if isinstance(admitted, Refusal):
             return admitted.text
         # `now` is the message's arrival (its own deliveries count from then); the lease and the
@@ -328,3 +348,9 @@ class ReplyCache:
                 del self._replies[key]
         self._replies[msg_key] = reply
         return reply
+
+
+def _dropped(read: "asyncio.Future[Standing]") -> None:
+    """An early standing read nobody used (a retry, a command): its error, if any, is not news."""
+    if not read.cancelled():
+        read.exception()

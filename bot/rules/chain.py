@@ -29,6 +29,7 @@ from bot.rules.words import WordsRule
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.rate_events import RateEvents
+from storage.standing import Standing
 from storage.redact import short_user
 
 log = structlog.get_logger(__name__)
@@ -39,8 +40,10 @@ class Chain:
         self.rules = tuple(rules)
         self.wallet = wallet
 
-    async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None) -> Pass | Refusal:
-        standing = await self.wallet.standing.of(openid)  # one read for the account, plan and whitelist
+    async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None,
+                    standing: Standing | None = None) -> Pass | Refusal:
+        """`standing`: the sender's, if the caller read it already (else one read here)."""
+        standing = standing or await self.wallet.standing.of(openid)
         q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid, standing),
                      on_whitelist=standing.whitelisted)
         for rule in self.rules:
