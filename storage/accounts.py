@@ -61,9 +61,6 @@ class Accounts:
             rows = await conn.execute_fetchall("DELETE FROM whitelist WHERE openid = ? RETURNING openid", (openid,))
             return bool(list(rows))
 
-    async def whitelisted(self, openid: str) -> bool:
-        return await self.db.lookup("SELECT 1 FROM whitelist WHERE openid = ?", (openid,)) is not None
-
     async def whitelist(self) -> list[Listed]:
         rows = await self.db.fetchall("SELECT openid, note, added_at FROM whitelist ORDER BY added_at, openid")
         return [Listed(r["openid"], r["note"], r["added_at"]) for r in rows]

@@ -242,30 +242,27 @@ class AnswerRepo:
                  "asked": turns[0] if turns else None, "answered": turns[1] if turns else None})
             closed = rows[0]["closed"] == 1
         else:
-            closed = await self.db.write(lambda conn: self._finish(conn, answer_id, holder, status, text, now, turns,
-                                                                   markdown))
+            def run(conn: sqlite3.Connection) -> bool:
+                cur = conn.execute(
+                    "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
+                    " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                    (status, text, markdown, now, answer_id, holder),
+                )
+                if cur.rowcount != 1:
+                    return False
+                conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
+                if turns is not None and conv is not None:
+                    conn.executemany(
+                        "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
+                        [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
+                    )
+                    conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
+                return True
+
+            closed = await self.db.write(run)
         if closed:
             self.db.announce(f"answer:{answer_id}")
         return closed
-
-    @staticmethod
-    def _finish(conn: sqlite3.Connection, answer_id: int, holder: str, status: str, text: str, now: float,
-                turns: tuple[str, str] | None, markdown: str | None) -> bool:
-        cur = conn.execute(
-            "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
-            " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-            (status, text, markdown, now, answer_id, holder),
-        )
-        if cur.rowcount != 1:
-            return False
-        conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
-        if turns is not None and conv is not None:
-            conn.executemany(
-                "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
-                [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
-            )
-            conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
-        return True
 
     async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
         """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""

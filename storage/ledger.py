@@ -135,11 +135,11 @@ class Mismatch:
     ledger: Any
 
 
-_ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at, balance_milli, daily_milli"
+ACCOUNT_COLS = "openid, status, tier, balance, daily, daily_day, created_at, balance_milli, daily_milli"
 
 
 def account_from_row(row: Any) -> Account:
-    """An Account from a row holding _ACCOUNT_COLS (by name)."""
+    """An Account from a row holding ACCOUNT_COLS (by name)."""
     return Account(row["openid"], row["status"], row["tier"], row["balance"], row["daily"], row["daily_day"],
                    row["created_at"], row["balance_milli"], row["daily_milli"])
 
@@ -317,13 +317,13 @@ class Ledger:
     # -- accounts -------------------------------------------------------------------------------
 
     async def account(self, openid: str) -> Account | None:
-        row = await self.db.lookup(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
+        row = await self.db.lookup(f"SELECT {ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,))
         return account_from_row(row) if row else None
 
     async def ensure_account(self, openid: str, trial_credits: int) -> Account:
         """The account, created on first contact with its trial grant (written once, even as 0)."""
         row = await self.db.lookup(
-            f"SELECT {_ACCOUNT_COLS}, EXISTS (SELECT 1 FROM ledger l WHERE l.openid = a.openid"
+            f"SELECT {ACCOUNT_COLS}, EXISTS (SELECT 1 FROM ledger l WHERE l.openid = a.openid"
             " AND l.kind = 'trial') AS has_trial FROM accounts a WHERE openid = ?", (openid,))
         if row is not None and row["has_trial"]:
             return account_from_row(row)
@@ -343,7 +343,7 @@ class Ledger:
     @staticmethod
     def _open_account(conn: sqlite3.Connection, openid: str, trial: int, now: float) -> tuple[bool, Account]:
         opened = apply_entry_now(conn, openid, "trial", trial, "trial", now)
-        account = conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
+        account = conn.execute(f"SELECT {ACCOUNT_COLS} FROM accounts WHERE openid = ?", (openid,)).fetchone()
         return opened, account_from_row(account)
 
     async def balance(self, openid: str) -> int:

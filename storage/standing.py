@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.db import Database
-from storage.ledger import Account, account_from_row
+from storage.ledger import ACCOUNT_COLS, Account, account_from_row
 from storage.plans import Plan
 
 _READ = (
-    "SELECT a.openid, a.status, a.tier, a.balance, a.daily, a.daily_day, a.created_at, a.balance_milli,"
-    " a.daily_milli,"
+    "SELECT " + ", ".join(f"a.{c}" for c in ACCOUNT_COLS.split(", ")) + ","
     " EXISTS (SELECT 1 FROM ledger l WHERE l.openid = k.openid AND l.kind = 'trial') AS has_trial,"
     " p.tier AS plan_tier, p.ends_at AS plan_ends_at,"
     " EXISTS (SELECT 1 FROM whitelist w WHERE w.openid = k.openid) AS whitelisted"

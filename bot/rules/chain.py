@@ -29,8 +29,8 @@ from bot.rules.words import WordsRule
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.rate_events import RateEvents
-from storage.standing import Standing
 from storage.redact import short_user
+from storage.standing import Standing
 
 log = structlog.get_logger(__name__)
 

@@ -47,11 +47,11 @@ async def test_the_whitelist_adds_lists_and_removes(db):
     accounts = Accounts(db, clock=lambda: 5.0)
     assert await accounts.whitelist_add(ALICE, "the owner") is True
     assert await accounts.whitelist_add(ALICE, "again") is False
-    assert await accounts.whitelisted(ALICE)
+    assert (await StandingRepo(db).of(ALICE)).whitelisted
     assert [(e.openid, e.note, e.added_at) for e in await accounts.whitelist()] == [(ALICE, "the owner", 5.0)]
     assert await accounts.whitelist_remove(ALICE) is True
     assert await accounts.whitelist_remove(ALICE) is False
-    assert not await accounts.whitelisted(ALICE)
+    assert not (await StandingRepo(db).of(ALICE)).whitelisted
 
 
 async def test_two_processes_share_one_rate_limit(tmp_path: Path, open_database):
