@@ -209,6 +209,11 @@ class FakeLLM:
     def queue(self, *scripts: Script) -> None:
         self._queue.extend(scripts)
 
+    def unqueue(self) -> list[Script]:
+        """Drop the scripts no request has taken yet (a test that gave up before its request came)."""
+        left, self._queue = list(self._queue), deque()
+        return left
+
     # -- answering -------------------------------------------------------------------------------
     def _pick(self, rec: RecordedRequest) -> Script:
         if self.script_for is not None:
