@@ -11,10 +11,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from storage.conversations import current_conversation, recent_turns
 from storage.db import Database
 from storage.dialect import for_update, is_postgres
+from storage.steps import Step, together
 
 FINAL = ("done", "failed", "timed_out", "cut")
 
@@ -90,6 +92,14 @@ class TakenReply:
 
 
 @dataclass(frozen=True, slots=True)
+class Closed:
+    """A generation made final. On PostgreSQL `state` is the answer as committed (its row, version
+    and page token): the first reply can be planned from it without reading the answer back."""
+
+    state: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class NewQuestion:
     answer: Answer
     # False when another delivery (or process) had already created the answer for this message
@@ -138,10 +148,38 @@ def _plan_reply(row, plan: ReplyPlanner, live_text: str | None, page: tuple[str,
     link = token if taken.linked and page is not None and existing is None else None
     return _Plan(answer, taken, live, link)
 
+class _Seen:
+    """A closed answer's committed row read as take_reply's read: the message's stored reply is
+    unknown (None here; mpgpt_store_reply returns it if there is one)."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getitem__(self, key: str) -> Any:
+        return None if key == "stored_reply" else self._row[key]
+
+
 # owed = 1: generating, or not wholly delivered (a generated column, migration 0026, indexed)
 _OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
          " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
          " ORDER BY id LIMIT 1")
+
+
+_FINISH_PG = (
+    "WITH closed AS (UPDATE answers SET status = :status, text = :text, markdown = :md, finished_at = :now,"
+    " lease_owner = NULL, lease_until = NULL"
+    " WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
+    " RETURNING *, xmin::text AS version),"
+    " said AS (INSERT INTO turns (conversation_id, role, content, created_at)"
+    " SELECT closed.conversation_id, t.role, t.content, :now FROM closed,"
+    " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT)))"
+    " AS t (n, role, content)"
+    " WHERE :with_turns = 1 AND closed.conversation_id IS NOT NULL ORDER BY t.n),"
+    " moved AS (UPDATE conversations SET last_at = :now FROM closed"
+    " WHERE :with_turns = 1 AND conversations.id = closed.conversation_id)"
+    " SELECT closed.*, (SELECT token FROM answer_pages WHERE answer_id = closed.id) AS page_token FROM closed")
 
 
 class AnswerRepo:
@@ -222,47 +260,41 @@ class AnswerRepo:
                      turns: tuple[str, str] | None, markdown: str | None = None) -> bool:
         """Close the generation; with `turns` (question, answer) the conversation gets both in the same step.
         `markdown`: the final text as the model wrote it, for the answer page (None: `text` serves)."""
-        assert status in FINAL
-        if self.db.engine == "postgresql":  # every step in one statement: one round trip instead of eight
-            rows = await self.db.write_one(
-                "WITH closed AS (UPDATE answers SET status = :status, text = :text, markdown = :md, finished_at = :now,"
-                " lease_owner = NULL, lease_until = NULL"
-                " WHERE id = :id AND status = 'generating' AND lease_owner = :holder"
-                " RETURNING conversation_id),"
-                " said AS (INSERT INTO turns (conversation_id, role, content, created_at)"
-                " SELECT closed.conversation_id, t.role, t.content, :now FROM closed,"
-                " (VALUES (1, 'user', CAST(:asked AS TEXT)), (2, 'assistant', CAST(:answered AS TEXT)))"
-                " AS t (n, role, content)"
-                " WHERE :with_turns = 1 AND closed.conversation_id IS NOT NULL ORDER BY t.n),"
-                " moved AS (UPDATE conversations SET last_at = :now FROM closed"
-                " WHERE :with_turns = 1 AND conversations.id = closed.conversation_id)"
-                " SELECT COUNT(*) AS closed FROM closed",
-                {"status": status, "text": text, "md": markdown, "now": now, "id": answer_id, "holder": holder,
-                 "with_turns": int(turns is not None),
-                 "asked": turns[0] if turns else None, "answered": turns[1] if turns else None})
-            closed = rows[0]["closed"] == 1
-        else:
-            def run(conn: sqlite3.Connection) -> bool:
-                cur = conn.execute(
-                    "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
-                    " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
-                    (status, text, markdown, now, answer_id, holder),
-                )
-                if cur.rowcount != 1:
-                    return False
-                conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
-                if turns is not None and conv is not None:
-                    conn.executemany(
-                        "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
-                        [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
-                    )
-                    conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
-                return True
+        (closed,) = await together(self.finish_step(answer_id, holder, status, text, now, turns, markdown))
+        return closed is not None
 
-            closed = await self.db.write(run)
-        if closed:
-            self.db.announce(f"answer:{answer_id}")
-        return closed
+    def finish_step(self, answer_id: int, holder: str, status: str, text: str, now: float,
+                    turns: tuple[str, str] | None, markdown: str | None = None) -> Step[Closed | None]:
+        """`finish` as a part of a larger state change (storage/steps.py): None if this holder no
+        longer held the generation (nothing was written)."""
+        assert status in FINAL
+
+        def run(conn: sqlite3.Connection) -> Closed | None:
+            cur = conn.execute(
+                "UPDATE answers SET status = ?, text = ?, markdown = ?, finished_at = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ? AND status = 'generating' AND lease_owner = ?",
+                (status, text, markdown, now, answer_id, holder),
+            )
+            if cur.rowcount != 1:
+                return None
+            conv = conn.execute("SELECT conversation_id FROM answers WHERE id = ?", (answer_id,)).fetchone()[0]
+            if turns is not None and conv is not None:
+                conn.executemany(
+                    "INSERT INTO turns (conversation_id, role, content, created_at) VALUES (?, ?, ?, ?)",
+                    [(conv, "user", turns[0], now), (conv, "assistant", turns[1], now)],
+                )
+                conn.execute("UPDATE conversations SET last_at = ? WHERE id = ?", (now, conv))
+            return Closed()
+
+        def closed(done: Closed | None) -> None:
+            if done is not None:
+                self.db.announce(f"answer:{answer_id}")
+
+        # on PostgreSQL every part in one statement: one round trip instead of four
+        statement = (_FINISH_PG, {"status": status, "text": text, "md": markdown, "now": now, "id": answer_id,
+                                  "holder": holder, "with_turns": int(turns is not None),
+                                  "asked": turns[0] if turns else None, "answered": turns[1] if turns else None})
+        return Step(self.db, run, statement, lambda rows: Closed(rows[0]) if rows else None, closed)
 
     async def claim_stale(self, now: float, holder: str, lease_until: float) -> list[Answer]:
         """Take over generations whose holder stopped renewing its lease (it crashed or was killed)."""
@@ -289,7 +321,8 @@ class AnswerRepo:
         return _answer(row) if row else None
 
     async def take_reply(self, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
-                         live_text: str | None = None, page: tuple[str, float] | None = None) -> TakenReply:
+                         live_text: str | None = None, page: tuple[str, float] | None = None,
+                         closed: Closed | None = None) -> TakenReply:
         """Decide the reply for one inbound message from one answer, exactly once.
 
         As one state change: if the message already has its reply (another delivery decided it), that
@@ -299,9 +332,15 @@ class AnswerRepo:
         `plan` may run more than once: only the returned `planned` was stored. `live_text` is the
         generating process's newer text, written first. `page` (a new token, its expiry) lets the
         reply link to the answer page: the answer's existing token, or this one, made only when the
-        plan uses it.
+        plan uses it. `closed`: what this process's `finish` of the answer returned, planned from
+        first instead of a read (on PostgreSQL; the store still checks it is the answer's version).
         """
         if self.db.engine == "postgresql":
+            seen = closed.state if closed is not None and closed.state is not None else None
+            if seen is not None and seen["id"] == answer_id:
+                took = await self._store_reply_pg(_Seen(seen), msg_key, answer_id, plan, now, live_text, page)
+                if took is not None:
+                    return took
             for _ in range(_OPTIMISTIC_TRIES):
                 took = await self._take_reply_pg(msg_key, answer_id, plan, now, live_text, page)
                 if took is not None:
@@ -340,6 +379,10 @@ class AnswerRepo:
             return None
         if row["stored_reply"] is not None:
             return TakenReply(row["stored_reply"], None)
+        return await self._store_reply_pg(row, msg_key, answer_id, plan, now, live_text, page)
+
+    async def _store_reply_pg(self, row: Any, msg_key: str, answer_id: int, plan: ReplyPlanner, now: float,
+                              live_text: str | None, page: tuple[str, float] | None) -> TakenReply | None:
         p = _plan_reply(row, plan, live_text, page)
         rows = await self.db.write_one(
             "SELECT reply, planned FROM mpgpt_store_reply(CAST(? AS BIGINT), ?, ?, CAST(? AS TEXT), CAST(? AS TEXT),"

@@ -15,13 +15,15 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
+from storage.steps import Step, after_commit
 
 Row = sqlite3.Row
 T = TypeVar("T")
@@ -209,12 +211,20 @@ class Database:
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
-    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
+    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
+                        durable: bool = True) -> list[Row]:
         """One statement that is a whole state change by itself; its rows (RETURNING), if any.
 
         The same as `write` with a function of one statement (so it joins the group commit here);
-        PostgreSQL runs it without BEGIN/COMMIT, one round trip instead of three."""
+        PostgreSQL runs it without BEGIN/COMMIT, one round trip instead of three. `durable` matters
+        on PostgreSQL only (a group commit here is as durable as its company)."""
         return await self.write(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def write_steps(self, steps: Sequence[Step[Any]]) -> list[Any]:
+        """Several repositories' parts of one state change, as one transaction (storage/steps.py)."""
+        results = await self.write(lambda conn: [step.run(conn) for step in steps])
+        after_commit(steps, results)
+        return results
 
     async def _flush(self) -> None:
         writer = self._writer

@@ -30,11 +30,12 @@ class GenerationRepo:
         self.db = db
 
     async def record(self, rec: GenerationRecord) -> None:
+        # informs reports and `mpgpt channels`, moves no money: not worth a WAL flush of its own
         await self.db.write_one(
             "INSERT INTO generations (openid, msg_key, channel, model, started_at, first_token_ms, total_ms,"
             " prompt_tokens, completion_tokens, usage_estimated, outcome, error_kind)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            astuple(rec))
+            astuple(rec), durable=False)
 
     async def for_message(self, msg_key: str) -> list[GenerationRecord]:
         rows = await self.db.fetchall(

@@ -36,6 +36,7 @@ import structlog
 from storage.db import Database
 from storage.dialect import for_update, is_postgres
 from storage.redact import short_user
+from storage.steps import Step, together
 
 log = structlog.get_logger(__name__)
 
@@ -307,6 +308,10 @@ def _unobserved(op: str, amount: int) -> None:
     pass
 
 
+def _amount(rows: list[Any]) -> int | None:
+    return int(rows[0]["amount"]) if rows else None
+
+
 class Ledger:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time, *,
                  on_moved: OnMoved = _unobserved) -> None:
@@ -452,31 +457,42 @@ class Ledger:
         """The generation delivered: its reserved credits are spent (all of them, or `spent_milli`
         milli-credits of them for a token-priced answer, the rest given back in the same row). True
         exactly once."""
+        (amount,) = await together(self.settle_step(gen_key, spent_milli, estimated=estimated))
+        return amount is not None
+
+    def settle_step(self, gen_key: str, spent_milli: int | None = None, *, estimated: bool = False
+                    ) -> Step[int | None]:
+        """`settle` as a part of a larger state change (storage/steps.py): the amount reserved, or
+        None if it was settled or refunded already."""
         if spent_milli is not None and spent_milli < 0:
             msg = f"cannot spend a negative amount ({spent_milli})"
             raise ValueError(msg)
         now = self.clock()
-        if spent_milli is None and self.db.engine == "postgresql":
-            rows = await self.db.write_one(_SETTLE_PG, {"k": gen_key, "now": now})
-            amount = int(rows[0]["amount"]) if rows else None
-        else:
-            amount = await self.db.write(lambda conn: settle_entry(conn, gen_key, now, spent_milli, estimated))
-        if amount is not None:
-            self.on_moved("settled", amount if spent_milli is None else min(spent_milli, amount * 1000) // 1000)
-        return amount is not None
+
+        def settled(amount: int | None) -> None:
+            if amount is not None:
+                self.on_moved("settled", amount if spent_milli is None else min(spent_milli, amount * 1000) // 1000)
+
+        return Step(self.db, lambda conn: settle_entry(conn, gen_key, now, spent_milli, estimated),
+                    (_SETTLE_PG, {"k": gen_key, "now": now}) if spent_milli is None else None,
+                    _amount, settled)
 
     async def refund(self, gen_key: str) -> bool:
         """The generation failed before the user saw any of it: give the credits back to the buckets
         they came from. True exactly once (never after settle)."""
-        now = self.clock()
-        if self.db.engine == "postgresql":
-            rows = await self.db.write_one(_REFUND_PG, {"k": gen_key, "now": now})
-            amount = int(rows[0]["amount"]) if rows else None
-        else:
-            amount = await self.db.write(lambda conn: refund_entry(conn, gen_key, now))
-        if amount is not None:
-            self.on_moved("refunded", amount)
+        (amount,) = await together(self.refund_step(gen_key))
         return amount is not None
+
+    def refund_step(self, gen_key: str) -> Step[int | None]:
+        """`refund` as a part of a larger state change: the amount, or None if already settled or refunded."""
+        now = self.clock()
+
+        def refunded(amount: int | None) -> None:
+            if amount is not None:
+                self.on_moved("refunded", amount)
+
+        return Step(self.db, lambda conn: refund_entry(conn, gen_key, now),
+                    (_REFUND_PG, {"k": gen_key, "now": now}), _amount, refunded)
 
     async def reservation(self, gen_key: str) -> Reservation | None:
         row = await self.db.lookup("SELECT * FROM reservations WHERE gen_key = ?", (gen_key,))

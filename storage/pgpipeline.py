@@ -9,8 +9,10 @@ CPU instead of ~300 (bench/bench_postgres.py).
 
 Each statement is followed by its own Sync, so it is its own implicit transaction, as on an
 autocommit connection: it commits alone, a failure aborts nothing else, no lock outlives it. (One
-Sync for many statements would be group commit, with the row locks of the whole batch held to its
-end: see storage/postgres.py.) Statements on one connection run one after another, so a statement
+Sync for unrelated statements would be group commit, with the row locks of the whole batch held to
+its end: see storage/postgres.py.) The exception is `run_together`: the statements of one state
+change (an answer's credits settled and the answer closed) share one Sync, so they are one
+transaction and one round trip. Statements on one connection run one after another, so a statement
 goes to the connection with the fewest in flight.
 
 Parameters are adapted by psycopg (the connection's dumpers and loaders, as its cursors would) and
@@ -23,7 +25,7 @@ import asyncio
 import ctypes
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -126,16 +128,26 @@ class PipelinedConnection:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def submit(self, query: str, params: Iterable[Any] | Mapping[str, Any]) -> asyncio.Future[list[Row]]:
-        """Send one statement (psycopg placeholders); the future gets its rows, or its error."""
+    def submit(self, statements: Sequence[tuple[str, Iterable[Any] | Mapping[str, Any]]]
+               ) -> list[asyncio.Future[list[Row]]]:
+        """Send statements (psycopg placeholders) followed by one Sync: one implicit transaction,
+        all or nothing, in one round trip. A future per statement gets its rows or its error; after
+        a failure, the statements behind it in the same transaction fail as not run."""
         if self.broken is not None:
             raise self.broken
-        tx = Transformer(self._conn)
-        converted = PostgresQuery(tx)
-        converted.convert(query, params)
-        future: asyncio.Future[list[Row]] = self._loop.create_future()
+        converted = []
+        for query, params in statements:  # a value that cannot be adapted fails before anything is sent
+            tx = Transformer(self._conn)
+            q = PostgresQuery(tx)
+            q.convert(query, params)
+            converted.append((q, tx))
+        futures: list[asyncio.Future[list[Row]]] = []
         try:
-            self._send(converted)
+            for q, tx in converted:
+                self._send(q)
+                future: asyncio.Future[list[Row]] = self._loop.create_future()
+                self._pending.append(_Run(future, tx))
+                futures.append(future)
             if _SYNC_WITHOUT_FLUSH is not None:
                 _SYNC_WITHOUT_FLUSH(self._pg)
             else:
@@ -143,11 +155,10 @@ class PipelinedConnection:
         except psycopg.Error as e:
             self._break(e)
             raise
-        self._pending.append(_Run(future, tx))
         if not self._flush_soon:  # every statement of this loop turn in one write
             self._flush_soon = True
             self._loop.call_soon(self._flush)
-        return future
+        return futures
 
     def _send(self, q: PostgresQuery) -> None:
         key = (q.query, q.types)
@@ -278,6 +289,13 @@ class PipelinedStatements:
 
     async def run(self, query: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:
         """One statement (psycopg placeholders) to its end: its rows, if any."""
+        (rows,) = await self.run_together([(query, params)])
+        return rows
+
+    async def run_together(self, statements: Sequence[tuple[str, Iterable[Any] | Mapping[str, Any]]]
+                           ) -> list[list[Row]]:
+        """Statements as one transaction (one Sync), in one round trip: each one's rows; or the
+        error of the first that failed, with nothing of them committed."""
         conns = self._conns
         if not conns:
             raise psycopg.OperationalError("the database is closed")
@@ -285,7 +303,14 @@ class PipelinedStatements:
         conn = conns[i]
         if conn.broken is not None:
             conn = await self._replace(i, conn)
-        return await conn.submit(query, params)
+        futures = conn.submit(statements)
+        if len(futures) == 1:
+            return [await futures[0]]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for got in results:  # the first failure is the cause; those after it were not run
+            if isinstance(got, BaseException):
+                raise got
+        return results  # type: ignore[return-value]
 
     async def _replace(self, i: int, dead: PipelinedConnection) -> PipelinedConnection:
         task = self._replacing.get(i)

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -35,6 +35,7 @@ from psycopg_pool import ConnectionPool
 from storage.pgconn import AsyncPgConn, PgConn, Row, configure, configure_async, translated
 from storage.pgnotify import CHANNEL, Notifications
 from storage.pgpipeline import PipelinedStatements
+from storage.steps import Step, after_commit
 
 T = TypeVar("T")
 
@@ -43,6 +44,11 @@ MIGRATION_LOCK = 0x6D70677074  # "mpgpt"
 _RETRIED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 # a write PostgreSQL gave up on is tried this many times in all, after a growing random pause
 ATTEMPTS = 8
+
+
+# set_config(..., true) lasts to the end of this statement's own transaction, whose commit reads it
+_ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+_NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', %s)"
 
 
 def _pause(attempt: int) -> float:
@@ -190,12 +196,13 @@ class PostgresDatabase:
         """Wake whoever on any host waits on `key` (`changed`), after the write that changed it committed.
 
         A NOTIFY of its own, not part of that write: PostgreSQL serializes every committing
-        transaction that notifies, database-wide, on one lock held through its WAL flush, so writes
-        that notified committed one at a time across all hosts. A transaction that only notifies
-        writes no WAL. Sent without waiting (its waiters poll anyway if it is lost)."""
+        transaction that notifies, database-wide, on one lock held through its commit, so writes
+        that notified committed one at a time across all hosts. Its commit is asynchronous (it does
+        not wait for the WAL flush its commit record would otherwise cost, one more per answer): a
+        wake-up needs no durability. Sent without waiting (its waiters poll anyway if it is lost)."""
         if self._statements is None:
             return
-        sent = asyncio.ensure_future(self._statements.run(f"SELECT pg_notify('{CHANNEL}', %s)", (key,)))
+        sent = asyncio.ensure_future(self._statements.run(_NOTIFY, (key,)))
         self._announcing.add(sent)
         sent.add_done_callback(self._announced)
 
@@ -225,16 +232,51 @@ class PostgresDatabase:
                 time.sleep(_pause(attempt))
         raise AssertionError("unreachable")
 
-    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
+    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
+                        durable: bool = True) -> list[Row]:
         """One statement that is a whole state change by itself; its rows (RETURNING), if any.
 
         Sent on an autocommit connection, where PostgreSQL makes the statement its own transaction:
         one round trip instead of BEGIN, the statement and COMMIT (a question makes about a dozen
         writes). Repositories reach the same with several steps in one statement (data-modifying
-        WITH) where a step does not need to see what a concurrent one committed after it began."""
+        WITH) where a step does not need to see what a concurrent one committed after it began.
+
+        `durable=False` (a record that only informs, such as a generation's timings): committed
+        without waiting for its WAL flush. A crash of the database server may lose the last fraction
+        of a second of such rows, never half of one, and never anything else."""
+        if not durable:
+            return (await self.write_together([(_ASYNC_COMMIT, ()), (sql, params)]))[1]
         for attempt in range(ATTEMPTS):
             try:
                 return await self._statement(sql, params)
+            except _RETRIED:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(_pause(attempt))
+        raise AssertionError("unreachable")
+
+    async def write_steps(self, steps: Sequence[Step[Any]]) -> list[Any]:
+        """Several repositories' parts of one state change, as one transaction (storage/steps.py):
+        where each part is one statement, they share one Sync on a pipelined connection (one round
+        trip, one commit); otherwise a transaction on a pool thread."""
+        statements = [step.statement for step in steps]
+        if any(s is None for s in statements):
+            results = await self.write(lambda conn: [step.run(conn) for step in steps])
+        else:
+            rows = await self.write_together(statements)  # type: ignore[arg-type]
+            results = [step.read(r) if step.read is not None else r for step, r in zip(steps, rows, strict=True)]
+        after_commit(steps, results)
+        return results
+
+    async def write_together(self, statements: Sequence[tuple[str, Iterable[Any] | Mapping[str, Any]]]
+                             ) -> list[list[Row]]:
+        """Statements that make one state change together: one transaction, one round trip; each
+        one's rows. Retried as a whole if PostgreSQL aborts it."""
+        assert self._statements is not None, "database is not open"
+        sent = [translated(sql, params) for sql, params in statements]
+        for attempt in range(ATTEMPTS):
+            try:
+                return await self._statements.run_together(sent)
             except _RETRIED:
                 if attempt == ATTEMPTS - 1:
                     raise

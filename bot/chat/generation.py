@@ -25,10 +25,11 @@ from bot.media.pictures import PictureUnavailable, QuestionPictures
 from bot.providers.base import ChatMessage, Delta, ProviderError, Usage, estimate_tokens
 from bot.providers.router import ModelUnavailable
 from bot.rules.answers import AnswerCheck
-from storage.answers import Answer, AnswerRepo
+from storage.answers import Answer, AnswerRepo, Closed
 from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
 from storage.redact import short_user
+from storage.steps import together
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +53,9 @@ class LiveAnswer:
     # WeChat shows plain text; the companion page renders markdown itself
     plain: bool = True
     usage: Usage | None = None
-    # done, and the answer stored as finished (a waiter needs not read it back to know)
-    recorded: bool = False
+    # done, and the answer stored as finished (a waiter needs not read it back to know, and may plan
+    # its reply from what the close returned)
+    recorded: Closed | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -228,11 +230,11 @@ class Generator:
             # a cut answer's usage never came (it is the stream's last item): estimated from what was delivered
             said = live.raw.removeprefix(head)
             markdown = (await self.check.review(live.raw)).text if live.plain and live.raw != head else None
-            finished = await self._close(answer, status, body, note,
-                                         delivered_usage(usage if status == "done" else None, messages,
-                                                         answer.question, self.cfg.chat.system_prompt, said),
-                                         markdown)
-            live.recorded = finished
+            closed = await self._close(answer, status, body, note,
+                                       delivered_usage(usage if status == "done" else None, messages,
+                                                       answer.question, self.cfg.chat.system_prompt, said),
+                                       markdown)
+            live.recorded = closed
             if answer.picture_id is not None and self.pictures is not None:
                 await self.pictures.done(answer.picture_id)
         except Exception:
@@ -247,22 +249,19 @@ class Generator:
             self.live.pop(answer.id, None)
         bound.info("generation_finished", status=status, seconds=round(self.clock() - started, 3),
                    prompt_tokens=usage.prompt_tokens if usage else None,
-                   completion_tokens=usage.completion_tokens if usage else None, recorded=finished)
-        if finished and self.after_finish is not None:
+                   completion_tokens=usage.completion_tokens if usage else None, recorded=closed is not None)
+        if closed is not None and self.after_finish is not None:
             await self.after_finish(answer)
 
     async def _close(self, answer: Answer, status: str, body: str, note: str | None,
-                     usage: Usage | None = None, markdown: str | None = None) -> bool:
-        """Settle or refund the question's credits, then make the answer final.
-
-        Credits first: a crash in between leaves a generation that recovery runs again (settling
-        again is a no-op), never an answer delivered but refunded by the sweeper.
-        """
+                     usage: Usage | None = None, markdown: str | None = None) -> Closed | None:
+        """Settle or refund the question's credits and make the answer final, in one transaction:
+        never an answer delivered but refunded, nor credits taken for an answer left generating."""
         if status in ("done", "cut"):
             spent, estimated = self._spent(answer, body, usage)
-            await self.ledger.settle(answer.msg_key, spent, estimated=estimated)
+            credits = self.ledger.settle_step(answer.msg_key, spent, estimated=estimated)
         else:
-            await self.ledger.refund(answer.msg_key)
+            credits = self.ledger.refund_step(answer.msg_key)
         text = "\n".join(part for part in (body, note) if part)
         # the conversation keeps what was said: a picture as a placeholder, the answer without its heading
         question = answer.question
@@ -271,7 +270,9 @@ class Generator:
         said = body.removeprefix(self.heading(answer).strip()).strip() if answer.heard is not None else body
         turns = (question, said) if status in ("done", "cut") and said else None
         page = "\n".join(part for part in (markdown, note) if part) if markdown is not None else None
-        return await self.answers.finish(answer.id, self.holder, status, text, self.clock(), turns, page)
+        _, closed = await together(credits, self.answers.finish_step(answer.id, self.holder, status, text,
+                                                                     self.clock(), turns, page))
+        return closed
 
     def _spent(self, answer: Answer, body: str, usage: Usage | None) -> tuple[int | None, bool]:
         """What a token-priced answer spent, in milli-credits (None: a fixed cost spends what it

@@ -30,7 +30,7 @@ from bot.chat.textparts import reserve, utf8_len
 from bot.chat.typing import Typing
 from bot.config import Config
 from bot.rules.base import Refusal
-from storage.answers import Answer, AnswerRepo, Taken
+from storage.answers import Answer, AnswerRepo, Closed, Taken
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
 from storage.standing import Standing
@@ -252,9 +252,9 @@ class ChatService:
                     # The first delivery is still deciding (or died deciding): say something valid.
                     return self.cfg.texts.thinking
             else:
-                if watched is not None and watched.recorded:
-                    # generated here and stored finished: its reply can be taken without reading it first
-                    return await self._take_reply(msg, target, None, delivery)
+                if watched is not None and watched.recorded is not None:
+                    # generated here and stored finished: its reply can be planned from what was stored
+                    return await self._take_reply(msg, target, None, delivery, watched.recorded)
                 if answer is None or not generating_here:
                     answer = await self.answers.get(target.answer_id)
                     assert answer is not None
@@ -273,7 +273,8 @@ class ChatService:
         text = live.raw if live is not None else answer.text
         return utf8_len(text[answer.delivered_upto:]) > self.full_part
 
-    async def _take_reply(self, msg: Inbound, target: Target, live: LiveAnswer | None, delivery: int) -> str:
+    async def _take_reply(self, msg: Inbound, target: Target, live: LiveAnswer | None, delivery: int,
+                          closed: Closed | None = None) -> str:
         """This message's reply, decided once in storage's transaction, and the delivery counted."""
         live_text = await self.generator.reviewed(live) if live is not None else None
 
@@ -283,7 +284,7 @@ class ChatService:
         now = self.clock()
         # A token for the answer page, used only if the answer has none and the reply links to it.
         page = (self.links.new_token(), self.links.expires_at(now)) if self.links.on else None
-        took = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, now, live_text, page)
+        took = await self.answers.take_reply(msg.msg_key, target.answer_id, plan, now, live_text, page, closed)
         if took.planned is not None:  # counted by the delivery whose plan was stored, once
             answer, taken = took.planned
             _count_delivery(answer, taken.upto, taken.owed, msg.msg_key, delivery, self.clock())

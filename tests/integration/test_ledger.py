@@ -366,3 +366,27 @@ async def test_settle_and_refund_can_join_the_transaction_that_finishes_the_answ
     assert both == (2, 3, None)
     assert await ledger.balance(ALICE) == 8
     assert await ledger.check_invariant() == []
+
+
+async def test_steps_of_one_state_change_commit_together_or_not_at_all(db, ledger):
+    # storage/steps.py: on PostgreSQL one pipelined transaction where every part is one statement,
+    # a transaction on a thread where one is not (a token-priced settle reads before it writes)
+    from storage.steps import Step, together
+
+    await ledger.ensure_account(ALICE, trial_credits=10)
+    for k, n in (("g1", 2), ("g2", 3), ("g3", 1)):
+        assert await ledger.reserve(ALICE, k, n)
+    moved = []
+    ledger.on_moved = lambda op, amount: moved.append((op, amount))
+    broken = "INSERT INTO ledger (openid, kind, ref, created_at) VALUES ('nobody', 'no such kind', 'x', 0)"
+    failing = Step(db, lambda conn: conn.execute(broken), (broken, ()))
+    for credits in (ledger.settle_step("g1"), ledger.settle_step("g1", 1500)):
+        with pytest.raises(INTEGRITY_ERRORS):
+            await together(credits, failing)
+        assert (await ledger.reservation("g1")).state == "reserved"  # rolled back with the failing part
+    assert moved == []  # nothing is reported for what did not commit
+    assert await together(ledger.settle_step("g1"), ledger.refund_step("g2"), ledger.refund_step("g1")) == [2, 3, None]
+    assert await together(ledger.settle_step("g3", 400), ledger.refund_step("g2")) == [1, None]
+    assert moved == [("settled", 2), ("refunded", 3), ("settled", 0)]
+    assert await ledger.balance(ALICE) == 7 and (await ledger.reservation("g3")).spent_milli == 400
+    assert await ledger.check_invariant() == []

@@ -129,3 +129,44 @@ async def test_closing_lets_statements_in_flight_end(postgres_url: str):
     assert [r["id"] for r in await last] == [1]
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT count(*) FROM pipe_close").fetchone()[0] == 1
+
+
+async def test_statements_written_together_are_one_transaction(postgres_url: str):
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        await db.write_one("CREATE TABLE pipe_together (id BIGINT PRIMARY KEY)")
+        insert = "INSERT INTO pipe_together (id) VALUES (?) RETURNING id"
+        # a single statement between the two batches, on the same connection, keeps its own fate
+        ok, alone, failed = await asyncio.gather(
+            db.write_together([(insert, (1,)), (insert, (2,))]),
+            db.write_one(insert, (3,)),
+            db.write_together([(insert, (4,)), (insert, (1,)), (insert, (5,))]),
+            return_exceptions=True)
+        assert [[r["id"] for r in rows] for rows in ok] == [[1], [2]]
+        assert [r["id"] for r in alone] == [3]
+        # the second statement's error is the one raised; the first's row went with it, the third never ran
+        assert isinstance(failed, psycopg.errors.UniqueViolation)
+        rows = await db.fetchall("SELECT id FROM pipe_together ORDER BY id")
+        assert [r["id"] for r in rows] == [1, 2, 3]
+        # and the connection is in step afterwards
+        assert [[r["n"] for r in rows] for rows in await db.write_together(
+            [("SELECT CAST(? AS BIGINT) AS n", (7,)), ("SELECT CAST(? AS BIGINT) AS n", (8,))])] == [[7], [8]]
+
+
+async def test_statements_together_share_their_transaction_settings(postgres_url: str):
+    # the non-durable write's set_config lasts exactly its own transaction: the next statement on the
+    # same connection commits synchronously again (as this database's sessions do: the test cluster's
+    # own default is off)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()[0]
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
+        show = "SELECT current_setting('synchronous_commit') AS s"
+        first, second = await db.write_together(
+            [("SELECT set_config('synchronous_commit', 'off', true)", ()), (show, ())])
+        assert second[0]["s"] == "off"
+        assert (await db.fetchone(show))["s"] == "on"
+        await db.write_one("CREATE TABLE pipe_lazy (id BIGINT PRIMARY KEY)")
+        lazy = await db.write_one("INSERT INTO pipe_lazy (id) VALUES (?) RETURNING id", (9,), durable=False)
+        assert [r["id"] for r in lazy] == [9]
+        assert (await db.fetchone("SELECT id FROM pipe_lazy"))["id"] == 9
+        assert (await db.fetchone(show))["s"] == "on"
