@@ -32,10 +32,11 @@ RECORD_SHOWN = """
 
 async def test_the_answer_page_streams_on_a_phone_and_ends_complete_with_its_label(tmp_path, llm, browser):
     # the stream waits after the fifth sentence until the page has shown it: a slow browser start
-    # under a loaded machine cannot make the page open after the end
+    # under a loaded machine cannot make the page open after the end (nor, with a deadline longer
+    # than the tests' 10 s, after the answer was cut short for taking too long)
     release = asyncio.Event()
     llm.queue(Script(chunks=CHUNKS, chunk_delay=0.35, hold_after=5, release=release))
-    async with serving(tmp_path, llm.base_url, **ON) as (base, app):
+    async with serving(tmp_path, llm.base_url, chat={"generation_deadline": 60.0}, **ON) as (base, app):
         async with FakeWeChat(f"{base}/wechat", TOKEN, APP_ID, window=0.6) as wx:
             d = await wx.send_text("o_phone", "讲十句话")
         link = link_in(d.content)
