@@ -211,13 +211,11 @@ class Database:
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
-    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
-                        durable: bool = True) -> list[Row]:
+    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
         """One statement that is a whole state change by itself; its rows (RETURNING), if any.
 
         The same as `write` with a function of one statement (so it joins the group commit here);
-        PostgreSQL runs it without BEGIN/COMMIT, one round trip instead of three. `durable` matters
-        on PostgreSQL only (a group commit here is as durable as its company)."""
+        PostgreSQL runs it without BEGIN/COMMIT, one round trip instead of three."""
         return await self.write(lambda conn: conn.execute(sql, params).fetchall())
 
     async def write_steps(self, steps: Sequence[Step[Any]]) -> list[Any]:

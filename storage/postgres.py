@@ -48,7 +48,9 @@ ATTEMPTS = 8
 
 # set_config(..., true) lasts to the end of this statement's own transaction, whose commit reads it
 _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
-_NOTIFY = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{CHANNEL}', %s)"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', key) FROM unnest(CAST(%s AS TEXT[])) AS key"
+# how long announced keys wait to leave together (one NOTIFY transaction for all of them)
+ANNOUNCE_WINDOW = 0.01
 
 
 def _pause(attempt: int) -> float:
@@ -98,6 +100,8 @@ class PostgresDatabase:
         self._offset = 0.0
         self._notes: Notifications | None = None  # LISTEN, from the first wait on (servers, not commands)
         self._announcing: set[asyncio.Future] = set()
+        self._unannounced: set[str] = set()
+        self._announce_soon: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact(self.url)!r})"
@@ -144,6 +148,9 @@ class PostgresDatabase:
         conn.close()
 
     async def close(self) -> None:
+        self._announce_now()  # the last writes' wake-ups leave before the connections close
+        if self._announcing:
+            await asyncio.wait(set(self._announcing), timeout=ANNOUNCE_WINDOW * 100)
         notes, self._notes = self._notes, None
         if notes is not None:
             await notes.close()
@@ -197,12 +204,25 @@ class PostgresDatabase:
 
         A NOTIFY of its own, not part of that write: PostgreSQL serializes every committing
         transaction that notifies, database-wide, on one lock held through its commit, so writes
-        that notified committed one at a time across all hosts. Its commit is asynchronous (it does
-        not wait for the WAL flush its commit record would otherwise cost, one more per answer): a
-        wake-up needs no durability. Sent without waiting (its waiters poll anyway if it is lost)."""
+        that notified committed one at a time across all hosts. Keys announced within
+        ANNOUNCE_WINDOW leave together, in one transaction whose commit is asynchronous (it does not
+        wait for the WAL flush its commit record would otherwise cost): a wake-up needs no
+        durability, and a few milliseconds more cost a waiter on another host nothing it would
+        notice. Sent without waiting (its waiters poll anyway if it is lost)."""
         if self._statements is None:
             return
-        sent = asyncio.ensure_future(self._statements.run(_NOTIFY, (key,)))
+        self._unannounced.add(key)
+        if self._announce_soon is None:
+            self._announce_soon = asyncio.get_running_loop().call_later(ANNOUNCE_WINDOW, self._announce_now)
+
+    def _announce_now(self) -> None:
+        if self._announce_soon is not None:
+            self._announce_soon.cancel()
+            self._announce_soon = None
+        keys, self._unannounced = sorted(self._unannounced), set()
+        if not keys or self._statements is None:
+            return
+        sent = asyncio.ensure_future(self._statements.run_together([(_ASYNC_COMMIT, ()), (_NOTIFY, (keys,))]))
         self._announcing.add(sent)
         sent.add_done_callback(self._announced)
 
@@ -232,20 +252,13 @@ class PostgresDatabase:
                 time.sleep(_pause(attempt))
         raise AssertionError("unreachable")
 
-    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
-                        durable: bool = True) -> list[Row]:
+    async def write_one(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Row]:
         """One statement that is a whole state change by itself; its rows (RETURNING), if any.
 
         Sent on an autocommit connection, where PostgreSQL makes the statement its own transaction:
         one round trip instead of BEGIN, the statement and COMMIT (a question makes about a dozen
         writes). Repositories reach the same with several steps in one statement (data-modifying
-        WITH) where a step does not need to see what a concurrent one committed after it began.
-
-        `durable=False` (a record that only informs, such as a generation's timings): committed
-        without waiting for its WAL flush. A crash of the database server may lose the last fraction
-        of a second of such rows, never half of one, and never anything else."""
-        if not durable:
-            return (await self.write_together([(_ASYNC_COMMIT, ()), (sql, params)]))[1]
+        WITH) where a step does not need to see what a concurrent one committed after it began."""
         for attempt in range(ATTEMPTS):
             try:
                 return await self._statement(sql, params)

@@ -152,6 +152,8 @@ class Router:
         self._own_key_channel = own_key_channel
         self._executor = executor
         self._writes: set[asyncio.Task[None]] = set()
+        self._unrecorded: list[GenerationRecord] = []
+        self._recording = False
         # Channels this router saw disabled in storage: re-enabled when their row goes (the owner's
         # `mpgpt channels enable`, possibly in another process). A breaker disabled here whose row is
         # not written yet is not in the set, so a sync never undoes a fresh disable.
@@ -379,7 +381,18 @@ class Router:
                                     None if rec.first_token_ms is None else rec.first_token_ms / 1000,
                                     rec.total_ms / 1000, rec.prompt_tokens, rec.completion_tokens)
         if self.generations is not None:
-            self._background(self.generations.record(rec))
+            self._unrecorded.append(rec)
+            if not self._recording:  # one write at a time: records that come meanwhile go in the next
+                self._recording = True
+                self._background(self._record_pending(self.generations))
+
+    async def _record_pending(self, generations: GenerationRepo) -> None:
+        try:
+            while self._unrecorded:
+                batch, self._unrecorded = self._unrecorded, []
+                await _logged(generations.record_many(batch))
+        finally:
+            self._recording = False
 
     def _background(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.get_running_loop().create_task(_logged(coro))

@@ -153,8 +153,8 @@ async def test_statements_written_together_are_one_transaction(postgres_url: str
 
 
 async def test_statements_together_share_their_transaction_settings(postgres_url: str):
-    # the non-durable write's set_config lasts exactly its own transaction: the next statement on the
-    # same connection commits synchronously again (as this database's sessions do: the test cluster's
+    # announce's set_config lasts exactly its own transaction: the next statement on the same
+    # connection commits synchronously again (as this database's sessions do: the test cluster's
     # own default is off)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         name = admin.execute("SELECT current_database()").fetchone()[0]
@@ -165,8 +165,30 @@ async def test_statements_together_share_their_transaction_settings(postgres_url
             [("SELECT set_config('synchronous_commit', 'off', true)", ()), (show, ())])
         assert second[0]["s"] == "off"
         assert (await db.fetchone(show))["s"] == "on"
-        await db.write_one("CREATE TABLE pipe_lazy (id BIGINT PRIMARY KEY)")
-        lazy = await db.write_one("INSERT INTO pipe_lazy (id) VALUES (?) RETURNING id", (9,), durable=False)
-        assert [r["id"] for r in lazy] == [9]
-        assert (await db.fetchone("SELECT id FROM pipe_lazy"))["id"] == 9
-        assert (await db.fetchone(show))["s"] == "on"
+
+
+async def test_wake_ups_announced_together_leave_together_and_each_wakes_its_waiter(postgres_url: str):
+    from storage.postgres import ANNOUNCE_WINDOW
+
+    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as here, \
+            PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as there:
+        keys = [f"answer:{i}" for i in range(40)]
+        waiting = [asyncio.create_task(here.changed(k, 5.0)) for k in keys]
+        bystander = asyncio.create_task(here.changed("answer:not-announced", 1.0))
+        await asyncio.sleep(0.5)  # the LISTEN is in place
+        before = (await there.fetchone("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        started = time.perf_counter()
+        for k in keys:
+            there.announce(k)
+        await asyncio.wait_for(asyncio.gather(*waiting), 3)
+        assert time.perf_counter() - started < 1.0 and not bystander.done()
+        await asyncio.sleep(ANNOUNCE_WINDOW * 5)
+        after = (await there.fetchone("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        # one transaction for the forty (and the reads around it), not forty
+        assert after["xact_commit"] - before["xact_commit"] < 10
+        # a key announced as the database closes still leaves
+        last = asyncio.create_task(here.changed("answer:last", 5.0))
+        await asyncio.sleep(0.1)
+        there.announce("answer:last")
+    await asyncio.wait_for(last, 3)
+    await bystander

@@ -377,3 +377,15 @@ async def test_a_followers_own_key_goes_to_the_own_key_endpoint_without_failover
     (row,) = await GenerationRepo(db).for_message("own")
     assert (row.channel, row.outcome) == ("own-key", "ok")
     await router.aclose()
+
+
+async def test_attempts_finishing_together_are_each_recorded_once(llm: FakeLLM, db: Database) -> None:
+    # records that come while one is being written go together in the next write (several rows a
+    # statement, more than one statement's worth among them): none lost, none twice
+    router = await make_router(llm, [("a", 0, 1)], db, max_streams=128)
+    results = await asyncio.gather(*(run(router, msg_key=f"many-{i}") for i in range(120)))
+    await router.flush()
+    assert all(text == "ok answer" for text, _ in results)
+    rows = await db.fetchall("SELECT msg_key, COUNT(*) AS n FROM generations GROUP BY msg_key")
+    assert sorted((r["msg_key"], r["n"]) for r in rows) == sorted((f"many-{i}", 1) for i in range(120))
+    await router.aclose()
