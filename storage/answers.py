@@ -148,6 +148,7 @@ def _plan_reply(row, plan: ReplyPlanner, live_text: str | None, page: tuple[str,
     link = token if taken.linked and page is not None and existing is None else None
     return _Plan(answer, taken, live, link)
 
+
 class _Seen:
     """A closed answer's committed row read as take_reply's read: the message's stored reply is
     unknown (None here; mpgpt_store_reply returns it if there is one)."""
