@@ -390,3 +390,38 @@ async def test_steps_of_one_state_change_commit_together_or_not_at_all(db, ledge
     assert moved == [("settled", 2), ("refunded", 3), ("settled", 0)]
     assert await ledger.balance(ALICE) == 7 and (await ledger.reservation("g3")).spent_milli == 400
     assert await ledger.check_invariant() == []
+
+
+@pytest.mark.parametrize("spent_milli", [None, 1500], ids=["fixed-cost", "token-priced"])
+async def test_an_answer_closes_with_its_credits_in_one_transaction(db, ledger, spent_milli):
+    # the generation's close: one pipelined transaction on PostgreSQL for a fixed cost, a transaction on
+    # a thread for a token-priced settle (it reads before it writes); either way the answer, its turns
+    # and the credits move together
+    from storage.answers import AnswerRepo
+    from storage.inbound import InboundRepo
+    from storage.steps import together
+
+    answers = AnswerRepo(db)
+    await ledger.ensure_account(ALICE, trial_credits=10)
+    for key in ("q1", "q2"):
+        await InboundRepo(db).receive(key, ALICE, "text", 1.0)
+        assert await ledger.reserve(ALICE, key, 3)
+    made = [await answers.create(openid=ALICE, msg_key=key, question="问", model="m", route="reply", now=1.0,
+                                 deadline_at=60.0, holder="h", lease_until=30.0, asked_before=0.0, idle=600,
+                                 max_turns=4) for key in ("q1", "q2")]
+    amount, closed = await together(ledger.settle_step("q1", spent_milli),
+                                    answers.finish_step(made[0].answer.id, "h", "done", "答。", 2.0, ("问", "答。")))
+    assert amount == 3 and closed is not None
+    assert (await answers.get(made[0].answer.id)).status == "done"
+    turns = await db.fetchall("SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY id",
+                              (made[0].answer.conversation_id,))
+    assert [(t["role"], t["content"]) for t in turns] == [("user", "问"), ("assistant", "答。")]
+    # a close whose holder lost the generation writes no answer; its credits part still commits (as
+    # when the two were separate: the new holder's settle is then a no-op)
+    amount, closed = await together(ledger.settle_step("q2", spent_milli),
+                                    answers.finish_step(made[1].answer.id, "other", "done", "答。", 2.0, None))
+    assert amount == 3 and closed is None
+    assert (await answers.get(made[1].answer.id)).status == "generating"
+    # 10 - 2 x 3 reserved; token-priced, each question spent 1.5 of its 3 (the halves carry into a whole)
+    assert await ledger.balance(ALICE) == (4 if spent_milli is None else 7)
+    assert await ledger.check_invariant() == []
