@@ -47,6 +47,15 @@ _PREPARED_MAX = 512
 _SEEN_MAX = 4096
 # how long close() lets statements in flight end
 _CLOSE_WAIT = 5.0
+# Statements in flight per connection at most, and how long one more waits for room: a flood that
+# PostgreSQL cannot keep up with is refused (StorageBusy) instead of queueing without bound, as a
+# pool's checkout timeout did.
+IN_FLIGHT_MAX = 256
+ROOM_WAIT = 30.0
+
+
+class StorageBusy(psycopg.OperationalError):
+    """Every pipelined connection had IN_FLIGHT_MAX statements in flight for ROOM_WAIT seconds."""
 
 
 def _sync_without_flush() -> Callable[[pq.abc.PGconn], None] | None:
@@ -108,6 +117,7 @@ class PipelinedConnection:
         self._flush_soon = False
         self._writing = False
         self.broken: psycopg.Error | None = None
+        self.on_results: Callable[[], None] | None = None  # after each read of results, and on breaking
         self._pg.nonblocking = 1
         self._pg.enter_pipeline_mode()
         self._fd = self._pg.socket
@@ -212,6 +222,8 @@ class PipelinedConnection:
             return
         if pg.status == _BAD:
             self._break(psycopg.OperationalError("the connection to PostgreSQL was lost"))
+        elif self.on_results is not None:
+            self.on_results()
 
     def _finish(self, result: pq.abc.PGresult) -> None:
         item = self._pending.popleft()
@@ -255,6 +267,8 @@ class PipelinedConnection:
             item = self._pending.popleft()
             if isinstance(item, _Run) and not item.future.done():
                 item.future.set_exception(error)
+        if self.on_results is not None:
+            self.on_results()
 
     async def close(self, wait: float = 0.0) -> None:
         """Close, after the statements in flight end (at most `wait` seconds)."""
@@ -270,8 +284,11 @@ class PipelinedStatements:
     connection fails its statements in flight (as a pool's would) and is replaced on next use."""
 
     def __init__(self, url: str, size: int, configure: Callable[[psycopg.AsyncConnection], Awaitable[None]],
-                 **connect: Any) -> None:
+                 *, in_flight_max: int = IN_FLIGHT_MAX, room_wait: float = ROOM_WAIT, **connect: Any) -> None:
         self._url = url
+        self._in_flight_max = in_flight_max
+        self._room_wait = room_wait
+        self._room_made: asyncio.Future[None] | None = None  # for statements waiting for room, if any
         self._configure = configure
         self._connect = connect
         self._size = size
@@ -285,7 +302,9 @@ class PipelinedStatements:
             self._conns.append(await self._new())
 
     async def _new(self) -> PipelinedConnection:
-        return await PipelinedConnection.connect(self._url, self._configure, autocommit=True, **self._connect)
+        conn = await PipelinedConnection.connect(self._url, self._configure, autocommit=True, **self._connect)
+        conn.on_results = self._results_came
+        return conn
 
     async def run(self, query: str, params: Iterable[Any] | Mapping[str, Any]) -> list[Row]:
         """One statement (psycopg placeholders) to its end: its rows, if any."""
@@ -300,6 +319,9 @@ class PipelinedStatements:
         if not conns:
             raise psycopg.OperationalError("the database is closed")
         i = min(range(len(conns)), key=lambda k: conns[k].in_flight)
+        if not self._fits(conns[i], len(statements)):
+            i = await self._room_for(len(statements))
+            conns = self._conns
         conn = conns[i]
         if conn.broken is not None:
             conn = await self._replace(i, conn)
@@ -311,6 +333,34 @@ class PipelinedStatements:
             if isinstance(got, BaseException):
                 raise got
         return results  # type: ignore[return-value]
+
+    def _fits(self, conn: PipelinedConnection, n: int) -> bool:
+        return conn.in_flight == 0 or conn.in_flight + n <= self._in_flight_max
+
+    async def _room_for(self, n: int) -> int:
+        """Every connection is full: wait until one has room for `n` more (its index), at most
+        room_wait seconds; then StorageBusy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._room_wait
+        while True:
+            conns = self._conns
+            if not conns:
+                raise psycopg.OperationalError("the database is closed")
+            i = min(range(len(conns)), key=lambda k: conns[k].in_flight)
+            if self._fits(conns[i], n):
+                return i
+            if self._room_made is None:
+                self._room_made = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._room_made), deadline - loop.time())
+            except TimeoutError:
+                raise StorageBusy(f"PostgreSQL is behind: no room for a statement in {self._room_wait:g} s") from None
+
+    def _results_came(self) -> None:
+        """A connection read results (or broke): statements waiting for room look again."""
+        made, self._room_made = self._room_made, None
+        if made is not None and not made.done():
+            made.set_result(None)
 
     async def _replace(self, i: int, dead: PipelinedConnection) -> PipelinedConnection:
         task = self._replacing.get(i)

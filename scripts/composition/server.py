@@ -56,6 +56,7 @@ from storage.generations import DisabledChannelRepo, GenerationRepo, ModelChoice
 from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from storage.own_keys import OwnKeyRepo
+from storage.pgpipeline import StorageBusy
 from storage.pictures import PictureRepo
 from storage.rate_events import Attempts, RateEvents
 from storage.tokens import TokenRepo
@@ -205,6 +206,11 @@ async def _requests(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as e:
         status = e.status
         raise
+    except StorageBusy:
+        # the database cannot keep up (a flood): refused at once, and the client may come back
+        status = 503
+        log.warning("request_refused_storage_busy", route=request.match_info.route.name)
+        return web.json_response({"error": "busy, try again shortly"}, status=503, headers={"Retry-After": "1"})
     except Exception:
         log.exception("request_failed", route=request.match_info.route.name)
         return web.json_response({"error": "internal error"}, status=500)
