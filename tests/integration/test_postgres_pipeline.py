@@ -1,11 +1,14 @@
 """Single statements are pipelined on a few connections (storage/pgpipeline.py). Each must still be
 its own transaction, get its own rows or error, and survive what happens to its neighbours: a
-failure, a cancelled caller, a lock wait, a lost connection."""
+failure, a cancelled caller, a lock wait, a lost connection. Statements written together are one
+transaction; wake-ups announced together leave together; a flood past the room in flight is refused."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 import psycopg.errors
@@ -194,57 +197,53 @@ async def test_wake_ups_announced_together_leave_together_and_each_wakes_its_wai
     await bystander
 
 
-async def test_a_flood_past_the_room_in_flight_is_refused_not_queued_without_bound(postgres_url: str):
+@asynccontextmanager
+async def narrow_pipeline(postgres_url: str, room_wait: float) -> AsyncIterator[tuple[PostgresDatabase, pgpipeline.PipelinedStatements, str]]:
+    """One pipelined connection with room for 3 statements in flight, a database to hold a row lock
+    with, and a statement that waits for that lock."""
     from storage.pgconn import configure_async
 
     async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
         await db.write_one("CREATE TABLE pipe_room (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
         await db.write_one("INSERT INTO pipe_room (id, n) VALUES (1, 0)")
-    statements = pgpipeline.PipelinedStatements(postgres_url, 1, configure_async, in_flight_max=3, room_wait=0.3)
-    await statements.open()
-    try:
-        async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
-            async with db.transaction() as conn:
-                await conn.execute("UPDATE pipe_room SET n = n + 1 WHERE id = 1")  # the row stays locked
-                bump = "UPDATE pipe_room SET n = n + 1 WHERE id = 1"
-                stuck = [asyncio.ensure_future(statements.run(bump, ())) for _ in range(2)]
-                await asyncio.sleep(0.1)
-                started = time.monotonic()
-                together = asyncio.ensure_future(statements.run_together([(bump, ()), ("SELECT 1", ())]))
-                with pytest.raises(pgpipeline.StorageBusy):  # the fourth and fifth have no room
-                    await together
-                assert 0.25 < time.monotonic() - started < 2.0
-                assert not any(s.done() for s in stuck)
-            # the lock is gone: those in flight end, and their room is given back
-            await asyncio.wait_for(asyncio.gather(*stuck), 5)
-            for _ in range(3):  # all the room is back: three at once would not fit otherwise
-                got = await asyncio.wait_for(asyncio.gather(*(statements.run("SELECT 2 AS two", ()) for _ in range(3))), 5)
-                assert [rows[0]["two"] for rows in got] == [2, 2, 2]
-            rows = await statements.run("SELECT n FROM pipe_room WHERE id = 1", ())
-            assert rows[0]["n"] == 3  # the transaction's bump and the two that waited; the refused pair never ran
-    finally:
-        await statements.close()
+        statements = pgpipeline.PipelinedStatements(postgres_url, 1, configure_async, in_flight_max=3,
+                                                    room_wait=room_wait)
+        await statements.open()
+        try:
+            yield db, statements, "UPDATE pipe_room SET n = n + 1 WHERE id = 1"
+        finally:
+            await statements.close()
+
+
+async def test_a_flood_past_the_room_in_flight_is_refused_not_queued_without_bound(postgres_url: str):
+    async with narrow_pipeline(postgres_url, room_wait=0.3) as (db, statements, bump):
+        async with db.transaction() as conn:
+            await conn.execute(bump)  # the row stays locked
+            stuck = [asyncio.ensure_future(statements.run(bump, ())) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            together = asyncio.ensure_future(statements.run_together([(bump, ()), ("SELECT 1", ())]))
+            with pytest.raises(pgpipeline.StorageBusy):  # the fourth and fifth have no room
+                await together
+            assert 0.25 < time.monotonic() - started < 2.0
+            assert not any(s.done() for s in stuck)
+        # the lock is gone: those in flight end, and the room is back (three at once fit again)
+        await asyncio.wait_for(asyncio.gather(*stuck), 5)
+        got = await asyncio.wait_for(asyncio.gather(*(statements.run("SELECT 2 AS two", ()) for _ in range(3))), 5)
+        assert [rows[0]["two"] for rows in got] == [2, 2, 2]
+        rows = await statements.run("SELECT n FROM pipe_room WHERE id = 1", ())
+        assert rows[0]["n"] == 3  # the transaction's bump and the two that waited; the refused pair never ran
 
 
 async def test_a_statement_waiting_for_room_goes_as_soon_as_results_make_some(postgres_url: str):
-    from storage.pgconn import configure_async
-
-    async with PostgresDatabase(postgres_url, pool_size=ONE_PIPELINE) as db:
-        await db.write_one("CREATE TABLE pipe_wait (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
-        await db.write_one("INSERT INTO pipe_wait (id, n) VALUES (1, 0)")
-        statements = pgpipeline.PipelinedStatements(postgres_url, 1, configure_async, in_flight_max=3, room_wait=5.0)
-        await statements.open()
-        try:
-            bump = "UPDATE pipe_wait SET n = n + 1 WHERE id = 1"
-            async with db.transaction() as conn:
-                await conn.execute(bump)  # the row stays locked
-                stuck = [asyncio.ensure_future(statements.run(bump, ())) for _ in range(3)]
-                waiting = asyncio.ensure_future(statements.run("SELECT 4 AS four", ()))
-                await asyncio.sleep(0.3)
-                assert not waiting.done()  # no room: not even sent
-            started = time.monotonic()
-            assert (await asyncio.wait_for(waiting, 5))[0]["four"] == 4
-            assert time.monotonic() - started < 1.0  # woken by the results, not the 5 s wait
-            await asyncio.gather(*stuck)
-        finally:
-            await statements.close()
+    async with narrow_pipeline(postgres_url, room_wait=5.0) as (db, statements, bump):
+        async with db.transaction() as conn:
+            await conn.execute(bump)  # the row stays locked
+            stuck = [asyncio.ensure_future(statements.run(bump, ())) for _ in range(3)]
+            waiting = asyncio.ensure_future(statements.run("SELECT 4 AS four", ()))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # no room: not even sent
+        started = time.monotonic()
+        assert (await asyncio.wait_for(waiting, 5))[0]["four"] == 4
+        assert time.monotonic() - started < 1.0  # woken by the results, not the 5 s wait
+        await asyncio.gather(*stuck)
