@@ -149,19 +149,6 @@ def _plan_reply(row, plan: ReplyPlanner, live_text: str | None, page: tuple[str,
     return _Plan(answer, taken, live, link)
 
 
-class _Seen:
-    """A closed answer's committed row read as take_reply's read: the message's stored reply is
-    unknown (None here; mpgpt_store_reply returns it if there is one)."""
-
-    __slots__ = ("_row",)
-
-    def __init__(self, row: Any) -> None:
-        self._row = row
-
-    def __getitem__(self, key: str) -> Any:
-        return None if key == "stored_reply" else self._row[key]
-
-
 # owed = 1: generating, or not wholly delivered (a generated column, migration 0026, indexed)
 _OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
          " AND (awaiting_fetch = 1 OR (route = 'reply' AND created_at < ?))"
@@ -337,9 +324,9 @@ class AnswerRepo:
         first instead of a read (on PostgreSQL; the store still checks it is the answer's version).
         """
         if self.db.engine == "postgresql":
-            seen = closed.state if closed is not None and closed.state is not None else None
+            seen = closed.state if closed is not None else None
             if seen is not None and seen["id"] == answer_id:
-                took = await self._store_reply_pg(_Seen(seen), msg_key, answer_id, plan, now, live_text, page)
+                took = await self._store_reply_pg(seen, msg_key, answer_id, plan, now, live_text, page)
                 if took is not None:
                     return took
             for _ in range(_OPTIMISTIC_TRIES):

@@ -35,9 +35,6 @@ class GenerationRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record(self, rec: GenerationRecord) -> None:
-        await self.record_many([rec])
-
     async def record_many(self, recs: list[GenerationRecord]) -> None:
         """Several records in one statement (the router writes those that came while its last write
         was on its way: under load a statement per attempt was a tenth of a question's)."""

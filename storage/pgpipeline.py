@@ -315,14 +315,10 @@ class PipelinedStatements:
                            ) -> list[list[Row]]:
         """Statements as one transaction (one Sync), in one round trip: each one's rows; or the
         error of the first that failed, with nothing of them committed."""
-        conns = self._conns
-        if not conns:
-            raise psycopg.OperationalError("the database is closed")
-        i = min(range(len(conns)), key=lambda k: conns[k].in_flight)
-        if not self._fits(conns[i], len(statements)):
+        i = self._least_busy()
+        if not self._fits(self._conns[i], len(statements)):
             i = await self._room_for(len(statements))
-            conns = self._conns
-        conn = conns[i]
+        conn = self._conns[i]
         if conn.broken is not None:
             conn = await self._replace(i, conn)
         futures = conn.submit(statements)
@@ -334,6 +330,13 @@ class PipelinedStatements:
                 raise got
         return results  # type: ignore[return-value]
 
+    def _least_busy(self) -> int:
+        """The connection with the fewest statements in flight (its index)."""
+        conns = self._conns
+        if not conns:
+            raise psycopg.OperationalError("the database is closed")
+        return min(range(len(conns)), key=lambda k: conns[k].in_flight)
+
     def _fits(self, conn: PipelinedConnection, n: int) -> bool:
         return conn.in_flight == 0 or conn.in_flight + n <= self._in_flight_max
 
@@ -343,11 +346,8 @@ class PipelinedStatements:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._room_wait
         while True:
-            conns = self._conns
-            if not conns:
-                raise psycopg.OperationalError("the database is closed")
-            i = min(range(len(conns)), key=lambda k: conns[k].in_flight)
-            if self._fits(conns[i], n):
+            i = self._least_busy()
+            if self._fits(self._conns[i], n):
                 return i
             if self._room_made is None:
                 self._room_made = loop.create_future()

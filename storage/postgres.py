@@ -259,14 +259,8 @@ class PostgresDatabase:
         one round trip instead of BEGIN, the statement and COMMIT (a question makes about a dozen
         writes). Repositories reach the same with several steps in one statement (data-modifying
         WITH) where a step does not need to see what a concurrent one committed after it began."""
-        for attempt in range(ATTEMPTS):
-            try:
-                return await self._statement(sql, params)
-            except _RETRIED:
-                if attempt == ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(_pause(attempt))
-        raise AssertionError("unreachable")
+        (rows,) = await self.write_together([(sql, params)])
+        return rows
 
     async def write_steps(self, steps: Sequence[Step[Any]]) -> list[Any]:
         """Several repositories' parts of one state change, as one transaction (storage/steps.py):
