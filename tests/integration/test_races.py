@@ -290,3 +290,27 @@ async def test_waiting_browsers_from_one_address_stay_within_its_limit_on_severa
                                                          now, 300, limit=(5, now - 60))
             for i, d in enumerate(dbs * 5)])
     assert sum(w is not None for w in started) == 5
+
+
+async def test_an_answer_closed_by_several_hosts_at_once_is_closed_and_charged_once(open_database):
+    # the close is one transaction of two conditional statements (storage/steps.py): whichever host's
+    # runs first closes and settles; the others find the answer final and the reservation settled
+    from storage import steps
+
+    now = time.time()
+    async with hosts(open_database) as dbs:
+        await _user(dbs[0])
+        await Ledger(dbs[0]).ensure_account(USER, trial_credits=10)
+        answer_id = await _question(AnswerRepo(dbs[0]), "closed-once", now, lease_until=now + 60)
+        assert await Ledger(dbs[0]).reserve(USER, "closed-once", 3)
+        results = await together([
+            lambda d=d: steps.together(Ledger(d).settle_step("closed-once"),
+                                       AnswerRepo(d).finish_step(answer_id, "dead-host", "done", "答。", now,
+                                                                 ("q", "答。")))
+            for d in dbs])
+        assert sorted(amount or 0 for amount, _ in results) == [0] * (len(dbs) - 1) + [3]
+        assert sum(closed is not None for _, closed in results) == 1
+        turns = await dbs[0].fetchone("SELECT COUNT(*) AS n FROM turns")
+        assert turns["n"] == 2
+        assert await Ledger(dbs[0]).balance(USER) == 7
+        assert await Ledger(dbs[0]).check_invariant() == []
