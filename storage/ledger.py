@@ -35,6 +35,7 @@ import structlog
 
 from storage.db import Database
 from storage.dialect import for_update, is_postgres
+from storage.rate_events import RateCount, count_now
 from storage.redact import short_user
 from storage.steps import Step, together
 
@@ -289,6 +290,10 @@ OnMoved = Callable[[str, int], None]
 #   'reserved'` returns the row exactly once; the account is updated by the statement itself, so
 #   PostgreSQL applies the refund to its newest version.
 _RESERVE_PG = ("SELECT charged, holder FROM mpgpt_reserve(:o, :k, CAST(:a AS BIGINT), CAST(:now AS DOUBLE PRECISION))")
+_ADMIT_AND_RESERVE_PG = (
+    "SELECT admitted, charged, holder FROM mpgpt_admit_and_reserve(:o, CAST(:limit AS BIGINT),"
+    " CAST(:since AS DOUBLE PRECISION), CAST(:at AS DOUBLE PRECISION), :k, CAST(:a AS BIGINT),"
+    " CAST(:now AS DOUBLE PRECISION))")
 _SETTLE_PG = (
     "WITH r AS (UPDATE reservations SET state = 'settled', finished_at = :now"
     " WHERE gen_key = :k AND state = 'reserved' RETURNING openid, amount),"
@@ -445,6 +450,33 @@ class Ledger:
             charged, holder = bool(row["charged"]), row["holder"]
         else:
             charged, holder = await self.db.write(lambda conn: _reserve_now(conn, openid, gen_key, amount, now))
+        return self._reserved(openid, gen_key, amount, charged, holder)
+
+    async def admit_and_reserve(self, openid: str, gen_key: str, amount: int, count: RateCount) -> bool | None:
+        """The rate limit's count (storage.rate_events) and, if the question is counted, `reserve`,
+        as one transaction: None when the rate limit refused (nothing reserved), else what reserve
+        returns. A question refused for credits stays counted, as when the two ran one after the
+        other; together they are one round trip and one commit on PostgreSQL."""
+        if amount < 0:
+            msg = f"cannot reserve a negative amount ({amount})"
+            raise ValueError(msg)
+        now = self.clock()
+        if self.db.engine == "postgresql":  # both steps in one call (migration 0027)
+            row = (await self.db.write_one(_ADMIT_AND_RESERVE_PG, {
+                "o": openid, "limit": count.limit, "since": count.since, "at": count.now, "k": gen_key,
+                "a": amount, "now": now}))[0]
+            admitted, charged, holder = bool(row["admitted"]), bool(row["charged"]), row["holder"]
+        else:
+            def run(conn: sqlite3.Connection) -> tuple[bool, bool, str | None]:
+                if not count_now(conn, openid, count):
+                    return False, False, None
+                return True, *_reserve_now(conn, openid, gen_key, amount, now)
+
+            admitted, charged, holder = await self.db.write(run)
+        return self._reserved(openid, gen_key, amount, charged, holder) if admitted else None
+
+    def _reserved(self, openid: str, gen_key: str, amount: int, charged: bool, holder: str | None) -> bool:
+        """What a committed reserve means: held for `openid` (by this call or an earlier one)."""
         reserved = charged or holder == openid
         foreign = not charged and holder is not None and holder != openid
         if foreign:

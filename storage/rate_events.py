@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import NamedTuple
 
 from storage.db import Database
 from storage.dialect import serialize
+
+
+class RateCount(NamedTuple):
+    """One question to count: refused when the user has `limit` events after `since`; else at `now`."""
+
+    limit: int
+    since: float
+    now: float
+
+
+# PostgreSQL: the steps of count_now in one call (migration 0025), after the user's advisory lock.
+ADMIT_PG = ("SELECT mpgpt_admit_question(?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
+            " CAST(? AS DOUBLE PRECISION)) AS admitted")
+
+
+def count_now(conn: sqlite3.Connection, openid: str, count: RateCount) -> bool:
+    """RateEvents.admit inside one BEGIN IMMEDIATE transaction (SQLite, which makes it serial)."""
+    conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, count.since))
+    return bool(conn.execute(
+        "INSERT INTO rate_events (openid, at) SELECT ?, ?"
+        " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING at",
+        (openid, count.now, openid, count.since, count.limit)).fetchall())
 
 
 class RateEvents:
@@ -18,22 +41,13 @@ class RateEvents:
         One INSERT ... SELECT decides, and on PostgreSQL an advisory lock per user makes that
         count-then-insert serial (READ COMMITTED would let two hosts count the same rows). Refused
         questions are not counted: a user who waits out the window gets in again. The user's own
-        expired events are pruned in the same transaction."""
-        since = now - window
+        expired events are pruned in the same transaction. (storage.ledger's admit_and_reserve makes
+        the same count together with the question's reservation.)"""
+        count = RateCount(limit, now - window, now)
         if self.db.engine == "postgresql":  # the same steps in one call (migration 0025): one round trip
-            rows = await self.db.write_one(
-                "SELECT mpgpt_admit_question(?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
-                " CAST(? AS DOUBLE PRECISION)) AS admitted", (openid, limit, since, now))
+            rows = await self.db.write_one(ADMIT_PG, (openid, *count))
             return bool(rows[0]["admitted"])
-
-        def run(conn: sqlite3.Connection) -> bool:  # SQLite: BEGIN IMMEDIATE makes it serial
-            conn.execute("DELETE FROM rate_events WHERE openid = ? AND at <= ?", (openid, since))
-            return bool(conn.execute(
-                "INSERT INTO rate_events (openid, at) SELECT ?, ?"
-                " WHERE (SELECT COUNT(*) FROM rate_events WHERE openid = ? AND at > ?) < ? RETURNING at",
-                (openid, now, openid, since, limit)).fetchall())
-
-        return await self.db.write(run)
+        return await self.db.write(lambda conn: count_now(conn, openid, count))
 
     async def prune(self, before: float) -> int:
         """Drop every event older than `before` (users who stopped writing); returns how many."""

@@ -10,7 +10,7 @@ of side effects. Nothing is charged before the last rule, so a refusal is never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from storage.ledger import Account
@@ -63,6 +63,8 @@ GO = Go()  # let it on, nothing to note
 class Refusal:
     code: str
     text: str
+    # the rule that refused, when it ran inside another (bot/rules/counted.py); else the chain knows
+    by: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from bot import metrics
 from bot.config import Config
 from bot.rules.answers import AnswerCheck
 from bot.rules.base import Pass, Question, Refusal, Rule
+from bot.rules.counted import CountedCharge
 from bot.rules.credits import CreditsRule
 from bot.rules.models import ModelsRule
 from bot.rules.ratelimit import RateLimitRule
@@ -49,7 +50,8 @@ class Chain:
         for rule in self.rules:
             verdict = await rule.check(q)
             if isinstance(verdict, Refusal):
-                log.info("rules.refused", rule=rule.name, code=verdict.code, user=short_user(openid), model=model)
+                log.info("rules.refused", rule=verdict.by or rule.name, code=verdict.code, user=short_user(openid),
+                         model=model)
                 return verdict
             q = verdict.applied_to(q)
         return Pass(q.text, q.reserved, q.whitelisted, q.account)
@@ -77,7 +79,20 @@ def build_chain(cfg: Config, db: Database, words: WordFilter, clock: Callable[[]
         "words": lambda: WordsRule(words, texts.sensitive_question, cfg.words.mask_char),
         "credits": lambda: CreditsRule(wallet),
     }
-    return Chain([make[name]() for name in r.order], wallet)
+    return Chain(counted_charge([make[name]() for name in r.order]), wallet)
+
+
+def counted_charge(rules: list[Rule]) -> list[Rule]:
+    """The chain with the rate limit, the credits rule and the rules between them as one rule
+    (bot/rules/counted.py): the question's count and its reservation become one transaction. Every
+    other rule reads nothing stored, so any may stand between; credits comes last (config)."""
+    names = [rule.name for rule in rules]
+    if "ratelimit" not in names or "credits" not in names:
+        return rules
+    first, last = names.index("ratelimit"), names.index("credits")
+    ratelimit, credits = rules[first], rules[last]
+    assert isinstance(ratelimit, RateLimitRule) and isinstance(credits, CreditsRule) and first < last
+    return [*rules[:first], CountedCharge(ratelimit, rules[first + 1:last], credits), *rules[last + 1:]]
 
 
 def answer_check(cfg: Config, words: WordFilter) -> AnswerCheck:

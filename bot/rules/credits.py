@@ -14,13 +14,21 @@ class CreditsRule:
     def __init__(self, wallet: Wallet) -> None:
         self.wallet = wallet
 
+    def charges(self, q: Question) -> bool:
+        """Whether `check` would reserve credits for `q` (else it decides without storage)."""
+        return not q.whitelisted and q.cost is not None
+
     async def check(self, q: Question) -> Go | Refusal:
         if q.whitelisted:
             return GO
-        texts = self.wallet.texts
         if q.cost is None:
-            return Refusal(MODEL_UNKNOWN, texts.model_unknown.format(model=q.model))
+            return Refusal(MODEL_UNKNOWN, self.wallet.texts.model_unknown.format(model=q.model))
         if await self.wallet.ledger.reserve(q.openid, q.gen_key, q.cost):
             return Go(reserved=True)
+        return await self.refusal(q)
+
+    async def refusal(self, q: Question) -> Refusal:
+        """The refusal of a question its account cannot pay for: the balance as it is now."""
+        assert q.cost is not None
         account = await self.wallet.ledger.account(q.openid) or q.account
-        return Refusal(NO_CREDITS, self.wallet.describe(texts.no_credits, account, cost=q.cost))
+        return Refusal(NO_CREDITS, self.wallet.describe(self.wallet.texts.no_credits, account, cost=q.cost))

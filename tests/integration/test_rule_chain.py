@@ -130,6 +130,63 @@ async def test_whitelisted_users_skip_the_rate_limit_and_credits(tmp_path, db, c
     assert await Ledger(db).balance(ALICE) == 0
 
 
+async def counts(db: Database) -> tuple[int, int]:
+    """(rate events, reservations) stored for ALICE."""
+    events = await db.fetchall("SELECT COUNT(*) AS n FROM rate_events WHERE openid = ?", (ALICE,))
+    held = await db.fetchall("SELECT COUNT(*) AS n FROM reservations WHERE openid = ?", (ALICE,))
+    return int(events[0]["n"]), int(held[0]["n"])
+
+
+def code(verdict: Pass | Refusal) -> str:
+    return verdict.code if isinstance(verdict, Refusal) else "pass"
+
+
+async def test_what_later_rules_refuse_is_counted_and_the_rate_limit_refuses_first(tmp_path, db, clock):
+    # The count and the reservation are one transaction (bot/rules/counted.py), with the rules
+    # between run first; the replies, the counts and the log are still those of the configured order.
+    cfg = make_config(tmp_path, rules={"rate_limit": 3}, quota={"trial_credits": 1})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    with capture_logs() as logs:
+        verdicts = [await ask(chain, text="赌博", key="m0"), await ask(chain, cost=5, key="m1"),
+                    await ask(chain, key="m2"), await ask(chain, text="赌博", key="m3"),
+                    await ask(chain, cost=5, key="m4"), await ask(chain, model="mystery", cost=None, key="m5")]
+    assert [code(v) for v in verdicts] == [base.SENSITIVE_QUESTION, base.NO_CREDITS, "pass",
+                                           base.RATE_LIMITED, base.RATE_LIMITED, base.RATE_LIMITED]
+    assert [e["rule"] for e in logs if e["event"] == "rules.refused"] == [
+        "words", "credits", "ratelimit", "ratelimit", "ratelimit"]
+    assert await counts(db) == (3, 1)  # the three before the limit counted; one reservation
+    assert await Ledger(db).balance(ALICE) == 0
+    clock.t += 61
+    assert code(await ask(chain, model="mystery", cost=None, key="m6")) == base.MODEL_UNKNOWN
+    assert code(await ask(chain, key="m7")) == base.NO_CREDITS
+    assert await counts(db) == (2, 1)  # the expired three pruned; the new two counted
+
+
+async def test_a_whitelist_between_the_rate_limit_and_credits_is_counted_but_not_charged(tmp_path, db, clock):
+    cfg = make_config(tmp_path, rules={"order": ["ratelimit", "whitelist", "credits"], "rate_limit": 2})
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    await Accounts(db).whitelist_add(ALICE, "owner")
+    verdicts = [await ask(chain, key=f"m{i}") for i in range(3)]
+    assert [code(v) for v in verdicts] == ["pass", "pass", base.RATE_LIMITED]
+    assert all(not v.reserved for v in verdicts[:2])
+    assert await counts(db) == (2, 0) and await Ledger(db).balance(ALICE) == 10
+
+
+async def test_both_limits_hold_at_once_for_questions_from_two_processes(tmp_path, clock, open_database):
+    # Released together against the same account: the rate limit lets 6 on, the credits pay for 4.
+    cfg = make_config(tmp_path, rules={"rate_limit": 6}, quota={"trial_credits": 4})
+    async with open_database() as one, open_database() as two:
+        words = word_filter(cfg)
+        chains = build_chain(cfg, one, words, clock), build_chain(cfg, two, words, clock)
+        await chains[0].wallet.open_day(ALICE, await chains[0].wallet.standing.of(ALICE))
+        verdicts = await asyncio.gather(*(ask(chains[i % 2], key=f"m{i}") for i in range(24)))
+        assert sorted(code(v) for v in verdicts) == sorted(
+            ["pass"] * 4 + [base.NO_CREDITS] * 2 + [base.RATE_LIMITED] * 18)
+        assert await counts(one) == (6, 4)
+        ledger = Ledger(one)
+        assert await ledger.balance(ALICE) == 0 and await ledger.check_invariant() == []
+
+
 async def test_a_question_with_a_blocked_word_is_refused_and_the_log_names_the_dictionary_not_the_text(
         tmp_path, db, clock):
     cfg = make_config(tmp_path)

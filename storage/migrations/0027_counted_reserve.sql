@@ -1,0 +1,3 @@
+-- Nothing changes in SQLite's schema. A question's count (rate_events) and its reservation become
+-- one transaction: on SQLite that is one BEGIN IMMEDIATE in storage/ledger.py; on PostgreSQL the
+-- same migration adds the function that makes them one call (postgresql/0027_counted_reserve.sql).
