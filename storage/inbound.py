@@ -6,10 +6,13 @@ message; every delivery, in whichever process, ends with the one reply stored he
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
 from dataclasses import dataclass
 
 from storage.db import Database
+from storage.standing import STANDING_READ, Standing, StandingRepo, standing_from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,35 +26,48 @@ class Receipt:
     reply: str | None
     # the sender's chosen model (模型 NAME), read in the same step as a delivery (None: not read, or none chosen)
     model: str | None = None
+    # the sender's standing, when asked for (receive(with_standing=True))
+    standing: Standing | None = None
 
 
-def _receipt(row: sqlite3.Row, first: bool, model: str | None = None) -> Receipt:
+def _receipt(row: sqlite3.Row, first: bool, model: str | None = None, standing: Standing | None = None) -> Receipt:
     return Receipt(row["msg_key"], first, row["deliveries"], row["received_at"], row["answer_id"], row["note"],
-                   row["reply"], model)
+                   row["reply"], model, standing)
+
+
+# PostgreSQL: the user seen and the delivery recorded in one statement, with the user's chosen model.
+_RECEIVE_PG = (
+    "WITH seen AS (INSERT INTO users (openid, first_seen, last_seen) VALUES (:o, :now, :now)"
+    " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen RETURNING model)"
+    " INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at)"
+    " VALUES (:k, :o, :kind, :now, :reply, :replied)"
+    " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1"
+    " RETURNING *, (SELECT model FROM seen) AS chosen_model")
 
 
 class InboundRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def receive(self, msg_key: str, openid: str, kind: str, now: float, reply: str | None = None) -> Receipt:
+    async def receive(self, msg_key: str, openid: str, kind: str, now: float, reply: str | None = None, *,
+                      with_standing: bool = False) -> Receipt:
         """Record one delivery (and the sender as a user); `first` is true for exactly one delivery.
 
         A `reply` known without looking at any state (help, "text only") is stored with the first
         delivery in the same step. The receipt carries the stored reply, if the message has one, and
-        the sender's chosen model (a question needs it next: one read fewer).
+        the sender's chosen model (a question needs it next: one read fewer). `with_standing`: it
+        carries the sender's standing too (storage.standing), for what looks like a question: on
+        PostgreSQL read in the same round trip, on SQLite on the reader beside the write.
         """
-        if self.db.engine == "postgresql":  # both steps in one statement: one round trip
-            row = (await self.db.write_one(
-                "WITH seen AS (INSERT INTO users (openid, first_seen, last_seen) VALUES (:o, :now, :now)"
-                " ON CONFLICT (openid) DO UPDATE SET last_seen = excluded.last_seen RETURNING model)"
-                " INSERT INTO inbound (msg_key, openid, kind, received_at, reply, replied_at)"
-                " VALUES (:k, :o, :kind, :now, :reply, :replied)"
-                " ON CONFLICT (msg_key) DO UPDATE SET deliveries = inbound.deliveries + 1"
-                " RETURNING *, (SELECT model FROM seen) AS chosen_model",
-                {"o": openid, "k": msg_key, "kind": kind, "now": now, "reply": reply,
-                 "replied": None if reply is None else now}))[0]
-            return _receipt(row, row["deliveries"] == 1, row["chosen_model"])
+        if self.db.engine == "postgresql":  # one round trip (the standing: a second statement in it)
+            received = (_RECEIVE_PG, {"o": openid, "k": msg_key, "kind": kind, "now": now, "reply": reply,
+                                      "replied": None if reply is None else now})
+            if not with_standing:
+                row = (await self.db.write_one(*received))[0]
+                return _receipt(row, row["deliveries"] == 1, row["chosen_model"])
+            rows, standing = await self.db.write_together([received, (STANDING_READ, (openid,))])
+            return _receipt(rows[0], rows[0]["deliveries"] == 1, rows[0]["chosen_model"],
+                            standing_from_row(openid, standing[0]))
 
         def run(conn: sqlite3.Connection) -> Receipt:
             model = conn.execute(
@@ -67,7 +83,17 @@ class InboundRepo:
             ).fetchall()[0]
             return _receipt(row, row["deliveries"] == 1, model)
 
-        return await self.db.write(run)
+        if not with_standing:
+            return await self.db.write(run)
+        # the read does not wait for the write's group commit, nor the write for the read
+        read = asyncio.ensure_future(StandingRepo(self.db).of(openid))
+        try:
+            receipt = await self.db.write(run)
+        except BaseException:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+            raise
+        return dataclasses.replace(receipt, standing=await read)
 
     async def get(self, msg_key: str) -> Receipt | None:
         row = await self.db.lookup("SELECT * FROM inbound WHERE msg_key = ?", (msg_key,))

@@ -39,10 +39,6 @@ class Admission:
         self.commands = commands
         self.own_keys = own_keys
 
-    async def standing(self, openid: str) -> Standing:
-        """The sender's account, plan and whitelist entry (one read), for `admit(standing=...)`."""
-        return await self.chain.wallet.standing.of(openid)
-
     async def admit(self, openid: str, question: str, gen_key: str, model: str | None = None, *,
                     pictures: int = 0, heard_cost: int = 0, standing: Standing | None = None) -> Admitted | Refusal:
         """`pictures` sent with the question add the model's image_cost each; `heard_cost` is what

@@ -77,15 +77,15 @@ class ChatService:
             return cached
         arrived = self.clock()
         instant = self._instant_reply(msg)
-        early = self._standing_early(msg) if instant is None else None
-        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, instant)
+        receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, instant,
+                                             with_standing=instant is None and self._looks_like_a_question(msg))
         if receipt.first:
             metrics.message_received(msg.kind)
         if receipt.reply is not None:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
         if receipt.first:
-            decided = await self._start(msg, arrived, receipt.model, early)
+            decided = await self._start(msg, arrived, receipt.model, receipt.standing)
             if isinstance(decided, str):
                 return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
             target = decided
@@ -111,24 +111,20 @@ class ChatService:
             return self.help
         return None
 
-    def _standing_early(self, msg: Inbound) -> "asyncio.Future[Standing] | None":
-        """For what looks like a text question, the sender's standing, read while the delivery is
-        recorded: a question's round trips follow one another, and this one need not wait. Unused
-        (a retry, a command) it is simply dropped."""
+    def _looks_like_a_question(self, msg: Inbound) -> bool:
+        """A text that is no command: its sender's standing is read with the delivery (a question's
+        round trips follow one another, and this one need not be one of them). Unused (a retry) it
+        is dropped."""
         if msg.kind != "text":
-            return None
+            return False
         question, words = msg.content.strip(), self.cfg.commands
-        if question in words.reset or question in words.more or parse_command(self.cfg, question) is not None:
-            return None
-        read = asyncio.ensure_future(self.admission.standing(msg.openid))
-        read.add_done_callback(_dropped)
-        return read
+        return not (question in words.reset or question in words.more or parse_command(self.cfg, question) is not None)
 
     async def _start(self, msg: Inbound, now: float, chosen: str | None,
-                     standing: "asyncio.Future[Standing] | None" = None) -> "str | Target":
+                     standing: Standing | None = None) -> "str | Target":
         """Act on a new message: its reply when known now, else the answer its reply will come from.
         `chosen`: the sender's model choice, read when the message was recorded; `standing`: theirs,
-        if it is being read already."""
+        if read with it."""
         texts, words = self.cfg.texts, self.cfg.commands
         if msg.kind == "subscribe":
             await self.users.set_subscribed(msg.openid, True, now)
@@ -183,12 +179,12 @@ class ChatService:
 
     async def _ask(self, msg: Inbound, question: str, now: float, *, heard: Heard | None = None,
                    picture_id: int | None = None, model: str | None = None,
-                   standing: "asyncio.Future[Standing] | None" = None) -> "str | Target":
+                   standing: Standing | None = None) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
         admitted = await self.admission.admit(msg.openid, question, msg.msg_key, model,
                                               pictures=int(picture_id is not None),
                                               heard_cost=heard.cost if heard is not None else 0,
-                                              standing=await standing if standing is not None else None)
+                                              standing=standing)
         if isinstance(admitted, Refusal):
             return admitted.text
         # `now` is the message's arrival (its own deliveries count from then); the lease and the
@@ -349,9 +345,3 @@ class ReplyCache:
                 del self._replies[key]
         self._replies[msg_key] = reply
         return reply
-
-
-def _dropped(read: "asyncio.Future[Standing]") -> None:
-    """An early standing read nobody used (a retry, a command): its error, if any, is not news."""
-    if not read.cancelled():
-        read.exception()

@@ -9,6 +9,7 @@ import pytest
 
 from storage.accounts import Accounts
 from storage.db import Database
+from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from storage.plans import grant_plan
 from storage.rate_events import RateEvents
@@ -90,3 +91,20 @@ async def test_a_senders_standing_is_read_in_one_go(db):
     assert (seen.plan.tier, seen.plan.ends_at) == ("pro", 1000.0 + 30 * 86400.0)
     assert seen.whitelisted is True
     assert (await standing.of("oSomebodyElse0000000000000001")).whitelisted is False
+
+
+async def test_a_delivery_asked_for_its_senders_standing_carries_it(db):
+    # On PostgreSQL read in the delivery's round trip, on SQLite beside it: the same standing either way.
+    inbound = InboundRepo(db)
+    first = await inbound.receive("m1", ALICE, "text", 10.0, with_standing=True)
+    assert first.first and (first.standing.account, first.standing.plan, first.standing.whitelisted) == (
+        None, None, False)
+    assert (await inbound.receive("m2", ALICE, "text", 11.0)).standing is None  # not asked: not read
+    opened = await Ledger(db).ensure_account(ALICE, trial_credits=10)
+    await Accounts(db).whitelist_add(ALICE, "friend")
+    async with db.transaction() as conn:
+        await grant_plan(conn, "order-1", ALICE, "pro", 30, 86400.0, 1000.0)
+    retry = await inbound.receive("m1", ALICE, "text", 12.0, with_standing=True)
+    assert not retry.first and retry.deliveries == 2
+    assert retry.standing == await StandingRepo(db).of(ALICE)
+    assert retry.standing.account == opened and retry.standing.plan.tier == "pro" and retry.standing.whitelisted
