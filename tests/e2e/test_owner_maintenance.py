@@ -41,7 +41,9 @@ async def seed_history(db: Database, openid: str, when: float, n: int, text: str
         key = f"{openid}:{when}:{i}"
         await inbound.receive(key, openid, "text", when)
         new = await answers.create(openid=openid, msg_key=key, question=text, model="gpt-4o-mini", route="reply",
-                                   now=when, deadline_at=when + 60, holder="seed", lease_until=when + 30,
+                                   now=when, deadline_at=when + 60, holder="seed",
+                                   # held until finished: a server's recovery must not take it over meanwhile
+                                   lease_until=time.time() + 600,
                                    asked_before=when, idle=1800, max_turns=10)
         await answers.finish(new.answer.id, "seed", "done", text * 20, when, (text, text * 20))
 
