@@ -9,7 +9,7 @@ in their configured order would say:
   would count it, and a rate-limit refusal wins, as it would have come first;
 - else one transaction counts the question and, if counted, reserves: refused by the rate limit
   (nothing reserved), reserved, or refused for credits (counted, as before).
-Run this way, a rate-limited question is seen by the rules between (a masked word is logged for it);
+Run this way, a rate-limited question is seen by the rules between (a word hit is logged for it);
 nothing they decide is kept.
 """
 
