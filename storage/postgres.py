@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 
 from storage.pgconn import AsyncPgConn, PgConn, Row, configure, configure_async, translated
 from storage.pgnotify import CHANNEL, Notifications
-from storage.pgpipeline import PipelinedStatements
+from storage.pgpipeline import IN_FLIGHT_MAX, ROOM_WAIT, PipelinedStatements
 from storage.steps import Step, after_commit
 
 T = TypeVar("T")
@@ -86,10 +86,14 @@ class PostgresDatabase:
     engine = "postgresql"
     path = None
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0, *,
+                 in_flight_max: int = IN_FLIGHT_MAX, room_wait: float = ROOM_WAIT) -> None:
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        # the bound on statements in flight per pipelined connection, and the wait for room (StorageBusy)
+        self.in_flight_max = in_flight_max
+        self.room_wait = room_wait
         # a third of the connections for write functions (threads), the rest for single statements
         self.threads = max(1, pool_size // 3)
         self.statements = max(1, pool_size - self.threads)
@@ -128,7 +132,9 @@ class PostgresDatabase:
                                         configure=configure, open=False, timeout=30.0, name="mpgpt",
                                         kwargs=connect)
             await self._hop(functools.partial(self._pool.open, wait=True, timeout=self.connect_timeout))
-            self._statements = PipelinedStatements(self.url, self.statements, configure_async, **connect)
+            self._statements = PipelinedStatements(self.url, self.statements, configure_async,
+                                                   in_flight_max=self.in_flight_max, room_wait=self.room_wait,
+                                                   **connect)
             await self._statements.open()
             await self.sync_clock()
             if migrate:

@@ -41,7 +41,8 @@ def database(cfg: Config) -> Database | PostgresDatabase:
     whether opening migrates): PostgreSQL when [storage] url names one, else the SQLite file."""
     if cfg.storage.url:
         return PostgresDatabase(cfg.storage.url, pool_size=cfg.storage.pool_size,
-                                connect_timeout=cfg.storage.busy_timeout_ms / 1000)
+                                connect_timeout=cfg.storage.busy_timeout_ms / 1000,
+                                in_flight_max=cfg.storage.statements_in_flight, room_wait=cfg.storage.busy_wait)
     return Database(cfg.resolve_path(cfg.storage.path), cfg.storage.busy_timeout_ms)
 
 
