@@ -75,6 +75,25 @@ def postgres_server() -> Iterator[str]:
             pgcluster.stop(base)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """MPGPT_TEST_ENGINE=postgresql runs the apps on PostgreSQL: a test that reaches into the SQLite
+    file itself (a backup copy, a lock on the file, a table dropped) has nothing to reach."""
+    if os.environ.get("MPGPT_TEST_ENGINE") != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="reaches into the SQLite file; the apps run on PostgreSQL here")
+    for item in items:
+        if item.get_closest_marker("sqlite_file") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _apps_on_postgresql(request: pytest.FixtureRequest) -> None:
+    """MPGPT_TEST_ENGINE=postgresql (tests/harness.py): every app's database is a copy of the
+    migrated template, which the PostgreSQL fixture makes; without it no app could start."""
+    if os.environ.get("MPGPT_TEST_ENGINE") == "postgresql":
+        request.getfixturevalue("postgres_server")
+
+
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A migrated database of the test's own (a copy of the template: ~50 ms), dropped afterwards."""

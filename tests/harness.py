@@ -44,9 +44,16 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _scratch_postgres() -> dict:
-    """MPGPT_TEST_ENGINE=postgresql: the app's storage is a fresh PostgreSQL database (copied from
-    the tests' migrated template) instead of the SQLite file, to run a whole suite on PostgreSQL."""
+# the PostgreSQL database of each test's folder (MPGPT_TEST_ENGINE=postgresql)
+_SCRATCH: dict[Path, dict] = {}
+
+
+def _scratch_postgres(tmp_path: Path) -> dict:
+    """MPGPT_TEST_ENGINE=postgresql: the app's storage is a PostgreSQL database (copied from the
+    tests' migrated template) instead of the SQLite file, to run a whole suite on PostgreSQL. One
+    per test folder, as the SQLite file is: an app started again in a test finds what it left."""
+    if tmp_path in _SCRATCH:
+        return dict(_SCRATCH[tmp_path])
     import uuid
 
     import psycopg
@@ -57,7 +64,8 @@ def _scratch_postgres() -> dict:
     name = "e_" + uuid.uuid4().hex[:16]
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    return {"url": with_database(admin_url, name)}
+    _SCRATCH[tmp_path] = {"url": with_database(admin_url, name)}
+    return dict(_SCRATCH[tmp_path])
 
 
 def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
@@ -74,7 +82,7 @@ def config_data(tmp_path: Path, llm_base_url: str, **overrides: Any) -> dict:
         "ai_label": {"text": False},
     }
     if os.environ.get("MPGPT_TEST_ENGINE") == "postgresql" and "storage" not in overrides:
-        data["storage"] = _scratch_postgres()
+        data["storage"] = _scratch_postgres(tmp_path)
     return merge(merge(data, FAST), overrides)
 
 

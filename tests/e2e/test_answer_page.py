@@ -160,6 +160,7 @@ async def test_an_unknown_or_malformed_token_gets_a_plain_404_page(site, path):
         assert "Content-Security-Policy" in r.headers
 
 
+@pytest.mark.sqlite_file
 async def test_an_expired_token_gets_the_404_page(site, llm, tmp_path):
     base, app, wx, http = site
     link = await _link_for(app, wx, llm, "o_old", "问题", "一句话。" * 600)

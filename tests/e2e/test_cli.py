@@ -48,6 +48,7 @@ def test_a_missing_or_broken_config_file_is_one_line_too(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.sqlite_file
 def test_secrets_can_come_from_the_environment(tmp_path):
     data = config_data(tmp_path, "http://127.0.0.1:9/v1")
     data["wechat"]["token"] = ""
@@ -60,6 +61,7 @@ def test_secrets_can_come_from_the_environment(tmp_path):
     assert "applied migrations: 1" in result.stdout
 
 
+@pytest.mark.sqlite_file
 def test_migrate_applies_once_then_reports_up_to_date(tmp_path):
     path = write_toml(tmp_path / "c.toml", config_data(tmp_path, "http://127.0.0.1:9/v1"))
     first = _run("migrate", "--config", str(path))

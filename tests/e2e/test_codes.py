@@ -8,6 +8,7 @@ import csv
 import stat
 
 import aiohttp
+import pytest
 
 from tests.companionkit import browser_session, token_in
 from tests.companionkit import serving as serving_page
@@ -22,6 +23,7 @@ def _codes(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.sqlite_file
 async def test_the_owner_makes_codes_a_follower_redeems_one_and_the_owner_sees_it(tmp_path, llm):
     out = tmp_path / "codes.csv"
     async with serving(tmp_path, llm, quota={"trial_credits": 0, "daily_free": 0}) as (config, _, wechat):

@@ -119,6 +119,7 @@ async def test_x_forwarded_proto_from_an_untrusted_peer_does_not_matter(tmp_path
     assert "secure" not in [p.strip().lower() for p in cookies[0].split(";")]
 
 
+@pytest.mark.sqlite_file
 async def test_the_database_its_wal_and_shm_and_backups_are_owner_only(tmp_path, llm):
     from bot.keys import DB
     from storage.backup import backup

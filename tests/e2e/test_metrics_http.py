@@ -143,6 +143,7 @@ async def test_companion_logins_are_counted_by_outcome(tmp_path, llm):
         assert value(after, name, method="link", outcome=outcome) == value(before, name, method="link", outcome=outcome) + 1
 
 
+@pytest.mark.sqlite_file
 async def test_a_failure_no_handler_foresaw_is_a_plain_500_logged_once_and_counted(tmp_path, llm):
     async with serving(make_config(tmp_path, llm.base_url)) as (base, _):
         before = await scrape(base + "/metrics")

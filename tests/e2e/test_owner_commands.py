@@ -25,6 +25,7 @@ async def books(tmp_path: Path) -> Ledger:
     return Ledger(db)
 
 
+@pytest.mark.sqlite_file
 async def test_credits_grant_and_deduct_go_through_the_ledger_while_the_server_charges_the_user(tmp_path, llm):
     async with serving(tmp_path, llm, quota={"trial_credits": 10, "daily_free": 0}) as (config, _, wechat):
         assert await ask(wechat, ALICE) == ANSWER  # the trial's 10, one spent

@@ -10,6 +10,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.config import load_config
 from bot.pay.client import PayClient
 from bot.pay.service import PayService
@@ -48,6 +50,7 @@ async def seed_history(db: Database, openid: str, when: float, n: int, text: str
         await answers.finish(new.answer.id, "seed", "done", text * 20, when, (text, text * 20))
 
 
+@pytest.mark.sqlite_file
 async def test_a_backup_taken_while_the_server_works_restores_to_a_database_whose_books_balance(tmp_path, llm):
     # Enough history that the copy takes several steps (a progress bar worth the name).
     db = await Database(tmp_path / "mpgpt.db").open()
@@ -93,6 +96,7 @@ async def test_a_backup_taken_while_the_server_works_restores_to_a_database_whos
         assert shown["balance"] == live_balance - 1 and shown["usage"]["questions"] == 6
 
 
+@pytest.mark.sqlite_file
 async def test_prune_deletes_old_messages_and_keeps_recent_ones_and_the_books(tmp_path, llm):
     async with serving(tmp_path, llm, storage={"retention_days": 30}, analytics={"retention_days": 20}) as (
             config, _, wechat):
@@ -121,6 +125,7 @@ async def test_prune_deletes_old_messages_and_keeps_recent_ones_and_the_books(tm
         assert await ask(wechat, OLD, "我回来了") == ANSWER
 
 
+@pytest.mark.sqlite_file
 async def test_menu_set_sends_a_checked_menu_with_the_shared_token_and_refuses_a_bad_file(tmp_path, llm):
     menu = {"button": [{"type": "click", "name": "余额", "key": "BALANCE"},
                        {"name": "更多", "sub_button": [{"type": "view", "name": "充值", "url": "https://example.com/"},
@@ -185,6 +190,7 @@ async def create_order(config: Path, tmp_path: Path) -> str:
         await db.close()
 
 
+@pytest.mark.sqlite_file
 async def test_doctor_passes_when_everything_answers_and_names_each_failure(tmp_path, llm):
     async with FakeWeChatAPI(APP_ID, APP_SECRET) as api, FakeWeChatPay(make_keys()) as pay:
         pay_data = pay_config_data(tmp_path, pay)
@@ -222,6 +228,7 @@ async def test_doctor_passes_when_everything_answers_and_names_each_failure(tmp_
             assert "pass" in lines["config"] and "pass" in lines["schema"]
 
 
+@pytest.mark.sqlite_file
 async def test_doctor_reports_a_config_it_cannot_load_and_an_old_schema(tmp_path, llm):
     broken = tmp_path / "broken.toml"
     broken.write_text("[wechat]\nmode = \"aggressive\"\n", encoding="utf-8")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from storage.ledger import Ledger
 from storage.postgres import PostgresDatabase
 from tests.e2e.test_owner_maintenance import DAY, OLD, seed_history
@@ -47,6 +49,7 @@ async def test_a_bad_or_unreachable_storage_url_is_one_line_naming_it(tmp_path, 
     assert_one_line_failure(await mpgpt(path, "migrate"), "storage.url", code=2)
 
 
+@pytest.mark.sqlite_file
 async def test_migrate_to_copies_a_sqlite_database_into_an_empty_postgresql_one(tmp_path, llm, postgres_url):
     from storage.db import Database
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_serve_lifecycle import Served, _ask, _config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,7 @@ def _questions(db: Path) -> list[str]:
     return rows
 
 
+@pytest.mark.sqlite_file
 async def test_the_restore_recipe_brings_back_the_backup_and_the_server_runs_on_it(tmp_path, llm):
     from tests.harness import free_port
 
@@ -76,6 +79,7 @@ async def test_the_restore_recipe_brings_back_the_backup_and_the_server_runs_on_
     assert live.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.sqlite_file
 async def test_the_upgrade_recipe_brings_the_previous_versions_database_forward_and_serves_it(tmp_path, llm):
     """A database as the previous version left it (every migration but the last), then README's
     "Upgrading": migrate (forward only, once), start, answer."""

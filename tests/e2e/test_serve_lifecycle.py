@@ -132,6 +132,7 @@ async def test_a_taken_port_is_one_line_and_a_non_zero_exit_never_a_ready_line_o
     assert "Traceback" not in "\n".join(server.lines)
 
 
+@pytest.mark.sqlite_file
 async def test_in_json_mode_at_debug_every_line_is_one_json_object_the_libraries_lines_too(tmp_path, llm):
     path = _config(tmp_path, llm, log={"format": "json", "level": "debug"})
     server = await Served(path, free_port()).start()
@@ -232,6 +233,7 @@ async def test_a_hundred_start_stop_cycles_of_the_app_each_after_a_question_leav
             assert len(_db_threads()) == before, f"cycle {cycle}: {len(_db_threads()) - before} threads left"
 
 
+@pytest.mark.sqlite_file
 async def test_a_storage_path_that_is_not_a_database_is_one_line_and_an_exit_for_serve_and_the_commands(tmp_path, llm):
     (tmp_path / "mpgpt.db").write_text("this is not a database\n")
     path = _config(tmp_path, llm, log={"format": "json", "level": "info"})

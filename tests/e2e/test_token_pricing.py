@@ -187,6 +187,7 @@ async def test_the_page_shows_the_price_the_charge_and_one_history_line_per_answ
     assert listed["models"][0]["price"] == {"prompt": "0.37", "completion": "1.13", "min_cost": "0.5"}
 
 
+@pytest.mark.sqlite_file
 async def test_an_answer_closed_by_another_process_after_a_crash_is_charged_for_its_delivered_text(tmp_path, llm):
     import sqlite3
 

@@ -52,6 +52,7 @@ async def test_a_good_event_is_answered_204_and_lands_in_storage(tmp_path, llm):
     assert [(v.visitor, v.page, v.ip, v.visible_ms) for v in views] == [(VID, "/", "127.0.0.1", 4200)]
 
 
+@pytest.mark.sqlite_file
 async def test_the_answer_does_not_wait_for_the_disk(tmp_path, llm):
     async with serving(make_config(tmp_path, llm.base_url, **FAST)) as (base, app), aiohttp.ClientSession() as http:
         async with app[DB].transaction():  # the writer is busy for as long as this block runs

@@ -56,6 +56,7 @@ async def test_an_answer_streams_as_deltas_then_a_final_event_with_usage_and_cre
     assert done["balance"] == await Ledger(app[DB]).balance("o_web")
 
 
+@pytest.mark.sqlite_file
 async def test_an_answer_whose_closing_write_fails_still_ends_its_stream(site, llm):
     base, app, _, browser = site
     llm.queue(Script(chunks=["第一段，", "第二段。"], chunk_delay=0.05))
