@@ -85,7 +85,12 @@ class ChatService:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
         if receipt.first:
-            decided = await self._start(msg, arrived, receipt.model, receipt.standing)
+            try:
+                decided: str | Target | None = await self._start(msg, arrived, receipt.model, receipt.standing)
+            except Exception:  # noqa: BLE001 - a message that cannot be decided still gets a reply
+                decided = await self._undecided(msg)
+                if isinstance(decided, str):
+                    return self.replies.keep(msg.msg_key, decided)
             if isinstance(decided, str):
                 return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
             target = decided
@@ -93,6 +98,23 @@ class ChatService:
         return await self._await_reply(msg, arrived, last, still_open, target, receipt.deliveries)
 
     # -- the first delivery decides what the message is -------------------------------------------
+
+    async def _undecided(self, msg: Inbound) -> str | None:
+        """The first delivery failed to decide its message (the database refused or failed midway, or
+        a fault of ours). Its reply is a polite sentence instead of an error page, stored so that the
+        message's retries read it too: they would otherwise wait for a decision that never comes.
+        None when an answer was made for it after all (the reply comes from that, as for a retry).
+        Credits held for it go back with the sweep of stale reservations."""
+        log.exception("chat.undecided", kind=msg.kind)
+        sorry = self.cfg.texts.model_error
+        try:
+            stored = await self.inbound.get(msg.msg_key)
+            if stored is not None and stored.answer_id is not None:
+                return None
+            return await self.inbound.set_reply(msg.msg_key, sorry, self.clock())
+        except Exception:  # noqa: BLE001 - the database is failing: the reply is still the sentence
+            log.warning("chat.undecided_unstored", exc_info=True)
+            return sorry
 
     def _instant_reply(self, msg: Inbound) -> str | None:
         """Replies that depend on nothing stored: decided in the same step that records the message."""
