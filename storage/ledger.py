@@ -277,6 +277,12 @@ def _reserve_now(conn: sqlite3.Connection, openid: str, gen_key: str, amount: in
     return True, None
 
 
+def _reservable(amount: int) -> None:
+    if amount < 0:
+        msg = f"cannot reserve a negative amount ({amount})"
+        raise ValueError(msg)
+
+
 # Told (op, credits) after a committed reserve, settle or refund: how the caller counts credits moved
 # (the server passes bot.metrics.credits_moved; storage knows no caller).
 OnMoved = Callable[[str, int], None]
@@ -440,9 +446,7 @@ class Ledger:
         One conditional UPDATE decides, so concurrent reserves can never overdraw. Idempotent per
         gen_key: once a reservation exists for it, later calls return True and charge nothing (also
         after it was settled or refunded: the generation was charged once)."""
-        if amount < 0:
-            msg = f"cannot reserve a negative amount ({amount})"
-            raise ValueError(msg)
+        _reservable(amount)
         now = self.clock()
 
         if self.db.engine == "postgresql":  # the same steps as below in one call (migration 0025)
@@ -457,9 +461,7 @@ class Ledger:
         as one transaction: None when the rate limit refused (nothing reserved), else what reserve
         returns. A question refused for credits stays counted, as when the two ran one after the
         other; together they are one round trip and one commit on PostgreSQL."""
-        if amount < 0:
-            msg = f"cannot reserve a negative amount ({amount})"
-            raise ValueError(msg)
+        _reservable(amount)
         now = self.clock()
         if self.db.engine == "postgresql":  # both steps in one call (migration 0027)
             row = (await self.db.write_one(_ADMIT_AND_RESERVE_PG, {
