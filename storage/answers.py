@@ -155,6 +155,75 @@ _OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
          " ORDER BY id LIMIT 1")
 
 
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An answer to insert for a question (AnswerRepo.insert, or with the question's admission:
+    storage.ledger.admit_and_reserve).
+
+    Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
+    own deliveries are over (`asked_before`) is found first: this message's reply will carry it,
+    so the new answer waits for a fetch (in passive mode). The message (its inbound row) is pointed
+    at the answer its reply comes from, in the same step: the older owed one with `owed_note`, else
+    this one when `reply_from_new`. `heard`: a voice question's text as heard."""
+
+    openid: str
+    msg_key: str
+    question: str
+    model: str
+    route: str
+    now: float
+    deadline_at: float
+    holder: str
+    lease_until: float
+    asked_before: float
+    idle: float
+    max_turns: int
+    heard: str | None = None
+    picture_id: int | None = None
+    reply_from_new: bool = False
+    owed_note: str | None = None
+
+
+# mpgpt_create_answer's arguments (migration 0026), in create_params' order
+CREATE_ARGS_PG = ("?, ?, ?, ?, ?, ?, CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
+                  " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
+                  " CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT) = 1, CAST(? AS TEXT)")
+
+
+def create_params(d: Draft) -> tuple[Any, ...]:
+    return (d.openid, d.msg_key, d.question, d.model, d.route, d.holder, d.lease_until, d.now, d.deadline_at,
+            d.asked_before, d.idle, d.max_turns * 2, d.heard, d.picture_id, int(d.reply_from_new), d.owed_note)
+
+
+def new_question(row) -> NewQuestion:  # noqa: ANN001 - a PostgreSQL row of mpgpt_create_answer's columns
+    return NewQuestion(_answer(row["answer"]), row["created"], row["owed_id"],
+                       [(role, content) for role, content in row["turns"]])
+
+
+def create_now(conn: sqlite3.Connection, d: Draft) -> NewQuestion:
+    """The answer's insert inside an open SQLite transaction."""
+    owed = conn.execute(_OWED, (d.openid, d.asked_before)).fetchone()
+    owed_id = int(owed["id"]) if owed else None
+    conversation_id = current_conversation(conn, d.openid, d.now, d.idle)
+    cur = conn.execute(
+        "INSERT INTO answers (openid, msg_key, conversation_id, question, model, route, lease_owner,"
+        " lease_until, created_at, deadline_at, awaiting_fetch, heard, picture_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (msg_key) DO NOTHING RETURNING *",
+        (d.openid, d.msg_key, conversation_id, d.question, d.model, d.route, d.holder, d.lease_until, d.now,
+         d.deadline_at, int(owed_id is not None and d.route == "reply"), d.heard, d.picture_id),
+    ).fetchone()
+    created = cur is not None
+    answer = _answer(cur if created else
+                     conn.execute("SELECT * FROM answers WHERE msg_key = ?", (d.msg_key,)).fetchone())
+    turns = recent_turns(conn, conversation_id, d.max_turns * 2) if created else []
+    if owed_id is not None or d.reply_from_new:
+        conn.execute("UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?",
+                     (owed_id if owed_id is not None else answer.id,
+                      d.owed_note if owed_id is not None else None, d.msg_key))
+    return NewQuestion(answer, created, owed_id, turns)
+
+
 _FINISH_PG = (
     "WITH closed AS (UPDATE answers SET status = :status, text = :text, markdown = :md, finished_at = :now,"
     " lease_owner = NULL, lease_until = NULL"
@@ -178,49 +247,21 @@ class AnswerRepo:
                      deadline_at: float, holder: str, lease_until: float, asked_before: float, idle: float,
                      max_turns: int, heard: str | None = None, picture_id: int | None = None,
                      reply_from_new: bool = False, owed_note: str | None = None) -> NewQuestion:
-        """Insert the answer for a question, in one step with everything its first delivery needs.
+        """Insert the answer for a question (see Draft), in one step with everything its first
+        delivery needs."""
+        return await self.insert(Draft(
+            openid=openid, msg_key=msg_key, question=question, model=model, route=route, now=now,
+            deadline_at=deadline_at, holder=holder, lease_until=lease_until, asked_before=asked_before, idle=idle,
+            max_turns=max_turns, heard=heard, picture_id=picture_id, reply_from_new=reply_from_new,
+            owed_note=owed_note))
 
-        Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
-        own deliveries are over (`asked_before`) is found first: this message's reply will carry it,
-        so the new answer waits for a fetch (in passive mode).
-
-        The message (its inbound row) is pointed at the answer its reply comes from, in the same
-        step: the older owed one with `owed_note`, else this one when `reply_from_new`.
-        """
+    async def insert(self, draft: Draft) -> NewQuestion:
+        """`create`, from a Draft."""
         if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
-            row = (await self.db.write_one(
-                "SELECT * FROM mpgpt_create_answer(?, ?, ?, ?, ?, ?, CAST(? AS DOUBLE PRECISION),"
-                " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
-                " CAST(? AS DOUBLE PRECISION), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT),"
-                " CAST(? AS BIGINT) = 1, CAST(? AS TEXT))",
-                (openid, msg_key, question, model, route, holder, lease_until, now, deadline_at, asked_before,
-                 idle, max_turns * 2, heard, picture_id, int(reply_from_new), owed_note)))[0]
-            return NewQuestion(_answer(row["answer"]), row["created"], row["owed_id"],
-                               [(role, content) for role, content in row["turns"]])
-
-        def run(conn: sqlite3.Connection) -> NewQuestion:
-            owed = conn.execute(_OWED, (openid, asked_before)).fetchone()
-            owed_id = int(owed["id"]) if owed else None
-            conversation_id = current_conversation(conn, openid, now, idle)
-            cur = conn.execute(
-                "INSERT INTO answers (openid, msg_key, conversation_id, question, model, route, lease_owner,"
-                " lease_until, created_at, deadline_at, awaiting_fetch, heard, picture_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (msg_key) DO NOTHING RETURNING *",
-                (openid, msg_key, conversation_id, question, model, route, holder, lease_until, now, deadline_at,
-                 int(owed_id is not None and route == "reply"), heard, picture_id),
-            ).fetchone()
-            created = cur is not None
-            answer = _answer(cur if created else
-                             conn.execute("SELECT * FROM answers WHERE msg_key = ?", (msg_key,)).fetchone())
-            turns = recent_turns(conn, conversation_id, max_turns * 2) if created else []
-            if owed_id is not None or reply_from_new:
-                conn.execute("UPDATE inbound SET answer_id = ?, note = ? WHERE msg_key = ?",
-                             (owed_id if owed_id is not None else answer.id,
-                              owed_note if owed_id is not None else None, msg_key))
-            return NewQuestion(answer, created, owed_id, turns)
-
-        return await self.db.write(run)
+            row = (await self.db.write_one(f"SELECT * FROM mpgpt_create_answer({CREATE_ARGS_PG})",
+                                           create_params(draft)))[0]
+            return new_question(row)
+        return await self.db.write(lambda conn: create_now(conn, draft))
 
     async def changed(self, answer_id: int, timeout: float) -> None:
         """Wait up to `timeout` for the answer's next saved progress or its end (on another host)."""

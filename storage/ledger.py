@@ -33,6 +33,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from storage.answers import CREATE_ARGS_PG, Draft, NewQuestion, create_now, create_params, new_question
 from storage.db import Database
 from storage.dialect import for_update, is_postgres
 from storage.rate_events import RateCount, count_now
@@ -277,6 +278,17 @@ def _reserve_now(conn: sqlite3.Connection, openid: str, gen_key: str, amount: in
     return True, None
 
 
+@dataclass(frozen=True, slots=True)
+class CountedReserve:
+    """What Ledger.admit_and_reserve did."""
+
+    # None: the rate limit refused (nothing reserved); else whether the credits are held for the
+    # question (by this call, or an earlier one with the same key)
+    reserved: bool | None
+    # the question's answer, when one was asked for and the credits are held
+    started: NewQuestion | None
+
+
 def _reservable(amount: int) -> None:
     if amount < 0:
         msg = f"cannot reserve a negative amount ({amount})"
@@ -296,10 +308,10 @@ OnMoved = Callable[[str, int], None]
 #   'reserved'` returns the row exactly once; the account is updated by the statement itself, so
 #   PostgreSQL applies the refund to its newest version.
 _RESERVE_PG = ("SELECT charged, holder FROM mpgpt_reserve(:o, :k, CAST(:a AS BIGINT), CAST(:now AS DOUBLE PRECISION))")
-_ADMIT_AND_RESERVE_PG = (
-    "SELECT admitted, charged, holder FROM mpgpt_admit_and_reserve(:o, CAST(:limit AS BIGINT),"
-    " CAST(:since AS DOUBLE PRECISION), CAST(:at AS DOUBLE PRECISION), :k, CAST(:a AS BIGINT),"
-    " CAST(:now AS DOUBLE PRECISION))")
+_ADMIT_ARGS_PG = ("?, CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), ?,"
+                  " CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION)")
+_ADMIT_AND_RESERVE_PG = f"SELECT admitted, charged, holder FROM mpgpt_admit_and_reserve({_ADMIT_ARGS_PG})"
+_ADMIT_RESERVE_CREATE_PG = f"SELECT * FROM mpgpt_admit_reserve_create({_ADMIT_ARGS_PG}, {CREATE_ARGS_PG})"
 _SETTLE_PG = (
     "WITH r AS (UPDATE reservations SET state = 'settled', finished_at = :now"
     " WHERE gen_key = :k AND state = 'reserved' RETURNING openid, amount),"
@@ -456,26 +468,37 @@ class Ledger:
             charged, holder = await self.db.write(lambda conn: _reserve_now(conn, openid, gen_key, amount, now))
         return self._reserved(openid, gen_key, amount, charged, holder)
 
-    async def admit_and_reserve(self, openid: str, gen_key: str, amount: int, count: RateCount) -> bool | None:
+    async def admit_and_reserve(self, openid: str, gen_key: str, amount: int, count: RateCount,
+                                then: Draft | None = None) -> CountedReserve:
         """The rate limit's count (storage.rate_events) and, if the question is counted, `reserve`,
-        as one transaction: None when the rate limit refused (nothing reserved), else what reserve
-        returns. A question refused for credits stays counted, as when the two ran one after the
-        other; together they are one round trip and one commit on PostgreSQL."""
+        as one transaction. A question refused for credits stays counted, as when the two ran one
+        after the other; together they are one round trip and one commit on PostgreSQL.
+
+        `then`: the question's answer, inserted (storage.answers) in the same transaction when the
+        credits are held for it; an insert that fails takes the count and the reservation back too."""
         _reservable(amount)
         now = self.clock()
-        if self.db.engine == "postgresql":  # both steps in one call (migration 0027)
-            row = (await self.db.write_one(_ADMIT_AND_RESERVE_PG, {
-                "o": openid, "limit": count.limit, "since": count.since, "at": count.now, "k": gen_key,
-                "a": amount, "now": now}))[0]
+        started = None
+        if self.db.engine == "postgresql":  # the steps in one call (migration 0027; with `then`, 0028)
+            admit = (openid, count.limit, count.since, count.now, gen_key, amount, now)
+            if then is None:
+                row = (await self.db.write_one(_ADMIT_AND_RESERVE_PG, admit))[0]
+            else:
+                row = (await self.db.write_one(_ADMIT_RESERVE_CREATE_PG, admit + create_params(then)))[0]
+                started = new_question(row) if row["answer"] is not None else None
             admitted, charged, holder = bool(row["admitted"]), bool(row["charged"]), row["holder"]
         else:
-            def run(conn: sqlite3.Connection) -> tuple[bool, bool, str | None]:
+            def run(conn: sqlite3.Connection) -> tuple[bool, bool, str | None, NewQuestion | None]:
                 if not count_now(conn, openid, count):
-                    return False, False, None
-                return True, *_reserve_now(conn, openid, gen_key, amount, now)
+                    return False, False, None, None
+                charged, holder = _reserve_now(conn, openid, gen_key, amount, now)
+                held = charged or holder == openid
+                return True, charged, holder, create_now(conn, then) if then is not None and held else None
 
-            admitted, charged, holder = await self.db.write(run)
-        return self._reserved(openid, gen_key, amount, charged, holder) if admitted else None
+            admitted, charged, holder, started = await self.db.write(run)
+        if not admitted:
+            return CountedReserve(None, None)
+        return CountedReserve(self._reserved(openid, gen_key, amount, charged, holder), started)
 
     def _reserved(self, openid: str, gen_key: str, amount: int, charged: bool, holder: str | None) -> bool:
         """What a committed reserve means: held for `openid` (by this call or an earlier one)."""

@@ -7,6 +7,7 @@ last. A Refusal is what the follower reads; nothing was charged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.chat.commands import Commands
@@ -18,6 +19,7 @@ from bot.providers.catalogue import ModelInfo
 from bot.providers.router import ModelUnavailable, Router
 from bot.rules.base import Refusal
 from bot.rules.chain import Chain
+from storage.answers import Draft, NewQuestion
 from storage.standing import Standing
 
 MODEL_UNAVAILABLE = "model_unavailable"
@@ -29,6 +31,8 @@ class Admitted:
     # the question as the model sees it (mask-list words starred out)
     question: str
     own_key: str | None
+    # the answer, when it was created with the admission (`then`)
+    started: NewQuestion | None = None
 
 
 class Admission:
@@ -40,10 +44,12 @@ class Admission:
         self.own_keys = own_keys
 
     async def admit(self, openid: str, question: str, gen_key: str, model: str | None = None, *,
-                    pictures: int = 0, heard_cost: int = 0, standing: Standing | None = None) -> Admitted | Refusal:
+                    pictures: int = 0, heard_cost: int = 0, standing: Standing | None = None,
+                    then: Callable[[str, str], Draft] | None = None) -> Admitted | Refusal:
         """`pictures` sent with the question add the model's image_cost each; `heard_cost` is what
         hearing a voice message costs ([speech] cost): both join the question's one reservation, so
-        they are settled or refunded with it, exactly once."""
+        they are settled or refunded with it, exactly once. `then`: the answer to create with the
+        reservation (Chain.check); Admitted.started is it, or None for the caller to create."""
         chosen = model or await self.commands.chosen_model(openid)
         try:
             resolved = self.router.resolve(chosen)
@@ -55,10 +61,11 @@ class Admission:
         cost = 0 if own_key else (self._answer_cost(info, question) + pictures * info.image_cost if info else None)
         if cost is not None:
             cost += heard_cost
-        verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost, standing=standing)
+        verdict = await self.chain.check(openid, resolved, question, gen_key=gen_key, cost=cost, standing=standing,
+                                        then=then)
         if isinstance(verdict, Refusal):
             return verdict
-        return Admitted(resolved, verdict.text, own_key)
+        return Admitted(resolved, verdict.text, own_key, verdict.started)
 
     def _answer_cost(self, info: ModelInfo, question: str) -> int:
         """Credits to hold for the answer: the fixed cost, or for a token-priced model an upper bound

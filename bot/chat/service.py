@@ -30,7 +30,7 @@ from bot.chat.textparts import reserve, utf8_len
 from bot.chat.typing import Typing
 from bot.config import Config
 from bot.rules.base import Refusal
-from storage.answers import Answer, AnswerRepo, Closed, Taken
+from storage.answers import Answer, AnswerRepo, Closed, Draft, Taken
 from storage.conversations import ConversationRepo
 from storage.inbound import InboundRepo
 from storage.standing import Standing
@@ -203,25 +203,31 @@ class ChatService:
                    picture_id: int | None = None, model: str | None = None,
                    standing: Standing | None = None) -> "str | Target":
         c, active = self.cfg.chat, self.cfg.wechat.mode == "active"
+        note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
+
+        def draft(text: str, model: str) -> Draft:
+            # `now` is the message's arrival (its own deliveries count from then); the lease and the
+            # deadline start when the generation does — after a voice was heard, that is later
+            started = self.clock()
+            return Draft(
+                openid=msg.openid, msg_key=msg.msg_key, question=text, model=model,
+                route="push" if active else "reply", now=now, deadline_at=started + c.generation_deadline,
+                holder=self.holder, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
+                idle=c.conversation_idle, max_turns=c.max_turns, heard=text if heard is not None else None,
+                picture_id=picture_id,
+                # this message's reply: the older owed answer (with its note), else the new one (passive mode)
+                reply_from_new=not active, owed_note=note,
+            )
+
+        # the rules create the answer with the question's reservation when they reserve credits
+        # last (one transaction); else it is created here, after them
         admitted = await self.admission.admit(msg.openid, question, msg.msg_key, model,
                                               pictures=int(picture_id is not None),
                                               heard_cost=heard.cost if heard is not None else 0,
-                                              standing=standing)
+                                              standing=standing, then=draft)
         if isinstance(admitted, Refusal):
             return admitted.text
-        # `now` is the message's arrival (its own deliveries count from then); the lease and the
-        # deadline start when the generation does — after a voice was heard, that is later
-        started = self.clock()
-        note = self.cfg.texts.new_question_pushed if active else self.cfg.texts.new_question_started
-        new = await self.answers.create(
-            openid=msg.openid, msg_key=msg.msg_key, question=admitted.question, model=admitted.model,
-            route="push" if active else "reply", now=now, deadline_at=started + c.generation_deadline,
-            holder=self.holder, lease_until=started + c.lease_seconds, asked_before=now - self.question_window,
-            idle=c.conversation_idle, max_turns=c.max_turns,
-            heard=admitted.question if heard is not None else None, picture_id=picture_id,
-            # this message's reply: the older owed answer (with its note), else the new one (passive mode)
-            reply_from_new=not active, owed_note=note,
-        )
+        new = admitted.started or await self.answers.insert(draft(admitted.question, admitted.model))
         if new.created:
             self.generator.start(new.answer, new.turns, admitted.own_key)
             log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)

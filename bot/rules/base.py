@@ -10,9 +10,11 @@ of side effects. Nothing is charged before the last rule, so a refusal is never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from storage.answers import Draft, NewQuestion
 from storage.ledger import Account
 
 # Reason codes, one per refusal (logs and tests use them; the user reads the configured text).
@@ -40,6 +42,11 @@ class Question:
     on_whitelist: bool = False
     whitelisted: bool = False
     reserved: bool = False
+    # The answer to create with the reservation, from the question as the model sees it and the
+    # model (bot/rules/counted.py), when the caller asked for it; else the caller creates it after.
+    then: Callable[[str, str], Draft] | None = None
+    # the answer, created with the reservation
+    started: NewQuestion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +56,11 @@ class Go:
     text: str | None = None  # the question as the model should see it (mask-list words starred out)
     whitelisted: bool | None = None
     reserved: bool | None = None  # credits are now held under the question's gen_key
+    started: NewQuestion | None = None  # the question's answer was created (Question.then)
 
     def applied_to(self, q: Question) -> Question:
         notes = {k: v for k, v in (("text", self.text), ("whitelisted", self.whitelisted),
-                                   ("reserved", self.reserved)) if v is not None}
+                                   ("reserved", self.reserved), ("started", self.started)) if v is not None}
         return replace(q, **notes) if notes else q
 
 
@@ -77,6 +85,8 @@ class Pass:
     reserved: bool
     whitelisted: bool
     account: Account
+    # the answer, when the caller gave the chain one to create (Chain.check's `then`) and it was
+    started: NewQuestion | None = None
 
 
 class Rule(Protocol):

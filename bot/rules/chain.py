@@ -27,6 +27,7 @@ from bot.rules.wallet import Wallet
 from bot.rules.whitelist import WhitelistRule
 from bot.rules.wordfilter import WordFilter, WordList
 from bot.rules.words import WordsRule
+from storage.answers import Draft
 from storage.db import Database
 from storage.ledger import Ledger
 from storage.rate_events import RateEvents
@@ -42,11 +43,17 @@ class Chain:
         self.wallet = wallet
 
     async def check(self, openid: str, model: str, text: str, *, gen_key: str, cost: int | None,
-                    standing: Standing | None = None) -> Pass | Refusal:
-        """`standing`: the sender's, if the caller read it already (else one read here)."""
+                    standing: Standing | None = None, then: Callable[[str, str], Draft] | None = None
+                    ) -> Pass | Refusal:
+        """`standing`: the sender's, if the caller read it already (else one read here). `then`:
+        the question's answer, from the text as the model sees it and the model, to create in the
+        same transaction as the reservation when the last rule reserves (Pass.started); else
+        Pass.started is None and the caller creates it."""
         standing = standing or await self.wallet.standing.of(openid)
+        if not (self.rules and isinstance(self.rules[-1], CountedCharge)):
+            then = None  # a rule after the reservation could still refuse the question
         q = Question(openid, model, text, gen_key, cost, await self.wallet.open_day(openid, standing),
-                     on_whitelist=standing.whitelisted)
+                     on_whitelist=standing.whitelisted, then=then)
         for rule in self.rules:
             verdict = await rule.check(q)
             if isinstance(verdict, Refusal):
@@ -54,7 +61,7 @@ class Chain:
                          model=model)
                 return verdict
             q = verdict.applied_to(q)
-        return Pass(q.text, q.reserved, q.whitelisted, q.account)
+        return Pass(q.text, q.reserved, q.whitelisted, q.account, q.started)
 
 
 def word_filter(cfg: Config, clock: Callable[[], float] = time.monotonic) -> WordFilter:

@@ -11,6 +11,10 @@ in their configured order would say:
   (nothing reserved), reserved, or refused for credits (counted, as before).
 Run this way, a rate-limited question is seen by the rules between (a word hit is logged for it);
 nothing they decide is kept.
+
+When the question carries its answer to create (Question.then; the chain passes it only when this
+rule is the last), the answer is inserted in the same transaction, once the credits are held: a
+question's admission and its answer are one round trip on PostgreSQL instead of two.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import replace
 from bot.rules.base import Go, Question, Refusal, Rule
 from bot.rules.credits import CreditsRule
 from bot.rules.ratelimit import RateLimitRule
+from storage.answers import NewQuestion
 
 
 class CountedCharge:
@@ -49,18 +54,20 @@ class CountedCharge:
                 return named(charged, self.credits)
             return _notes(q, bool(charged.reserved))
         assert q.cost is not None
-        reserved = await self.credits.wallet.ledger.admit_and_reserve(q.openid, q.gen_key, q.cost,
-                                                                     self.ratelimit.count())
-        if reserved is None:
+        then = q.then(q.text, q.model) if q.then is not None else None
+        done = await self.credits.wallet.ledger.admit_and_reserve(q.openid, q.gen_key, q.cost,
+                                                                 self.ratelimit.count(), then)
+        if done.reserved is None:
             return named(self.ratelimit.refusal(), self.ratelimit)
-        if not reserved:
+        if not done.reserved:
             return named(await self.credits.refusal(q), self.credits)
-        return _notes(q, True)
+        return _notes(q, True, done.started)
 
 
-def _notes(q: Question, reserved: bool) -> Go:
-    """What the rules between noted (the masked text, the whitelist's word) and the reservation."""
-    return Go(text=q.text, whitelisted=q.whitelisted, reserved=reserved or q.reserved)
+def _notes(q: Question, reserved: bool, started: NewQuestion | None = None) -> Go:
+    """What the rules between noted (the masked text, the whitelist's word), the reservation and
+    the answer created with it."""
+    return Go(text=q.text, whitelisted=q.whitelisted, reserved=reserved or q.reserved, started=started)
 
 
 def named(refusal: Refusal, rule: Rule) -> Refusal:

@@ -14,7 +14,9 @@ from bot.rules import base
 from bot.rules.base import Pass, Refusal
 from bot.rules.chain import answer_check, build_chain, word_filter
 from storage.accounts import Accounts
+from storage.answers import Draft
 from storage.db import Database
+from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 
 ALICE = "oAlice0000000000000000000001"
@@ -185,6 +187,61 @@ async def test_both_limits_hold_at_once_for_questions_from_two_processes(tmp_pat
         assert await counts(one) == (6, 4)
         ledger = Ledger(one)
         assert await ledger.balance(ALICE) == 0 and await ledger.check_invariant() == []
+
+
+def drafted(text: str, model: str, key: str) -> Draft:
+    """The answer a WeChat question asks the chain to create with its reservation."""
+    return Draft(openid=ALICE, msg_key=key, question=text, model=model, route="reply", now=BEFORE_MIDNIGHT,
+                 deadline_at=BEFORE_MIDNIGHT + 60, holder="h", lease_until=BEFORE_MIDNIGHT + 30,
+                 asked_before=BEFORE_MIDNIGHT - 60, idle=600, max_turns=4)
+
+
+async def test_answers_are_created_with_their_reservations_for_exactly_the_questions_let_on(
+        tmp_path, clock, open_database):
+    # The two limits of the test above, each question carrying its answer to create: an answer
+    # exists for a question if and only if the rules let it on and its credits are held.
+    cfg = make_config(tmp_path, rules={"rate_limit": 6}, quota={"trial_credits": 4})
+    async with open_database() as one, open_database() as two:
+        words = word_filter(cfg)
+        chains = build_chain(cfg, one, words, clock), build_chain(cfg, two, words, clock)
+        await chains[0].wallet.open_day(ALICE, await chains[0].wallet.standing.of(ALICE))
+        for i in range(24):  # each question's message, as the WeChat path records it first
+            await InboundRepo(one).receive(f"m{i}", ALICE, "text", BEFORE_MIDNIGHT)
+
+        async def asked(i: int) -> Pass | Refusal:
+            return await chains[i % 2].check(ALICE, "gpt-4o-mini", "我是不是个笨 蛋？", gen_key=f"m{i}", cost=1,
+                                             then=lambda text, model, key=f"m{i}": drafted(text, model, key))
+
+        verdicts = await asyncio.gather(*(asked(i) for i in range(24)))
+        let_on = {f"m{i}": v for i, v in enumerate(verdicts) if isinstance(v, Pass)}
+        assert len(let_on) == 4 and all(v.reserved and v.started and v.started.created for v in let_on.values())
+        stored = await one.fetchall("SELECT msg_key, question, model FROM answers WHERE openid = ?", (ALICE,))
+        assert {r["msg_key"] for r in stored} == set(let_on) == {v.started.answer.msg_key for v in let_on.values()}
+        # the answer holds the question as the model sees it (masked by a rule between), and the model
+        assert {(r["question"], r["model"]) for r in stored} == {("我是不是个***？", "gpt-4o-mini")}
+        held = await one.fetchall("SELECT gen_key FROM reservations WHERE openid = ?", (ALICE,))
+        assert {r["gen_key"] for r in held} == set(let_on)
+
+        # asked again with a key that holds credits already (a retry after a crash): the answer
+        # made the first time, nothing charged twice
+        clock.t += cfg.rules.rate_window + 1  # past the rate limit's window
+        key = next(iter(let_on))
+        again = await asked(int(key[1:]))
+        assert isinstance(again, Pass) and again.started is not None and not again.started.created
+        assert again.started.answer.id == let_on[key].started.answer.id
+        assert await Ledger(one).balance(ALICE) == 0 and await Ledger(one).check_invariant() == []
+
+
+async def test_without_the_rate_limit_and_credits_together_the_caller_creates_the_answer(tmp_path, db, clock):
+    # A whitelisted sender holds no credits: the chain creates nothing, the caller does after it.
+    cfg = make_config(tmp_path)
+    chain = build_chain(cfg, db, word_filter(cfg), clock)
+    await Accounts(db).whitelist_add(ALICE, "owner")
+    await InboundRepo(db).receive("w1", ALICE, "text", BEFORE_MIDNIGHT)
+    verdict = await chain.check(ALICE, "gpt-4o-mini", "你好", gen_key="w1", cost=1,
+                                then=lambda text, model: drafted(text, model, "w1"))
+    assert isinstance(verdict, Pass) and verdict.started is None and not verdict.reserved
+    assert await db.lookup("SELECT 1 FROM answers WHERE msg_key = 'w1'") is None
 
 
 async def test_a_question_with_a_blocked_word_is_refused_and_the_log_names_the_dictionary_not_the_text(

@@ -1,0 +1,3 @@
+-- Nothing to change on SQLite: ledger.admit_and_reserve with an answer to create runs the count, the
+-- reservation and the answer's insert in one BEGIN IMMEDIATE. PostgreSQL's 0028 holds the same steps
+-- as one function; this file keeps the two engines' migration lists alike.
