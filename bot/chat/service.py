@@ -104,7 +104,8 @@ class ChatService:
         a fault of ours). Its reply is a polite sentence instead of an error page, stored so that the
         message's retries read it too: they would otherwise wait for a decision that never comes.
         None when an answer was made for it after all (the reply comes from that, as for a retry).
-        Credits held for it go back with the sweep of stale reservations."""
+        Credits are normally held in the answer's own transaction, so none are held without it;
+        any that were (a failure past that step) go back with the sweep of stale reservations."""
         log.exception("chat.undecided", kind=msg.kind)
         sorry = self.cfg.texts.model_error
         try:
