@@ -32,7 +32,7 @@ from bot.config import Config
 from bot.rules.base import Refusal
 from storage.answers import Answer, AnswerRepo, Closed, Draft, Taken
 from storage.conversations import ConversationRepo
-from storage.inbound import InboundRepo
+from storage.inbound import InboundRepo, Receipt
 from storage.standing import Standing
 from storage.users import UserRepo
 
@@ -78,26 +78,61 @@ class ChatService:
         arrived = self.clock()
         instant = self._instant_reply(msg)
         receipt = await self.inbound.receive(msg.msg_key, msg.openid, msg.kind, arrived, instant,
-                                             with_standing=instant is None and self._looks_like_a_question(msg))
+                                             with_standing=instant is None and self._looks_like_a_question(msg),
+                                             deciding_until=None if instant is not None else
+                                             arrived + self.cfg.decide_lease)
         if receipt.first:
             metrics.message_received(msg.kind)
         if receipt.reply is not None:
             return self.replies.keep(msg.msg_key, receipt.reply)
         target: Target | None = None
         if receipt.first:
-            try:
-                decided: str | Target | None = await self._start(msg, arrived, receipt.model, receipt.standing)
-            except Exception:  # noqa: BLE001 - a message that cannot be decided still gets a reply
-                decided = await self._undecided(msg)
-                if isinstance(decided, str):
-                    return self.replies.keep(msg.msg_key, decided)
+            decided = await self._decide(msg, arrived, receipt.model, receipt.standing)
             if isinstance(decided, str):
-                return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
+                return decided
             target = decided
         last = receipt.deliveries >= self.cfg.wechat.deliveries
         return await self._await_reply(msg, arrived, last, still_open, target, receipt.deliveries)
 
     # -- the first delivery decides what the message is -------------------------------------------
+
+    async def _decide(self, msg: Inbound, now: float, chosen: str | None,
+                      standing: Standing | None = None) -> "str | Target | None":
+        """Decide a message under the deciding lease (renewed while it takes long): its stored reply,
+        or the answer its reply will come from (None: one was made for it, learn which as a retry)."""
+        stop_renewing = self._renewing(msg.msg_key)
+        try:
+            decided: str | Target | None = await self._start(msg, now, chosen, standing)
+        except Exception:  # noqa: BLE001 - a message that cannot be decided still gets a reply
+            decided = await self._undecided(msg)
+            return self.replies.keep(msg.msg_key, decided) if isinstance(decided, str) else decided
+        finally:
+            stop_renewing()
+        if isinstance(decided, str):
+            return self.replies.keep(msg.msg_key, await self.inbound.set_reply(msg.msg_key, decided, self.clock()))
+        return decided
+
+    def _renewing(self, msg_key: str) -> Callable[[], None]:
+        """Renew the deciding lease every half of it, for as long as deciding takes; call the result
+        when decided. Most decisions take milliseconds: a timer, not a task, until half the lease."""
+        lease = self.cfg.decide_lease
+        renewals: list[asyncio.Task] = []
+
+        async def keep() -> None:
+            while True:
+                try:
+                    await self.inbound.renew_deciding(msg_key, self.clock() + lease)
+                except Exception:  # noqa: BLE001 - the next renewal tries again; a lost lease only allows a takeover
+                    log.warning("chat.deciding_not_renewed", exc_info=True)
+                await asyncio.sleep(lease / 2)
+
+        timer = asyncio.get_running_loop().call_later(lease / 2, lambda: renewals.append(asyncio.ensure_future(keep())))
+
+        def stop() -> None:
+            timer.cancel()
+            for task in renewals:
+                task.cancel()
+        return stop
 
     async def _undecided(self, msg: Inbound) -> str | None:
         """The first delivery failed to decide its message (the database refused or failed midway, or
@@ -263,6 +298,13 @@ class ChatService:
                     return self.replies.keep(msg.msg_key, receipt.reply)
                 if receipt is not None and receipt.answer_id is not None:
                     target = Target(receipt.answer_id, receipt.note, None)
+                elif receipt is not None and await self._took_over(receipt):
+                    # the first delivery's process died deciding: this delivery decides instead
+                    decided = await self._decide(msg, self.clock(), await self.commands.chosen_model(msg.openid))
+                    if isinstance(decided, str):
+                        return decided
+                    target = decided
+                    continue
             if not last and not still_open():
                 # WeChat gave up on this delivery (the first may have been busy hearing a voice):
                 # whatever it took would reach nobody; its retry, or the next message, carries on
@@ -288,6 +330,16 @@ class ChatService:
             if not last and not still_open():
                 return ""  # WeChat gave up on this delivery; its retry carries on
             await self._pause(live, closes_at - now if last else None, target.answer_id if target else None)
+
+    async def _took_over(self, receipt: Receipt) -> bool:
+        """Whether this delivery now decides an undecided message whose decider let the lease run out."""
+        now = self.clock()
+        if receipt.decided or receipt.deciding_until is None or receipt.deciding_until >= now:
+            return False
+        if not await self.inbound.claim_deciding(receipt.msg_key, now, now + self.cfg.decide_lease):
+            return False
+        log.warning("chat.decision_taken_over")
+        return True
 
     def _enough_to_reply(self, answer: Answer, live: LiveAnswer | None) -> bool:
         """The answer is finished, or more than a whole part of it is waiting to be delivered.

@@ -22,6 +22,10 @@ class ChatConfig(Section):
     progress_flush_interval: Positive = 0.5
     # A generating process renews its lease; a lease left to expire means the process died.
     lease_seconds: Positive = 30.0
+    # A message's first delivery decides it under a lease renewed every half of this; a retry finding
+    # it run out (the process died deciding) decides the message itself. Shorter than wechat.window,
+    # so the next delivery can take over; unset, 0.4 × wechat.window (2 s at WeChat's 5 s).
+    decide_lease: Positive | None = None
     recovery_interval: Positive = 5.0
     # Followers may send `key sk-...` to use their own OpenAI-compatible key (no credits charged);
     # it is stored encrypted with key_secret (or MPGPT_CHAT_KEY_SECRET), at least 16 characters.

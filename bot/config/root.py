@@ -143,6 +143,18 @@ class Config(Section):
             raise problem("media.picture_wait", "must be shorter than wechat.window - wechat.reply_margin")
         return self
 
+    @property
+    def decide_lease(self) -> float:
+        """[chat] decide_lease, or its default: 0.4 x wechat.window."""
+        return self.chat.decide_lease if self.chat.decide_lease is not None else 0.4 * self.wechat.window
+
+    @model_validator(mode="after")
+    def _deciding(self) -> Config:
+        """A retry comes one window after the delivery before it: the lease must run out by then."""
+        if self.chat.decide_lease is not None and self.chat.decide_lease >= self.wechat.window:
+            raise problem("chat.decide_lease", "must be shorter than wechat.window (a retry must be able to take over)")
+        return self
+
     @model_validator(mode="after")
     def _products(self) -> Config:
         seen: set[str] = set()

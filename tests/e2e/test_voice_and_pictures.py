@@ -142,6 +142,9 @@ async def test_a_slow_transcription_gets_the_hint_and_the_answer_is_fetched_late
     await _idle(app)
     d = await wx.send_text("o_slow", "继续")
     assert d.content == "「今天天气怎么样」\n\n你好，我是测试模型。"
+    # hearing outlasted the deciding lease many times over, renewed all along: the retries waited
+    # instead of taking the decision over (no second hearing, no second answer)
+    assert len(llm.transcriptions) == 1 and len(llm.requests) == 1
 
 
 # -- pictures --------------------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from storage.db import Database
 from storage.ledger import Ledger
 from storage.postgres import PostgresDatabase
 from tests.fakes.llm import Script
+from tests.fakes.media import amr_voice
 from tests.fakes.wechat import FakeWeChat
-from tests.harness import APP_ID, TOKEN, ServerProcess, config_data, free_port, write_toml
+from tests.fakes.wechat_api import FakeWeChatAPI
+from tests.harness import APP_ID, APP_SECRET, TOKEN, ServerProcess, config_data, free_port, write_toml
 
 
 @pytest.fixture
@@ -155,6 +157,57 @@ async def test_a_host_killed_with_answers_in_flight_loses_none_and_charges_none_
     async with _open(storage) as db:
         ledger = Ledger(db)
         assert [await ledger.balance(u) for u in users] == [9] * len(users)
+        assert await ledger.check_invariant() == []
+
+
+async def test_a_message_whose_host_dies_deciding_it_is_decided_by_a_retry_on_the_other(tmp_path, llm, storage):
+    # A voice is slow to decide (downloaded, converted, heard). Its first delivery's host is killed
+    # while hearing it; WeChat's retry lands on the other host, which finds the deciding lease run
+    # out and decides the message itself: the follower gets the answer (in a delivery, or with 继续),
+    # asked of the model once and charged once.
+    async with FakeWeChatAPI(APP_ID, APP_SECRET) as api:
+        data = config_data(tmp_path, llm.base_url, log={"level": "info"}, storage=storage,
+                           wechat={"api_base": api.base_url}, speech={"channel": "fake", "model": "whisper-1",
+                                                                      "cost": 2},
+                           quota={"trial_credits": 10, "daily_free": 0}, rules={"rate_limit": 1000})
+        config = write_toml(tmp_path / "config.toml", data)
+        llm.default = Script(text="明天晴。")
+        llm.transcribe_delay = 0.5
+        doomed, survivor = ServerProcess(config, free_port()).start(), ServerProcess(config, free_port()).start()
+        try:
+            wx = FakeWeChat(f"{doomed.url}/wechat", TOKEN, APP_ID, window=0.6)
+            body, query = wx.build_request(wx.voice_message("o_died_deciding", media_id=api.add_media(
+                amr_voice(0.5), "audio/amr")))
+            loop = asyncio.get_running_loop()
+            async with aiohttp.ClientSession() as session:
+                arrived = loop.time()
+                first = asyncio.ensure_future(_post(session, f"{doomed.url}/wechat", body, query, 0.6))
+                while not api.media_gets and loop.time() < arrived + 0.5:  # the doomed host is hearing it
+                    await asyncio.sleep(0.01)
+                doomed.kill()
+                await asyncio.gather(first, return_exceptions=True)  # its connection dies with it
+                await asyncio.sleep(arrived + 0.6 - loop.time())  # WeChat's retries, a window apart
+                replies = [got[1].decode() for got in [await _post(session, f"{survivor.url}/wechat", body, query,
+                                                                   0.6) for _ in range(2)] if got is not None]
+            wx.url = f"{survivor.url}/wechat"
+            if not any("明天晴" in r for r in replies):
+                # its deliveries ended before the answer did (a busy machine): it is owed, fetched with 继续
+                await asyncio.sleep(max(0.0, arrived + 2.1 - loop.time()))
+                for _ in range(30):
+                    fetched = (await wx.send_text("o_died_deciding", "继续")).content or ""
+                    replies.append(fetched)
+                    if "明天晴" in fetched:
+                        break
+                    await asyncio.sleep(0.1)
+            await wx.close()
+            assert any("明天晴" in r for r in replies), replies
+            assert len(llm.requests) == 1  # asked of the model once
+        finally:
+            doomed.stop()
+            survivor.stop()
+    async with _open(storage) as db:
+        ledger = Ledger(db)
+        assert await ledger.balance("o_died_deciding") == 10 - 1 - 2  # the answer and the hearing, once
         assert await ledger.check_invariant() == []
 
 

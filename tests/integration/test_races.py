@@ -16,6 +16,7 @@ from storage import answers as answers_module
 from storage.answers import AnswerRepo, Taken
 from storage.conversations import ConversationRepo, current_conversation
 from storage.db import Database
+from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from storage.orders import OrderRepo, Payment
 from storage.products import ProductRepo
@@ -314,3 +315,25 @@ async def test_an_answer_closed_by_several_hosts_at_once_is_closed_and_charged_o
         assert turns["n"] == 2
         assert await Ledger(dbs[0]).balance(USER) == 7
         assert await Ledger(dbs[0]).check_invariant() == []
+
+
+async def test_a_message_whose_decider_died_is_taken_over_by_exactly_one_retry(open_database):
+    # Its first delivery recorded it and died deciding; retries land on four hosts at once.
+    async with hosts(open_database) as dbs:
+        first = await InboundRepo(dbs[0]).receive("m_died", USER, "text", 100.0, deciding_until=102.0)
+        assert first.first and not first.decided and first.deciding_until == 102.0
+        # while the lease holds, nobody takes over, and a renewal keeps it
+        assert not await InboundRepo(dbs[1]).claim_deciding("m_died", 101.0, 103.0)
+        await InboundRepo(dbs[0]).renew_deciding("m_died", 104.0)
+        assert not await InboundRepo(dbs[1]).claim_deciding("m_died", 103.0, 105.0)
+        # run out: one claim of many wins, and its lease is the new one
+        claimed = await together([lambda d=d: InboundRepo(d).claim_deciding("m_died", 105.0, 107.0) for d in dbs * 3])
+        assert claimed.count(True) == 1
+        assert (await InboundRepo(dbs[2]).get("m_died")).deciding_until == 107.0
+        # once decided, a run-out lease is nothing to take over
+        await InboundRepo(dbs[3]).set_reply("m_died", "好的", 106.0)
+        assert not await InboundRepo(dbs[1]).claim_deciding("m_died", 200.0, 202.0)
+        # a message with nothing to decide (its reply known at once) has no lease
+        instant = await InboundRepo(dbs[0]).receive("m_help", USER, "text", 100.0, "帮助的回复")
+        assert instant.decided and instant.deciding_until is None
+        assert not await InboundRepo(dbs[1]).claim_deciding("m_help", 200.0, 202.0)
