@@ -206,3 +206,16 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+async def refuse_new_answers(db) -> None:  # noqa: ANN001 - either engine's database
+    """The database refuses every new answer (a full disk, a broken engine: a failure past the
+    delivery's own write)."""
+    if db.engine == "postgresql":
+        await db.write_one("CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS"
+                           " $f$ BEGIN RAISE EXCEPTION 'no new answers'; END $f$")
+        await db.write_one("CREATE TRIGGER answers_refused BEFORE INSERT ON answers"
+                           " FOR EACH ROW EXECUTE FUNCTION refuse_answers()")
+    else:
+        await db.write_one("CREATE TRIGGER answers_refused BEFORE INSERT ON answers"
+                           " BEGIN SELECT RAISE(ABORT, 'no new answers'); END")

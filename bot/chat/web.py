@@ -25,7 +25,7 @@ from bot.config import Config
 from bot.economics.pricing import credits_text, milli_text
 from bot.providers.router import Router
 from bot.rules.base import Refusal
-from storage.answers import AnswerRepo
+from storage.answers import AnswerRepo, Draft
 from storage.conversations import ConversationRepo
 from storage.ledger import Ledger
 from storage.redact import short_user
@@ -94,19 +94,24 @@ class WebChat:
             model = await self._vision_model(openid, model)
             if model is None:
                 return Refusal(NO_VISION, self.pictures.no_vision_reply() if self.pictures else self.cfg.texts.text_only)
-        admitted = await self.admission.admit(openid, message, gen_key, model, pictures=int(picture is not None))
+        c = self.cfg.chat
+
+        def draft(text: str, model: str, picture_id: int | None = None) -> Draft:
+            return Draft(openid=openid, msg_key=gen_key, question=text, model=model, route="web", now=now,
+                         deadline_at=now + c.generation_deadline, holder=self.holder, lease_until=now + c.lease_seconds,
+                         asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns, picture_id=picture_id)
+
+        # Without a picture the answer is created with the question's reservation (one transaction);
+        # a picture is stored between the two, so that answer is created after it.
+        admitted = await self.admission.admit(openid, message, gen_key, model, pictures=int(picture is not None),
+                                              then=draft if picture is None else None)
         if isinstance(admitted, Refusal):
             return admitted
         picture_id = None
         if picture is not None and self.pictures is not None:
             picture_id = await self.pictures.repo.add(openid, gen_key, now, data=picture[0], content_type=picture[1],
                                                       taken_by=gen_key)
-        c = self.cfg.chat
-        new = await self.answers.create(
-            openid=openid, msg_key=gen_key, question=admitted.question, model=admitted.model, route="web", now=now,
-            deadline_at=now + c.generation_deadline, holder=self.holder, lease_until=now + c.lease_seconds,
-            asked_before=now, idle=c.conversation_idle, max_turns=c.max_turns, picture_id=picture_id,
-        )
+        new = admitted.started or await self.answers.insert(draft(admitted.question, admitted.model, picture_id))
         self.generator.start(new.answer, new.turns, admitted.own_key)
         log.info("web_question", answer=new.answer.id, user=short_user(openid), model=admitted.model)
         return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,

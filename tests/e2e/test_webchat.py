@@ -13,7 +13,7 @@ from storage.ledger import Ledger
 from tests.companionkit import browser_session, token_in, serving
 from tests.fakes.llm import Script
 from tests.fakes.wechat import FakeWeChat
-from tests.harness import APP_ID, TOKEN
+from tests.harness import APP_ID, TOKEN, refuse_new_answers
 
 
 async def read_events(response: aiohttp.ClientResponse, stop_after: int | None = None) -> list[tuple[str, object]]:
@@ -70,6 +70,23 @@ async def test_an_answer_whose_closing_write_fails_still_ends_its_stream(site, l
     assert "".join(d for n, d in events if n == "delta") == "第一段，第二段。"
     # not closed: the answer is left to recovery, which takes it over once its lease runs out
     assert events[-1][1]["status"] == "generating"
+
+
+async def test_a_question_whose_answer_cannot_be_stored_is_refused_without_holding_credits(site, llm):
+    # The reservation and the answer's insert are one transaction: when the database refuses the
+    # insert, the browser gets an error without a traceback, and nothing is held or counted.
+    base, app, _, browser = site
+    db, ledger = app[DB], Ledger(app[DB])
+    await ledger.ensure_account("o_web", 10)
+    before = await ledger.balance("o_web")
+    await refuse_new_answers(db)
+    async with browser.post(f"{base}/api/chat", json={"message": "你好"}) as r:
+        assert r.status == 500 and await r.json() == {"error": "internal error"}
+    assert await ledger.balance("o_web") == before
+    assert await db.lookup("SELECT 1 FROM reservations WHERE openid = 'o_web'") is None
+    assert await db.lookup("SELECT 1 FROM rate_events WHERE openid = 'o_web'") is None
+    assert await ledger.sweep_stale(older_than=0) == 0 and await ledger.check_invariant() == []
+    assert llm.requests == []
 
 
 async def test_a_refusal_is_one_event_with_a_code_and_the_wechat_sentence(site, llm):

@@ -9,23 +9,10 @@ from bot.keys import CONFIG, DB
 from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from tests.fakes.wechat import FakeWeChat
-from tests.harness import APP_ID, TOKEN, make_config, running
+from tests.harness import APP_ID, TOKEN, make_config, refuse_new_answers, running
 
 USER = "o_undecided"
 ANSWER = "你好，我是测试模型。"
-
-
-async def _refuse_new_answers(db) -> None:  # noqa: ANN001 - either engine's database
-    """The database refuses every new answer (a full disk, a broken engine: a failure past the
-    delivery's own write)."""
-    if db.engine == "postgresql":
-        await db.write_one("CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS"
-                           " $f$ BEGIN RAISE EXCEPTION 'no new answers'; END $f$")
-        await db.write_one("CREATE TRIGGER answers_refused BEFORE INSERT ON answers"
-                           " FOR EACH ROW EXECUTE FUNCTION refuse_answers()")
-    else:
-        await db.write_one("CREATE TRIGGER answers_refused BEFORE INSERT ON answers"
-                           " BEGIN SELECT RAISE(ABORT, 'no new answers'); END")
 
 
 async def _counted(db) -> int:  # noqa: ANN001
@@ -41,7 +28,7 @@ async def test_a_message_that_cannot_be_decided_gets_a_polite_reply_and_so_does_
             assert (await wx.send_text(USER, "你好")).content == ANSWER
             before, counted = await ledger.balance(USER), await _counted(db)
             assert counted == 1  # the first question
-            await _refuse_new_answers(db)
+            await refuse_new_answers(db)
 
             message = wx.text_message(USER, "这个问题存不下", msg_id=424242)
             first = await wx.deliver(message)
