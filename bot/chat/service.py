@@ -55,6 +55,8 @@ class ChatService:
         self.planner = ReplyPlanner(cfg)
         self.links = PageLinks(cfg)
         self.replies = ReplyCache()
+        # decisions a retry took over from a dead host, run beside the delivery that took them
+        self._taken_over: set[asyncio.Task] = set()
         self.holder = holder
         self.voice = voice or VoiceQuestions(cfg, None)
         self.pictures = pictures if pictures is not None and pictures.on else None
@@ -291,19 +293,25 @@ class ChatService:
         closes_at = arrived + w.window - w.reply_margin  # only the last delivery keeps to it
         answer = target.answer if target else None
         watched: LiveAnswer | None = None  # this process's generation of the answer, once seen
+        taking: asyncio.Task | None = None  # the decision this delivery took over, if it did
         while True:
+            if target is None and taking is not None and taking.done():
+                decided = taking.result()
+                if isinstance(decided, str):
+                    return decided
+                target = decided  # None: an answer was made for it, read below
             if target is None:  # a retry: learn what the first delivery decided
                 receipt = await self.inbound.get(msg.msg_key)
                 if receipt is not None and receipt.reply is not None:
                     return self.replies.keep(msg.msg_key, receipt.reply)
                 if receipt is not None and receipt.answer_id is not None:
                     target = Target(receipt.answer_id, receipt.note, None)
-                elif receipt is not None and await self._took_over(receipt):
-                    # the first delivery's process died deciding: this delivery decides instead
-                    decided = await self._decide(msg, self.clock(), await self.commands.chosen_model(msg.openid))
-                    if isinstance(decided, str):
-                        return decided
-                    target = decided
+                elif receipt is not None and taking is None and await self._took_over(receipt):
+                    # The first delivery's process died deciding: this delivery decides instead,
+                    # beside its wait, so that a last delivery still answers before its window
+                    # closes (with the hint) when deciding takes longer (a voice being heard).
+                    taking = self._take_over(msg, receipt.received_at, await self.commands.chosen_model(msg.openid))
+                    await asyncio.wait({taking}, timeout=max(0.0, closes_at - self.clock()) if last else None)
                     continue
             if not last and not still_open():
                 # WeChat gave up on this delivery (the first may have been busy hearing a voice):
@@ -330,6 +338,19 @@ class ChatService:
             if not last and not still_open():
                 return ""  # WeChat gave up on this delivery; its retry carries on
             await self._pause(live, closes_at - now if last else None, target.answer_id if target else None)
+
+    def _take_over(self, msg: Inbound, arrived: float, chosen: str) -> asyncio.Task:
+        """Decide `msg` in a task of its own: it goes on if the delivery that took it over returns.
+        `arrived`: the message's first delivery (its deliveries, and what it is owed, count from it)."""
+        task = asyncio.ensure_future(self._decide(msg, arrived, chosen))
+        self._taken_over.add(task)
+
+        def ended(done: asyncio.Task) -> None:
+            self._taken_over.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("chat.taken_over_decision_failed", exc_info=done.exception())
+        task.add_done_callback(ended)
+        return task
 
     async def _took_over(self, receipt: Receipt) -> bool:
         """Whether this delivery now decides an undecided message whose decider let the lease run out."""

@@ -10,6 +10,7 @@ import base64
 import pytest
 
 from bot.keys import DB, GENERATOR
+from storage.inbound import InboundRepo
 from storage.ledger import Ledger
 from tests.fakes.llm import Script
 from tests.fakes.media import FakeCDN, amr_voice, audio_seconds, jpeg
@@ -145,6 +146,28 @@ async def test_a_slow_transcription_gets_the_hint_and_the_answer_is_fetched_late
     # hearing outlasted the deciding lease many times over, renewed all along: the retries waited
     # instead of taking the decision over (no second hearing, no second answer)
     assert len(llm.transcriptions) == 1 and len(llm.requests) == 1
+
+
+async def test_a_voice_whose_host_died_hearing_it_is_heard_by_the_last_delivery_which_still_answers_in_time(
+        server, llm, api):
+    # What a host killed while hearing leaves: the message recorded (two deliveries so far), no
+    # decision, its deciding lease run out. WeChat's last delivery takes the decision over; hearing
+    # outlasts its window, so it answers with the hint in time (not WeChat's error page), the hearing
+    # goes on, and the answer is fetched with 继续.
+    wx, app = server
+    llm.transcribe_delay = 1.0
+    message = wx.voice_message("o_heir", media_id=api.add_media(amr_voice(0.5), "audio/amr"), msg_id=777001)
+    inbound, now = InboundRepo(app[DB]), app[DB].clock()
+    for _ in range(2):
+        await inbound.receive("777001", "o_heir", "voice", now - 1.3, deciding_until=now - 0.5)
+    d = await wx.deliver(message)
+    assert d.attempt == 1 and d.content == "正在思考中，请稍候回复「继续」获取回答。"
+    await asyncio.sleep(0.9)  # the hearing, then the answer
+    await _idle(app)
+    d = await wx.send_text("o_heir", "继续")
+    assert d.content == "「今天天气怎么样」\n\n你好，我是测试模型。"
+    assert len(llm.transcriptions) == 1 and len(llm.requests) == 1
+    assert await Ledger(app[DB]).balance("o_heir") == 10 - 1 - 2
 
 
 # -- pictures --------------------------------------------------------------------------------------------
