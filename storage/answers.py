@@ -157,7 +157,7 @@ _OWED = ("SELECT * FROM answers WHERE openid = ? AND owed = 1"
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """An answer to insert for a question (AnswerRepo.insert, or with the question's admission:
+    """An answer to insert for a question (AnswerRepo.create, or with the question's admission:
     storage.ledger.admit_and_reserve).
 
     Only one caller creates it (msg_key is unique). An older answer still owed to the user whose
@@ -243,20 +243,9 @@ class AnswerRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, *, openid: str, msg_key: str, question: str, model: str, route: str, now: float,
-                     deadline_at: float, holder: str, lease_until: float, asked_before: float, idle: float,
-                     max_turns: int, heard: str | None = None, picture_id: int | None = None,
-                     reply_from_new: bool = False, owed_note: str | None = None) -> NewQuestion:
+    async def create(self, draft: Draft) -> NewQuestion:
         """Insert the answer for a question (see Draft), in one step with everything its first
         delivery needs."""
-        return await self.insert(Draft(
-            openid=openid, msg_key=msg_key, question=question, model=model, route=route, now=now,
-            deadline_at=deadline_at, holder=holder, lease_until=lease_until, asked_before=asked_before, idle=idle,
-            max_turns=max_turns, heard=heard, picture_id=picture_id, reply_from_new=reply_from_new,
-            owed_note=owed_note))
-
-    async def insert(self, draft: Draft) -> NewQuestion:
-        """`create`, from a Draft."""
         if self.db.engine == "postgresql":  # the same steps in one call (migration 0026)
             row = (await self.db.write_one(f"SELECT * FROM mpgpt_create_answer({CREATE_ARGS_PG})",
                                            create_params(draft)))[0]

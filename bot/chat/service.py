@@ -265,7 +265,7 @@ class ChatService:
                                               standing=standing, then=draft)
         if isinstance(admitted, Refusal):
             return admitted.text
-        new = admitted.started or await self.answers.insert(draft(admitted.question, admitted.model))
+        new = admitted.started or await self.answers.create(draft(admitted.question, admitted.model))
         if new.created:
             self.generator.start(new.answer, new.turns, admitted.own_key)
             log.info("question", answer=new.answer.id, owed_first=new.owed_id is not None)

@@ -111,7 +111,7 @@ class WebChat:
         if picture is not None and self.pictures is not None:
             picture_id = await self.pictures.repo.add(openid, gen_key, now, data=picture[0], content_type=picture[1],
                                                       taken_by=gen_key)
-        new = admitted.started or await self.answers.insert(draft(admitted.question, admitted.model, picture_id))
+        new = admitted.started or await self.answers.create(draft(admitted.question, admitted.model, picture_id))
         self.generator.start(new.answer, new.turns, admitted.own_key)
         log.info("web_question", answer=new.answer.id, user=short_user(openid), model=admitted.model)
         return Started(new.answer.id, gen_key, new.answer.conversation_id, admitted.model,

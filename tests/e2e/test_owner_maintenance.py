@@ -16,7 +16,7 @@ from bot.config import load_config
 from bot.pay.client import PayClient
 from bot.pay.service import PayService
 from storage.analytics import PageEvents, PageView
-from storage.answers import AnswerRepo
+from storage.answers import AnswerRepo, Draft
 from storage.db import Database
 from storage.inbound import InboundRepo
 from storage.ledger import Ledger, apply_entry
@@ -42,11 +42,11 @@ async def seed_history(db: Database, openid: str, when: float, n: int, text: str
     for i in range(n):
         key = f"{openid}:{when}:{i}"
         await inbound.receive(key, openid, "text", when)
-        new = await answers.create(openid=openid, msg_key=key, question=text, model="gpt-4o-mini", route="reply",
-                                   now=when, deadline_at=when + 60, holder="seed",
-                                   # held until finished: a server's recovery must not take it over meanwhile
-                                   lease_until=time.time() + 600,
-                                   asked_before=when, idle=1800, max_turns=10)
+        new = await answers.create(Draft(openid=openid, msg_key=key, question=text, model="gpt-4o-mini", route="reply",
+                                         now=when, deadline_at=when + 60, holder="seed",
+                                         # held until finished: a server's recovery must not take it over meanwhile
+                                         lease_until=time.time() + 600,
+                                         asked_before=when, idle=1800, max_turns=10))
         await answers.finish(new.answer.id, "seed", "done", text * 20, when, (text, text * 20))
 
 

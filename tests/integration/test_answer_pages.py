@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from storage.answer_pages import AnswerPageRepo
-from storage.answers import AnswerRepo
+from storage.answers import AnswerRepo, Draft
 from storage.inbound import InboundRepo
 from storage.retention import prune
 
@@ -13,9 +13,9 @@ from storage.retention import prune
 async def _answer(db, msg_key: str = "m1", now: float | None = None):
     now = time.time() if now is None else now
     await InboundRepo(db).receive(msg_key, "o_p", "text", now)  # the message the answer is for
-    new = await AnswerRepo(db).create(openid="o_p", msg_key=msg_key, question="问题", model="m", route="reply",
-                                      now=now, deadline_at=now + 60, holder="h", lease_until=now + 30,
-                                      asked_before=now - 100, idle=1800, max_turns=5)
+    new = await AnswerRepo(db).create(Draft(openid="o_p", msg_key=msg_key, question="问题", model="m", route="reply",
+                                            now=now, deadline_at=now + 60, holder="h", lease_until=now + 30,
+                                            asked_before=now - 100, idle=1800, max_turns=5))
     return new.answer
 
 

@@ -397,7 +397,7 @@ async def test_an_answer_closes_with_its_credits_in_one_transaction(db, ledger, 
     # the generation's close: one pipelined transaction on PostgreSQL for a fixed cost, a transaction on
     # a thread for a token-priced settle (it reads before it writes); either way the answer, its turns
     # and the credits move together
-    from storage.answers import AnswerRepo
+    from storage.answers import AnswerRepo, Draft
     from storage.inbound import InboundRepo
     from storage.steps import together
 
@@ -406,9 +406,9 @@ async def test_an_answer_closes_with_its_credits_in_one_transaction(db, ledger, 
     for key in ("q1", "q2"):
         await InboundRepo(db).receive(key, ALICE, "text", 1.0)
         assert await ledger.reserve(ALICE, key, 3)
-    made = [await answers.create(openid=ALICE, msg_key=key, question="问", model="m", route="reply", now=1.0,
-                                 deadline_at=60.0, holder="h", lease_until=30.0, asked_before=0.0, idle=600,
-                                 max_turns=4) for key in ("q1", "q2")]
+    made = [await answers.create(Draft(openid=ALICE, msg_key=key, question="问", model="m", route="reply", now=1.0,
+                                       deadline_at=60.0, holder="h", lease_until=30.0, asked_before=0.0, idle=600,
+                                       max_turns=4)) for key in ("q1", "q2")]
     amount, closed = await together(ledger.settle_step("q1", spent_milli),
                                     answers.finish_step(made[0].answer.id, "h", "done", "答。", 2.0, ("问", "答。")))
     assert amount == 3 and closed is not None

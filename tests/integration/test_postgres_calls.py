@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from storage.answer_pages import AnswerPageRepo
-from storage.answers import AnswerRepo, Taken
+from storage.answers import AnswerRepo, Draft, Taken
 from storage.inbound import InboundRepo
 from storage.postgres import PostgresDatabase
 from storage.steps import together
@@ -21,9 +21,9 @@ async def _answer(db: PostgresDatabase, now: float) -> int:
     answers = AnswerRepo(db)
     for key in ("m_first", "m_second"):
         await InboundRepo(db).receive(key, "o_calls", "text", now)
-    new = await answers.create(openid="o_calls", msg_key="m_first", question="q", model="m", route="reply",
-                               now=now, deadline_at=now + 15, holder="h", lease_until=now + 30, asked_before=now,
-                               idle=600, max_turns=4)
+    new = await answers.create(Draft(openid="o_calls", msg_key="m_first", question="q", model="m", route="reply",
+                                     now=now, deadline_at=now + 15, holder="h", lease_until=now + 30, asked_before=now,
+                                     idle=600, max_turns=4))
     assert await answers.finish(new.answer.id, "h", "done", "0123456789" * 3, now, None)
     return new.answer.id
 
@@ -78,9 +78,9 @@ async def test_a_reply_linking_a_page_made_meanwhile_writes_nothing(postgres_url
 async def _closed(db: PostgresDatabase, now: float):
     answers = AnswerRepo(db)
     await InboundRepo(db).receive("m_own", "o_closed", "text", now)
-    new = await answers.create(openid="o_closed", msg_key="m_own", question="q", model="m", route="reply",
-                               now=now, deadline_at=now + 15, holder="h", lease_until=now + 30, asked_before=now,
-                               idle=600, max_turns=4)
+    new = await answers.create(Draft(openid="o_closed", msg_key="m_own", question="q", model="m", route="reply",
+                                     now=now, deadline_at=now + 15, holder="h", lease_until=now + 30, asked_before=now,
+                                     idle=600, max_turns=4))
     (closed,) = await together(answers.finish_step(new.answer.id, "h", "done", "答案。" * 5, now, None))
     assert closed is not None and closed.state["version"] == await _version(db, new.answer.id)
     return new.answer.id, closed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from storage.answers import AnswerRepo
+from storage.answers import AnswerRepo, Draft
 from storage.inbound import InboundRepo
 from storage.postgres import PostgresDatabase
 
@@ -29,9 +29,9 @@ async def test_saved_progress_is_a_hot_update(postgres_url: str):
         answers = AnswerRepo(db)
         now = time.time()
         await InboundRepo(db).receive("m_hot", "o_hot", "text", now)
-        new = await answers.create(openid="o_hot", msg_key="m_hot", question="写一首长诗", model="m", route="reply",
-                                   now=now, deadline_at=now + 15, holder="h", lease_until=now + 30,
-                                   asked_before=now, idle=600, max_turns=4)
+        new = await answers.create(Draft(openid="o_hot", msg_key="m_hot", question="写一首长诗", model="m",
+                                         route="reply", now=now, deadline_at=now + 15, holder="h", lease_until=now + 30,
+                                         asked_before=now, idle=600, max_turns=4))
         assert new.created
         before_upd, before_hot = await _updates(db)
         text = ""

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from storage import answers as answers_module
-from storage.answers import AnswerRepo, Taken
+from storage.answers import AnswerRepo, Draft, Taken
 from storage.conversations import ConversationRepo, current_conversation
 from storage.db import Database
 from storage.inbound import InboundRepo
@@ -57,9 +57,9 @@ async def _user(db: Database, openid: str = USER) -> None:
 
 
 async def _question(repo: AnswerRepo, key: str, now: float, lease_until: float, route: str = "reply") -> int:
-    q = await repo.create(openid=USER, msg_key=key, question="q", model="m", route=route, now=now,
-                          deadline_at=now + 60, holder="dead-host", lease_until=lease_until, asked_before=0,
-                          idle=3600, max_turns=4)
+    q = await repo.create(Draft(openid=USER, msg_key=key, question="q", model="m", route=route, now=now,
+                                deadline_at=now + 60, holder="dead-host", lease_until=lease_until, asked_before=0,
+                                idle=3600, max_turns=4))
     return q.answer.id
 
 
@@ -133,9 +133,9 @@ async def test_questions_asked_on_several_hosts_at_once_make_one_answer_each_in_
             await dbs[0].write(lambda conn, k=k: conn.execute(
                 "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES (?, ?, 'text', ?)", (k, USER, now)))
         made = await together([lambda d=d, k=k: AnswerRepo(d).create(
-            openid=USER, msg_key=k, question=f"问题 {k}", model="m", route="reply", now=now, deadline_at=now + 15,
-            holder=f"host-{h}", lease_until=now + 30, asked_before=0, idle=3600, max_turns=4, reply_from_new=True,
-            owed_note="an older answer first")
+            Draft(openid=USER, msg_key=k, question=f"问题 {k}", model="m", route="reply", now=now,
+                  deadline_at=now + 15, holder=f"host-{h}", lease_until=now + 30, asked_before=0, idle=3600,
+                  max_turns=4, reply_from_new=True, owed_note="an older answer first"))
             for h, d in enumerate(dbs) for k in keys])
         for k in keys:
             mine = [q for q in made if q.answer.msg_key == k]
@@ -152,9 +152,9 @@ async def test_questions_asked_on_several_hosts_at_once_make_one_answer_each_in_
         await dbs[1].write(lambda conn: conn.execute(
             "INSERT INTO inbound (msg_key, openid, kind, received_at) VALUES ('q-late', ?, 'text', ?)", (USER, now)))
         late = await AnswerRepo(dbs[1]).create(
-            openid=USER, msg_key="q-late", question="再问", model="m", route="reply", now=now + 1,
-            deadline_at=now + 16, holder="host-1", lease_until=now + 31, asked_before=now + 1, idle=3600,
-            max_turns=4, reply_from_new=True, owed_note="an older answer first")
+            Draft(openid=USER, msg_key="q-late", question="再问", model="m", route="reply", now=now + 1,
+                  deadline_at=now + 16, holder="host-1", lease_until=now + 31, asked_before=now + 1, idle=3600,
+                  max_turns=4, reply_from_new=True, owed_note="an older answer first"))
         assert late.owed_id == min(q.answer.id for q in made)
         row = await dbs[0].fetchone("SELECT answer_id, note FROM inbound WHERE msg_key = 'q-late'")
         assert (row["answer_id"], row["note"]) == (late.owed_id, "an older answer first")
